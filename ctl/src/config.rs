@@ -1,0 +1,288 @@
+//! Command line and settings. Every setting is a flag with an environment fallback.
+//!
+//! clap reads the raw strings; `validate` turns them into typed settings with one-line
+//! errors that name both the flag and the variable, and never echo a secret (clap's own
+//! value errors would print the whole DATABASE_URL, password included).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// The longest session lifetime `FLUXBASE_ADMIN_SESSION_TIMEOUT` may ask for.
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+const MIN_SESSION_SECRET_LEN: usize = 32;
+const MIN_METRICS_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fluxbase",
+    version,
+    about = "Fluxbase Admin: the admin dashboard for a Postgres backend",
+    long_about = "Fluxbase Admin: the admin dashboard for a Postgres backend.\n\n\
+        All state and rules live in the fluxbase_admin Postgres extension; this binary \
+        serves the web dashboard and runs operator commands by calling its functions."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the web dashboard
+    Serve(ServeArgs),
+    /// Manage the fluxbase_admin extension in a database (needs a superuser)
+    #[command(subcommand)]
+    Extension(ExtensionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExtensionCommand {
+    /// Create the extension, or update it to the version installed on the database host
+    Install(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL, e.g. postgresql://user:pass@localhost:5432/fluxbase.
+    /// sslmode=require (or verify-ca, verify-full) uses TLS.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Port to serve the dashboard on (0 picks a free port)
+    #[arg(long, env = "FLUXBASE_ADMIN_PORT", default_value = "3001", value_name = "PORT")]
+    pub port: String,
+
+    /// Address to bind; keep the default unless a proxy in front needs another
+    #[arg(long, env = "FLUXBASE_ADMIN_BIND", default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: String,
+
+    /// Secret that signs the session cookie and CSRF tokens (at least 32 characters).
+    /// Unset: a random one per process, so sessions end when it restarts.
+    #[arg(long, env = "FLUXBASE_ADMIN_SESSION_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub session_secret: Option<String>,
+
+    /// Lifetime of a new admin session, e.g. 30m, 8h, 7d (at most 7d).
+    /// Unset: the database setting applies (24h unless changed).
+    #[arg(long, env = "FLUXBASE_ADMIN_SESSION_TIMEOUT", value_name = "DURATION")]
+    pub session_timeout: Option<String>,
+
+    /// Public address of the dashboard, used in printed links and Origin checks
+    /// [default: http://localhost:<port>]
+    #[arg(long, env = "FLUXBASE_ADMIN_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Bearer token that /metrics requires (at least 16 characters); /metrics is off without it
+    #[arg(long, env = "FLUXBASE_ADMIN_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub metrics_token: Option<String>,
+}
+
+/// `fluxbase serve`'s settings, validated.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub database: DatabaseSettings,
+    pub port: u16,
+    pub bind: IpAddr,
+    pub session_secret: SessionSecret,
+    pub session_timeout: Option<Duration>,
+    pub public_url: Option<url::Url>,
+    pub metrics_token: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct SessionSecret {
+    pub bytes: Vec<u8>,
+    pub ephemeral: bool,
+}
+
+impl std::fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSecret").field("ephemeral", &self.ephemeral).finish_non_exhaustive()
+    }
+}
+
+/// How to reach Postgres: the parsed connection settings and how strictly to check TLS.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    pub config: tokio_postgres::Config,
+    pub tls_verify: TlsVerify,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::db::describe_target(&self.config))
+    }
+}
+
+/// libpq's meaning of sslmode: `require` encrypts without checking the certificate,
+/// `verify-ca` checks it against the system's roots, `verify-full` checks the host name too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVerify {
+    None,
+    Ca,
+    Full,
+}
+
+impl DatabaseArgs {
+    pub fn validate(&self) -> Result<DatabaseSettings> {
+        let Some(raw) = self.database_url.as_deref().filter(|s| !s.trim().is_empty()) else {
+            bail!(
+                "DATABASE_URL is not set: pass --database-url or set \
+                 DATABASE_URL=postgresql://user:pass@localhost:5432/fluxbase"
+            );
+        };
+        parse_database_url(raw)
+    }
+}
+
+/// Parses a libpq-style URL or key=value string. tokio-postgres knows sslmode
+/// disable/prefer/require only, so verify-ca and verify-full are mapped onto `require`
+/// plus certificate checks done by our TLS connector.
+fn parse_database_url(raw: &str) -> Result<DatabaseSettings> {
+    let mut tls_verify = TlsVerify::None;
+    let mut normalised = raw.to_string();
+    for (mode, verify) in [("verify-full", TlsVerify::Full), ("verify-ca", TlsVerify::Ca)] {
+        if normalised.contains(&format!("sslmode={mode}")) {
+            normalised = normalised.replace(&format!("sslmode={mode}"), "sslmode=require");
+            tls_verify = verify;
+        }
+    }
+    let config: tokio_postgres::Config = normalised.parse().map_err(|e: tokio_postgres::Error| {
+        // The parser's message names the bad part, never the password.
+        anyhow::anyhow!(
+            "DATABASE_URL is malformed ({e}): expected postgresql://user:pass@host:5432/dbname"
+        )
+    })?;
+    if config.get_hosts().is_empty() {
+        bail!("DATABASE_URL names no host: expected postgresql://user:pass@host:5432/dbname");
+    }
+    if config.get_user().is_none() {
+        bail!("DATABASE_URL names no user: expected postgresql://user:pass@host:5432/dbname");
+    }
+    Ok(DatabaseSettings { config, tls_verify })
+}
+
+impl ServeArgs {
+    pub fn validate(&self) -> Result<ServeSettings> {
+        let database = self.database.validate()?;
+        let port: u16 = self.port.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "FLUXBASE_ADMIN_PORT (--port) must be a port number from 0 to 65535, not {:?}",
+                self.port
+            )
+        })?;
+        let bind: IpAddr = self.bind.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "FLUXBASE_ADMIN_BIND (--bind) must be an IP address such as 127.0.0.1 or ::1, not {:?}",
+                self.bind
+            )
+        })?;
+        let session_secret = match self.session_secret.as_deref() {
+            Some(secret) if secret.len() < MIN_SESSION_SECRET_LEN => bail!(
+                "FLUXBASE_ADMIN_SESSION_SECRET (--session-secret) must be at least \
+                 {MIN_SESSION_SECRET_LEN} characters; generate one with: openssl rand -hex 32"
+            ),
+            Some(secret) => SessionSecret { bytes: secret.as_bytes().to_vec(), ephemeral: false },
+            None => SessionSecret { bytes: rand::random::<[u8; 32]>().to_vec(), ephemeral: true },
+        };
+        let session_timeout = self
+            .session_timeout
+            .as_deref()
+            .map(parse_session_timeout)
+            .transpose()?;
+        let public_url = self.public_url.as_deref().map(parse_public_url).transpose()?;
+        let metrics_token = match self.metrics_token.as_deref() {
+            Some(token) if token.len() < MIN_METRICS_TOKEN_LEN => bail!(
+                "FLUXBASE_ADMIN_METRICS_TOKEN (--metrics-token) must be at least \
+                 {MIN_METRICS_TOKEN_LEN} characters; generate one with: openssl rand -hex 24"
+            ),
+            other => other.map(str::to_owned),
+        };
+        Ok(ServeSettings { database, port, bind, session_secret, session_timeout, public_url, metrics_token })
+    }
+}
+
+/// `30m`, `8h`, `7d`, `1h 30m`: at least a minute, at most seven days.
+pub fn parse_session_timeout(raw: &str) -> Result<Duration> {
+    let duration = humantime::parse_duration(raw.trim()).with_context(|| {
+        format!(
+            "FLUXBASE_ADMIN_SESSION_TIMEOUT (--session-timeout) must be a duration such as 30m, 8h or 7d, not {raw:?}"
+        )
+    })?;
+    if duration < Duration::from_secs(60) {
+        bail!("FLUXBASE_ADMIN_SESSION_TIMEOUT (--session-timeout) must be at least 1m, not {raw:?}");
+    }
+    if duration > MAX_SESSION_TIMEOUT {
+        bail!("FLUXBASE_ADMIN_SESSION_TIMEOUT (--session-timeout) may be at most 7d, not {raw:?}");
+    }
+    Ok(duration)
+}
+
+fn parse_public_url(raw: &str) -> Result<url::Url> {
+    let parsed = url::Url::parse(raw.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "FLUXBASE_ADMIN_PUBLIC_URL (--public-url) must be an absolute http(s) URL such as \
+             https://admin.example.com ({e}), not {raw:?}"
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        bail!(
+            "FLUXBASE_ADMIN_PUBLIC_URL (--public-url) must be an absolute http(s) URL such as \
+             https://admin.example.com, not {raw:?}"
+        );
+    }
+    Ok(parsed)
+}
+
+impl ServeSettings {
+    /// The address printed in links: the configured public URL, else http://localhost:<port>.
+    pub fn public_url_for(&self, bound_port: u16) -> String {
+        match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            None => format!("http://localhost:{bound_port}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_timeouts_in_the_usual_forms() {
+        assert_eq!(parse_session_timeout("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_session_timeout("8h").unwrap(), Duration::from_secs(8 * 3600));
+        assert_eq!(parse_session_timeout("7d").unwrap(), MAX_SESSION_TIMEOUT);
+        assert_eq!(parse_session_timeout("1h 30m").unwrap(), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn session_timeouts_out_of_range_or_malformed_are_refused() {
+        for bad in ["8d", "30s", "soon", "", "-1h"] {
+            let err = parse_session_timeout(bad).unwrap_err().to_string();
+            assert!(err.contains("FLUXBASE_ADMIN_SESSION_TIMEOUT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn database_url_errors_never_echo_the_password() {
+        let err = parse_database_url("postgresql://u:s3cret@host:notaport/db").unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn verify_full_means_require_plus_checks() {
+        let settings = parse_database_url("postgresql://u@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(settings.tls_verify, TlsVerify::Full);
+        assert_eq!(settings.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+    }
+}

@@ -1,0 +1,185 @@
+//! `fluxbase serve`: checks that the database is ready, then serves the dashboard.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use deadpool_postgres::Pool;
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServeSettings;
+use crate::db::{self, DbRole};
+
+/// Connections the dashboard keeps open at most. Small on purpose: an admin dashboard
+/// must never crowd out the application it administers.
+const POOL_SIZE: usize = 8;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    settings: ServeSettings,
+}
+
+pub async fn serve(settings: ServeSettings) -> Result<()> {
+    let pool = db::pool(&settings.database, POOL_SIZE)?;
+    let extension_version = preflight(&pool, &settings).await?;
+
+    if settings.session_secret.ephemeral {
+        eprintln!(
+            "warning: FLUXBASE_ADMIN_SESSION_SECRET is not set; using a random secret, so admins are \
+             signed out when fluxbase restarts and several copies cannot share sessions"
+        );
+    }
+
+    let addr = SocketAddr::new(settings.bind, settings.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}: choose another port with --port or FLUXBASE_ADMIN_PORT")
+    })?;
+    let bound = listener.local_addr().context("cannot read the listening address")?;
+    let public_url = settings.public_url_for(bound.port());
+
+    let state = AppState { inner: Arc::new(Inner { pool, settings }) };
+    let app = router(state);
+
+    println!("fluxbase serve: extension fluxbase_admin {extension_version}, listening on http://{bound}");
+    println!("fluxbase serve: open {public_url}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the web server stopped")?;
+    println!("fluxbase serve: stopped");
+    Ok(())
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .with_state(state)
+}
+
+/// Checks, before listening, everything that would otherwise fail on the first request:
+/// the connection, the extension, and the login role's right to switch roles.
+async fn preflight(pool: &Pool, settings: &ServeSettings) -> Result<String> {
+    let config = &settings.database.config;
+    let target = db::describe_target(config);
+    let mut client = db::checkout(pool, config).await?;
+
+    let version = installed_extension_version(&client).await?;
+    let Some(version) = version else {
+        bail!(
+            "the fluxbase_admin extension is not installed in {target}: run `fluxbase extension install` \
+             with a superuser's DATABASE_URL, or CREATE EXTENSION fluxbase_admin in psql"
+        );
+    };
+
+    let login = client
+        .query_one(
+            "SELECT current_user::text, rolsuper, rolinherit FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(db::describe_pg_error(&e)))?;
+    let (login_role, is_super, inherits): (String, bool, bool) = (login.get(0), login.get(1), login.get(2));
+
+    if let Err(e) = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await {
+        bail!(
+            "the login role {login_role} cannot switch to fluxbase_dashboard ({e}): as a superuser, run \
+             GRANT fluxbase_dashboard, anon, authenticated, service_role TO {login_role}"
+        );
+    }
+    if is_super {
+        eprintln!(
+            "warning: {login_role} is a superuser; the dashboard should log in as a NOINHERIT role that is a \
+             member of fluxbase_dashboard (see README, \"Install into an existing Postgres\")"
+        );
+    } else if inherits {
+        eprintln!(
+            "warning: {login_role} has INHERIT; make it NOINHERIT (ALTER ROLE {login_role} NOINHERIT) so that \
+             it holds no rights outside the role each transaction switches to"
+        );
+    }
+    Ok(version)
+}
+
+async fn installed_extension_version(client: &impl deadpool_postgres::GenericClient) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'fluxbase_admin'",
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(db::describe_pg_error(&e)))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// `GET /healthz`: that the service is up, its version and the installed extension's
+/// version. Nothing more: it answers without a session.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match extension_version_as_dashboard(&state).await {
+        Ok(Some(extension_version)) => Json(json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "extension_version": extension_version,
+        }))
+        .into_response(),
+        Ok(None) => unavailable("the fluxbase_admin extension is not installed"),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "health check failed");
+            unavailable("the database is unreachable")
+        }
+    }
+}
+
+async fn extension_version_as_dashboard(state: &AppState) -> Result<Option<String>> {
+    let config = &state.inner.settings.database.config;
+    let mut client = db::checkout(&state.inner.pool, config).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(5)).await?;
+    let version = installed_extension_version(&tx).await?;
+    tx.commit().await.map_err(|e| anyhow::anyhow!(db::describe_pg_error(&e)))?;
+    Ok(version)
+}
+
+fn unavailable(reason: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unavailable", "version": env!("CARGO_PKG_VERSION"), "reason": reason })),
+    )
+        .into_response()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,19 @@
+//! `fluxbase_admin`: the admin dashboard's state and rules, inside Postgres.
+//!
+//! Each concern is one module. SQL that reads best as SQL (schemas, roles, tables,
+//! grants) lives in `sql/` and is pulled in with `extension_sql_file!`; Rust does what
+//! SQL does badly.
+
+::pgrx::pg_module_magic!(name, version);
+
+mod claims;
+mod install;
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,13 @@
+-- fluxbase_admin finalize: runs after every other object exists.
+--
+-- EXECUTE is revoked from PUBLIC on every function of the extension's schemas, then
+-- granted on purpose, to the one kind of caller that needs it (architecture.md,
+-- "Callers and privileges").
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dashboard_auth, auth, fluxbase_admin FROM PUBLIC;
+
+-- Claim helpers: read only the caller's own settings. Policies of the app roles call them.
+GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role(), auth.email()
+    TO anon, authenticated, service_role, fluxbase_dashboard, fluxbase_operator;
+
+GRANT EXECUTE ON FUNCTION fluxbase_admin.library_version() TO fluxbase_dashboard, fluxbase_operator;
