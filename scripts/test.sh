@@ -72,14 +72,18 @@ run_logged "$LOG_DIR/install-debug.log" "see the log; run: cargo pgrx install --
     cargo pgrx install --pg-config "$PG_CONFIG"
 
 step "[3/4] Building fluxbase and the out-of-process tests"
-run_logged "$LOG_DIR/build-tests.log" "see the log; run: cargo test -p fluxbase -p fluxbase-tests --no-run" -- \
-    cargo test -p fluxbase -p fluxbase-tests --no-run
+run_logged "$LOG_DIR/build-tests.log" "see the log; run: cargo build -p fluxbase && cargo test -p fluxbase -p fluxbase-tests --no-run" -- \
+    bash -c "cargo build -p fluxbase && cargo test -p fluxbase -p fluxbase-tests --no-run"
+export FLUXBASE_BIN="$REPO_ROOT/target/debug/fluxbase"
 bash scripts/test-cluster.sh
 
 step "[4/4] Running the binary's unit tests and the out-of-process tests"
+# Every test binary runs even when one fails, so the counts are complete; a failure's
+# message is enough without a backtrace.
+export RUST_BACKTRACE=0
 test_step "2. fluxbase binary unit tests" "$LOG_DIR/test-ctl.log" \
-    cargo test -p fluxbase
+    cargo test --no-fail-fast -p fluxbase
 test_step "3. SQL, CLI and HTTP tests (real cluster)" "$LOG_DIR/test-e2e.log" \
-    cargo test -p fluxbase-tests
+    cargo test --no-fail-fast -p fluxbase-tests
 
 summary
