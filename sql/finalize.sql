@@ -11,3 +11,9 @@ GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role(), auth.email()
     TO anon, authenticated, service_role, fluxbase_dashboard, fluxbase_operator;
 
 GRANT EXECUTE ON FUNCTION fluxbase_admin.library_version() TO fluxbase_dashboard, fluxbase_operator;
+
+-- Operators read dashboard_auth (the seed's audit queries) and take its backup with
+-- pg_dump -t 'dashboard_auth.*'. No other role reads these tables: the dashboard reaches
+-- them only through the definer functions, so it never sees a hash.
+GRANT SELECT ON ALL TABLES IN SCHEMA dashboard_auth TO fluxbase_operator;
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA dashboard_auth TO fluxbase_operator;

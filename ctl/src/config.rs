@@ -33,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the web dashboard
     Serve(ServeArgs),
+    /// Operator commands: create admins, reset passwords, unlock (needs fluxbase_operator)
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCommand),
     /// Manage the fluxbase_admin extension in a database (needs a superuser)
     #[command(subcommand)]
     Extension(ExtensionCommand),
@@ -226,7 +229,7 @@ pub fn parse_session_timeout(raw: &str) -> Result<Duration> {
     Ok(duration)
 }
 
-fn parse_public_url(raw: &str) -> Result<url::Url> {
+pub fn parse_public_url(raw: &str) -> Result<url::Url> {
     let parsed = url::Url::parse(raw.trim()).map_err(|e| {
         anyhow::anyhow!(
             "FLUXBASE_ADMIN_PUBLIC_URL (--public-url) must be an absolute http(s) URL such as \

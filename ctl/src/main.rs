@@ -1,6 +1,7 @@
 //! `fluxbase`: Fluxbase Admin's control binary. A thin shell: every action is a call of
 //! a `fluxbase_admin` extension function.
 
+mod admin;
 mod config;
 mod db;
 mod extension;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => server::serve(args.validate()?).await,
+        Command::Admin(command) => admin::run(command).await,
         Command::Extension(ExtensionCommand::Install(args)) => extension::install(&args.validate()?).await,
     }
 }

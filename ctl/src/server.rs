@@ -51,11 +51,19 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
     let bound = listener.local_addr().context("cannot read the listening address")?;
     let public_url = settings.public_url_for(bound.port());
 
+    let setup_link = setup_link_if_needed(&pool, &settings, &public_url).await?;
+
     let state = AppState { inner: Arc::new(Inner { pool, settings }) };
     let app = router(state);
 
     println!("fluxbase serve: extension fluxbase_admin {extension_version}, listening on http://{bound}");
-    println!("fluxbase serve: open {public_url}");
+    match setup_link {
+        Some((link, expires)) => {
+            println!("fluxbase serve: no admin exists yet. Create the first one with this one-time link (valid until {expires}):");
+            println!("fluxbase serve: {link}");
+        }
+        None => println!("fluxbase serve: open {public_url}"),
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -115,6 +123,29 @@ async fn preflight(pool: &Pool, settings: &ServeSettings) -> Result<String> {
         );
     }
     Ok(version)
+}
+
+/// While no admin exists, a one-time setup link: the setup page works only through it,
+/// so whoever merely reaches the port first does not become the admin.
+async fn setup_link_if_needed(pool: &Pool, settings: &ServeSettings, public_url: &str) -> Result<Option<(String, String)>> {
+    let pg = |e: tokio_postgres::Error| anyhow::anyhow!(db::describe_pg_error(&e));
+    let mut client = db::checkout(pool, &settings.database.config).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await?;
+    let needs_setup: bool = tx.query_one("SELECT dashboard_auth.needs_setup()", &[]).await.map_err(pg)?.get(0);
+    if !needs_setup {
+        return Ok(None);
+    }
+    let row = tx
+        .query_one(
+            "SELECT token, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')
+               FROM dashboard_auth.create_setup_link()",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    let (token, expires): (String, String) = (row.get(0), row.get(1));
+    Ok(Some((format!("{public_url}/setup?token={token}"), expires)))
 }
 
 async fn installed_extension_version(client: &impl deadpool_postgres::GenericClient) -> Result<Option<String>> {

@@ -6,8 +6,13 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod admin_auth;
+mod audit;
 mod claims;
 mod install;
+mod passwords;
+mod settings;
+mod tokens;
 
 #[cfg(test)]
 pub mod pg_test {

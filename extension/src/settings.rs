@@ -1,0 +1,230 @@
+//! Dashboard settings: typed, validated, with defaults in code.
+//!
+//! `dashboard_auth.settings` stores only the values an admin changed, so a fresh
+//! install writes no rows and a restored backup brings back exactly the overrides.
+//! Later features add their settings to `DEFINITIONS`.
+
+use pgrx::prelude::*;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Whole seconds, written `30m`, `24h`, `7d`, `1h30m`.
+    Duration { min: i64, max: i64 },
+    Integer { min: i64, max: i64 },
+}
+
+#[derive(Debug)]
+pub struct Definition {
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: i64,
+    pub description: &'static str,
+}
+
+const MINUTE: i64 = 60;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+pub const DEFINITIONS: &[Definition] = &[
+    Definition {
+        key: "session.lifetime",
+        kind: Kind::Duration { min: 5 * MINUTE, max: 7 * DAY },
+        default: 24 * HOUR,
+        description: "How long an admin session lasts at most, however active",
+    },
+    Definition {
+        key: "session.idle_timeout",
+        kind: Kind::Duration { min: MINUTE, max: DAY },
+        default: 30 * MINUTE,
+        description: "An admin session ends after this long without a request",
+    },
+    Definition {
+        key: "lockout.max_failures",
+        kind: Kind::Integer { min: 3, max: 100 },
+        default: 5,
+        description: "Failed sign-ins within lockout.window that lock an account",
+    },
+    Definition {
+        key: "lockout.window",
+        kind: Kind::Duration { min: MINUTE, max: DAY },
+        default: 15 * MINUTE,
+        description: "The window in which failed sign-ins are counted",
+    },
+    Definition {
+        key: "lockout.duration",
+        kind: Kind::Duration { min: MINUTE, max: DAY },
+        default: 15 * MINUTE,
+        description: "How long a first lockout lasts; each further lockout doubles it, up to 24h",
+    },
+    Definition {
+        key: "lockout.ip_max_failures",
+        kind: Kind::Integer { min: 5, max: 100_000 },
+        default: 20,
+        description: "Failed sign-ins from one IP address within lockout.window before that address is refused",
+    },
+    Definition {
+        key: "password.min_length",
+        kind: Kind::Integer { min: 12, max: 128 },
+        default: 12,
+        description: "Minimum length of an admin password (never below 12)",
+    },
+];
+
+pub fn definition(key: &str) -> Result<&'static Definition, String> {
+    DEFINITIONS.iter().find(|d| d.key == key).ok_or_else(|| {
+        let known: Vec<&str> = DEFINITIONS.iter().map(|d| d.key).collect();
+        format!("unknown setting {key:?}; the settings are: {}", known.join(", "))
+    })
+}
+
+/// Parses `30m`, `24h`, `7d`, `1h30m`, `1h 30m` or `90s` into seconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.is_empty() {
+        return Err("a duration is needed, such as 30m, 8h or 7d".into());
+    }
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    for c in compact.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => MINUTE,
+            'h' => HOUR,
+            'd' => DAY,
+            _ => return Err(format!("{text:?} is not a duration: use a number and a unit (s, m, h, d), such as 30m or 8h")),
+        };
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration: put a number before each unit, such as 30m or 8h"))?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("{text:?} is too long"))?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(format!("{text:?} has no unit: write {digits}s, {digits}m, {digits}h or {digits}d"));
+    }
+    Ok(total)
+}
+
+/// Seconds as a person writes them: 5400 is `1h30m`, 86400 is `24h`, 604800 is `7d`
+/// (days only from two days up, since "24h" is how sessions are usually described).
+pub fn format_duration(mut seconds: i64) -> String {
+    if seconds == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let units: &[(i64, char)] =
+        if seconds >= 2 * DAY { &[(DAY, 'd'), (HOUR, 'h'), (MINUTE, 'm'), (1, 's')] } else { &[(HOUR, 'h'), (MINUTE, 'm'), (1, 's')] };
+    for &(unit, suffix) in units {
+        if seconds >= unit {
+            out.push_str(&format!("{}{}", seconds / unit, suffix));
+            seconds %= unit;
+        }
+    }
+    out
+}
+
+/// Parses and checks `value` for `key`, returning its stored form.
+pub fn parse(key: &str, value: &str) -> Result<i64, String> {
+    let def = definition(key)?;
+    let (parsed, min, max) = match def.kind {
+        Kind::Duration { min, max } => (parse_duration(value)?, min, max),
+        Kind::Integer { min, max } => (
+            value.trim().parse::<i64>().map_err(|_| format!("{key} must be a whole number, not {value:?}"))?,
+            min,
+            max,
+        ),
+    };
+    if parsed < min || parsed > max {
+        return Err(format!("{key} must be between {} and {}, not {}", format(def, min), format(def, max), value.trim()));
+    }
+    Ok(parsed)
+}
+
+pub fn format(def: &Definition, value: i64) -> String {
+    match def.kind {
+        Kind::Duration { .. } => format_duration(value),
+        Kind::Integer { .. } => value.to_string(),
+    }
+}
+
+#[pg_schema]
+mod dashboard_auth {
+    use pgrx::prelude::*;
+
+    fn invalid_value(reason: String) -> ! {
+        pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, reason);
+    }
+
+    /// Every setting: its key, kind, default (in stored form) and what it does.
+    #[pg_extern(immutable, parallel_safe)]
+    fn setting_definitions() -> TableIterator<
+        'static,
+        (
+            name!(key, String),
+            name!(kind, String),
+            name!(default_value, i64),
+            name!(description, String),
+        ),
+    > {
+        TableIterator::new(super::DEFINITIONS.iter().map(|d| {
+            let kind = match d.kind {
+                super::Kind::Duration { .. } => "duration",
+                super::Kind::Integer { .. } => "integer",
+            };
+            (d.key.to_string(), kind.to_string(), d.default, d.description.to_string())
+        }))
+    }
+
+    /// The stored form of `value` for `key`; an invalid value is refused with the reason.
+    #[pg_extern(immutable, strict, parallel_safe)]
+    fn parse_setting(key: &str, value: &str) -> i64 {
+        match super::parse(key, value) {
+            Ok(parsed) => parsed,
+            Err(reason) => invalid_value(reason),
+        }
+    }
+
+    /// A stored value as a person writes it (`24h`, `12`).
+    #[pg_extern(immutable, strict, parallel_safe)]
+    fn format_setting(key: &str, value: i64) -> String {
+        match super::definition(key) {
+            Ok(def) => super::format(def, value),
+            Err(reason) => invalid_value(reason),
+        }
+    }
+}
+
+pgrx::extension_sql_file!(
+    "../../sql/settings.sql",
+    name = "settings",
+    requires = ["audit", setting_definitions, parse_setting, format_setting]
+);
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, seconds) in [("30m", 1800), ("24h", 86400), ("7d", 604800), ("1h30m", 5400), ("1h 30m", 5400), ("90s", 90)] {
+            assert_eq!(parse_duration(text), Ok(seconds), "{text}");
+        }
+        assert_eq!(format_duration(5400), "1h30m");
+        assert_eq!(format_duration(86400), "24h");
+        assert_eq!(format_duration(7 * 86400), "7d");
+    }
+
+    #[test]
+    fn invalid_values_say_why() {
+        assert!(parse("password.min_length", "8").unwrap_err().contains("between 12 and 128"));
+        assert!(parse("session.lifetime", "8").unwrap_err().contains("has no unit"));
+        assert!(parse("session.lifetime", "30d").unwrap_err().contains("between 5m and 7d"));
+        assert!(parse("no.such", "1").unwrap_err().contains("unknown setting"));
+        assert!(parse("lockout.max_failures", "five").unwrap_err().contains("whole number"));
+        assert_eq!(parse("password.min_length", " 16 "), Ok(16));
+    }
+}

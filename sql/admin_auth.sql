@@ -1,0 +1,972 @@
+-- Admin authentication and management: first-run setup, sign-in with lockout,
+-- sessions, one-time links, admin management and the operators' break-glass commands.
+--
+-- Conventions (see README, "SQL API"):
+-- * Functions the dashboard calls for a signed-in admin take the session token first.
+--   `viewer` sessions are refused by every function that changes the system.
+-- * Break-glass functions are named operator_* and need fluxbase_operator or a superuser.
+-- * A call that is wrong raises an error with a documented SQLSTATE. An attempt that must
+--   be recorded even when it fails (sign-in, redeeming a link, setup, changing a
+--   password) returns an outcome instead, because an error would roll the record back.
+-- * Every function here is SECURITY DEFINER with a pinned search_path and
+--   schema-qualified names; EXECUTE is granted per function at the end of this file.
+
+-- ---------------------------------------------------------------------------------
+-- Internal helpers (no grants: only the definer functions below call them)
+-- ---------------------------------------------------------------------------------
+
+-- Who did something, for the audit log.
+CREATE TYPE dashboard_auth.actor AS (actor_type text, actor_id uuid, actor text);
+
+CREATE FUNCTION dashboard_auth.operator_actor() RETURNS dashboard_auth.actor
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ROW('operator', NULL::uuid, session_user::text)::dashboard_auth.actor $$;
+
+CREATE FUNCTION dashboard_auth.session_actor(a dashboard_auth.session_admin) RETURNS dashboard_auth.actor
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ROW('admin', a.admin_id, a.email)::dashboard_auth.actor $$;
+
+-- The client's address and user agent of the current request. `fluxbase serve` sets them
+-- per transaction (set_config('fluxbase.client_ip', ..., true)); they only annotate the
+-- audit log and never decide anything.
+CREATE FUNCTION dashboard_auth.request_ip() RETURNS inet
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN nullif(pg_catalog.current_setting('fluxbase.client_ip', true), '')::inet;
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.request_user_agent() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.left(nullif(pg_catalog.current_setting('fluxbase.user_agent', true), ''), 500) $$;
+
+-- An audit entry by `who`, with the current request's address and user agent.
+CREATE FUNCTION dashboard_auth.audit_by(
+    who dashboard_auth.actor, action text, target_type text, target_id text, details jsonb DEFAULT '{}'::jsonb
+) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT dashboard_auth.audit(who.actor_type, who.actor_id, who.actor, action, target_type, target_id,
+                                details, dashboard_auth.request_ip(), dashboard_auth.request_user_agent())
+$$;
+
+-- Serialises changes to the set of admins: the setup race and the last-admin guard.
+CREATE FUNCTION dashboard_auth.lock_admin_set() RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.pg_advisory_xact_lock(1179408450, 2) $$;
+
+CREATE FUNCTION dashboard_auth.token_hash(token text) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')) $$;
+
+-- A trimmed, lower-cased email address, or an error a person can act on.
+CREATE FUNCTION dashboard_auth.normalize_email(raw text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    normalized text := pg_catalog.lower(pg_catalog.btrim(raw));
+BEGIN
+    IF normalized IS NULL
+       OR pg_catalog.length(normalized) > 254
+       OR normalized !~ '^[^@[:space:][:cntrl:]]+@[^@[:space:][:cntrl:].]+(\.[^@[:space:][:cntrl:].]+)+$' THEN
+        RAISE EXCEPTION 'invalid email address: %', coalesce(pg_catalog.quote_literal(raw), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Use an address such as admin@example.com.';
+    END IF;
+    RETURN normalized;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.normalize_name(raw text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trimmed text := pg_catalog.btrim(raw);
+BEGIN
+    IF trimmed IS NULL OR trimmed = '' OR pg_catalog.length(trimmed) > 200 THEN
+        RAISE EXCEPTION 'invalid name: give a name of 1 to 200 characters'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN trimmed;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.check_role(role text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF role IS NULL OR role NOT IN ('admin', 'viewer') THEN
+        RAISE EXCEPTION 'invalid role %: use admin or viewer', coalesce(pg_catalog.quote_literal(role), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN role;
+END
+$$;
+
+-- A session lifetime asked for by the caller (fluxbase serve passes
+-- FLUXBASE_ADMIN_SESSION_TIMEOUT): at least a minute, at most 7 days.
+CREATE FUNCTION dashboard_auth.check_session_lifetime(lifetime interval) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF lifetime IS NOT NULL AND (lifetime < interval '1 minute' OR lifetime > interval '7 days') THEN
+        RAISE EXCEPTION 'session lifetime % is out of range: it must be between 1 minute and 7 days', lifetime
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN lifetime;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.check_link_validity(valid_for interval) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF valid_for IS NULL OR valid_for < interval '5 minutes' OR valid_for > interval '7 days' THEN
+        RAISE EXCEPTION 'link validity % is out of range: it must be between 5 minutes and 7 days', valid_for
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN valid_for;
+END
+$$;
+
+-- Why a new password is refused, or NULL.
+CREATE FUNCTION dashboard_auth.new_password_problem(password text, email text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN password IS NULL THEN 'A password is needed.'
+                ELSE dashboard_auth.password_problem(password, email,
+                         dashboard_auth.setting('password.min_length')::int) END
+$$;
+
+-- Admins who can sign in and manage: role admin, enabled, with a password.
+CREATE FUNCTION dashboard_auth.active_admin_count(excluding uuid) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.count(*) FROM dashboard_auth.dashboard_users u
+     WHERE u.role = 'admin' AND u.disabled_at IS NULL AND u.password_hash IS NOT NULL
+       AND u.id IS DISTINCT FROM excluding
+$$;
+
+-- Refuses a change that would leave no active admin. Call with lock_admin_set() held.
+CREATE FUNCTION dashboard_auth.guard_last_admin(target uuid, change text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u
+                WHERE u.id = target AND u.role = 'admin' AND u.disabled_at IS NULL AND u.password_hash IS NOT NULL)
+       AND dashboard_auth.active_admin_count(target) = 0 THEN
+        RAISE EXCEPTION 'cannot % the last active admin', change
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Create or enable another admin first.';
+    END IF;
+END
+$$;
+
+-- Revokes an admin's sessions, except `keep`; returns how many.
+CREATE FUNCTION dashboard_auth.revoke_sessions(admin uuid, reason text, keep uuid DEFAULT NULL) RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH revoked AS (
+        UPDATE dashboard_auth.sessions s SET revoked_at = pg_catalog.now(), revoked_reason = reason
+         WHERE s.admin_id = admin AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()
+           AND s.id IS DISTINCT FROM keep
+        RETURNING 1)
+    SELECT pg_catalog.count(*)::int FROM revoked
+$$;
+
+-- A new session for an admin who just proved who they are.
+CREATE FUNCTION dashboard_auth.issue_session(admin uuid, ip inet, user_agent text, lifetime interval)
+RETURNS dashboard_auth.login_result
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    token  text := dashboard_auth.new_token('fbs');
+    result dashboard_auth.login_result;
+BEGIN
+    INSERT INTO dashboard_auth.sessions (admin_id, token_hash, expires_at, ip, user_agent)
+    VALUES (issue_session.admin, dashboard_auth.token_hash(token),
+            pg_catalog.now() + coalesce(issue_session.lifetime, dashboard_auth.setting_interval('session.lifetime')),
+            issue_session.ip, pg_catalog.left(issue_session.user_agent, 500))
+    RETURNING expires_at INTO result.expires_at;
+    result.ok := true;
+    result.code := 'ok';
+    result.message := 'Signed in.';
+    result.session_token := token;
+    result.admin_id := issue_session.admin;
+    SELECT u.role INTO result.role FROM dashboard_auth.dashboard_users u WHERE u.id = issue_session.admin;
+    RETURN result;
+END
+$$;
+
+-- Records a sign-in attempt in login_attempts and the audit log.
+CREATE FUNCTION dashboard_auth.record_login(
+    typed_email text, admin uuid, ip inet, user_agent text, succeeded boolean, reason text, via text DEFAULT 'password'
+) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO dashboard_auth.login_attempts (email, admin_id, ip, user_agent, succeeded, reason)
+    VALUES (pg_catalog.left(typed_email, 254), record_login.admin, record_login.ip,
+            pg_catalog.left(record_login.user_agent, 500), record_login.succeeded, record_login.reason);
+    PERFORM dashboard_auth.audit(
+        CASE WHEN record_login.succeeded THEN 'admin' ELSE 'anonymous' END,
+        record_login.admin, pg_catalog.left(typed_email, 254),
+        CASE WHEN record_login.succeeded THEN 'admin.login' ELSE 'admin.login_failed' END,
+        'admin', record_login.admin::text,
+        pg_catalog.jsonb_build_object('reason', record_login.reason, 'via', record_login.via),
+        record_login.ip, pg_catalog.left(record_login.user_agent, 500));
+END
+$$;
+
+-- Counts a failed password for an account, and locks it after lockout.max_failures
+-- within lockout.window. Each lockout since the last successful sign-in lasts twice
+-- as long as the one before, up to 24 hours.
+CREATE FUNCTION dashboard_auth.count_failure(admin uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failures integer;
+    lockouts integer;
+    until    timestamptz;
+BEGIN
+    UPDATE dashboard_auth.dashboard_users u
+       SET failed_attempts = CASE WHEN u.failure_window_from IS NULL
+                                       OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.setting_interval('lockout.window')
+                                  THEN 1 ELSE u.failed_attempts + 1 END,
+           failure_window_from = CASE WHEN u.failure_window_from IS NULL
+                                           OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.setting_interval('lockout.window')
+                                      THEN pg_catalog.now() ELSE u.failure_window_from END
+     WHERE u.id = count_failure.admin
+    RETURNING u.failed_attempts INTO failures;
+    IF failures >= dashboard_auth.setting('lockout.max_failures') THEN
+        UPDATE dashboard_auth.dashboard_users u
+           SET lockout_count = u.lockout_count + 1,
+               locked_until = pg_catalog.now() + LEAST(
+                   dashboard_auth.setting_interval('lockout.duration') * (2 ^ LEAST(u.lockout_count, 16)),
+                   interval '24 hours'),
+               failed_attempts = 0,
+               failure_window_from = NULL,
+               updated_at = pg_catalog.now()
+         WHERE u.id = count_failure.admin
+        RETURNING u.lockout_count, u.locked_until INTO lockouts, until;
+        PERFORM dashboard_auth.audit('system', NULL, 'fluxbase_admin', 'admin.locked', 'admin', count_failure.admin::text,
+            pg_catalog.jsonb_build_object('lockout', lockouts, 'locked_until', until));
+    END IF;
+END
+$$;
+
+-- The admin behind a session token, or an error (28000) when the token is unknown,
+-- revoked, expired (absolute or idle) or its admin is disabled. Marks the session seen.
+CREATE FUNCTION dashboard_auth.check_session(token text) RETURNS dashboard_auth.session_admin
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_session record;
+    result dashboard_auth.session_admin;
+BEGIN
+    SELECT s.id, s.admin_id, s.expires_at, s.last_seen_at, s.revoked_at, u.email, u.name, u.role, u.disabled_at
+      INTO found_session
+      FROM dashboard_auth.sessions s
+      JOIN dashboard_auth.dashboard_users u ON u.id = s.admin_id
+     WHERE s.token_hash = dashboard_auth.token_hash(check_session.token);
+    IF found_session.id IS NULL
+       OR found_session.revoked_at IS NOT NULL
+       OR found_session.expires_at <= pg_catalog.now()
+       OR found_session.last_seen_at <= pg_catalog.now() - dashboard_auth.setting_interval('session.idle_timeout')
+       OR found_session.disabled_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the session is invalid or has expired'
+              USING ERRCODE = 'invalid_authorization_specification', HINT = 'Sign in again.';
+    END IF;
+    -- Idle time is kept to the second without writing on every call.
+    IF found_session.last_seen_at < pg_catalog.now() - interval '5 seconds' THEN
+        UPDATE dashboard_auth.sessions s SET last_seen_at = pg_catalog.now() WHERE s.id = found_session.id;
+    END IF;
+    result := ROW(found_session.id, found_session.admin_id, found_session.email, found_session.name,
+                  found_session.role, found_session.expires_at);
+    RETURN result;
+END
+$$;
+
+-- As check_session, and refuses viewers (42501): for every function that changes something.
+CREATE FUNCTION dashboard_auth.require_admin(token text) RETURNS dashboard_auth.session_admin
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(token);
+BEGIN
+    IF who.role <> 'admin' THEN
+        RAISE EXCEPTION 'viewers are read-only: this needs an admin'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN who;
+END
+$$;
+
+-- A one-time link for an admin (invite or reset), replacing that admin's unused links
+-- of the same kind.
+CREATE FUNCTION dashboard_auth.issue_link(kind text, admin uuid, valid_for interval, who dashboard_auth.actor)
+RETURNS TABLE (token text, expires_at timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    link_id uuid;
+BEGIN
+    PERFORM dashboard_auth.check_link_validity(valid_for);
+    UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now()
+     WHERE t.admin_id IS NOT DISTINCT FROM issue_link.admin AND t.kind = issue_link.kind AND t.used_at IS NULL;
+    token := dashboard_auth.new_token('fbl');
+    INSERT INTO dashboard_auth.one_time_tokens (kind, token_hash, admin_id, created_by, expires_at)
+    VALUES (issue_link.kind, dashboard_auth.token_hash(token), issue_link.admin, who.actor, pg_catalog.now() + valid_for)
+    RETURNING id, one_time_tokens.expires_at INTO link_id, expires_at;
+    PERFORM dashboard_auth.audit_by(who, 'link.created', 'admin', issue_link.admin::text,
+        pg_catalog.jsonb_build_object('kind', issue_link.kind, 'link_id', link_id, 'expires_at', expires_at));
+    RETURN NEXT;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Shared admin management (called by the session-checked and the operator functions)
+-- ---------------------------------------------------------------------------------
+
+CREATE FUNCTION dashboard_auth.manage_create_admin(
+    who dashboard_auth.actor, email text, name text, role text, password text, valid_for interval
+) RETURNS TABLE (admin_id uuid, invite_token text, expires_at timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    normalized text := dashboard_auth.normalize_email(manage_create_admin.email);
+    problem    text;
+BEGIN
+    PERFORM dashboard_auth.check_role(manage_create_admin.role);
+    IF manage_create_admin.password IS NOT NULL THEN
+        problem := dashboard_auth.new_password_problem(manage_create_admin.password, normalized);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'password refused: %', problem USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    PERFORM dashboard_auth.lock_admin_set();
+    IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u WHERE pg_catalog.lower(u.email) = normalized) THEN
+        RAISE EXCEPTION 'an admin with email % exists already', normalized
+              USING ERRCODE = 'unique_violation', HINT = 'Reset that admin''s password instead.';
+    END IF;
+    INSERT INTO dashboard_auth.dashboard_users (email, name, role, password_hash, password_changed_at)
+    VALUES (normalized, dashboard_auth.normalize_name(manage_create_admin.name), manage_create_admin.role,
+            CASE WHEN manage_create_admin.password IS NOT NULL
+                 THEN dashboard_auth.hash_password(manage_create_admin.password) END,
+            CASE WHEN manage_create_admin.password IS NOT NULL THEN pg_catalog.now() END)
+    RETURNING id INTO admin_id;
+    PERFORM dashboard_auth.audit_by(who, 'admin.created', 'admin', admin_id::text,
+        pg_catalog.jsonb_build_object('email', normalized, 'role', manage_create_admin.role,
+                                      'with_password', manage_create_admin.password IS NOT NULL));
+    IF manage_create_admin.password IS NULL THEN
+        SELECT l.token, l.expires_at INTO invite_token, expires_at
+          FROM dashboard_auth.issue_link('invite', admin_id, valid_for, who) l;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.manage_set_role(who dashboard_auth.actor, target uuid, role text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_role text;
+BEGIN
+    PERFORM dashboard_auth.check_role(manage_set_role.role);
+    PERFORM dashboard_auth.lock_admin_set();
+    SELECT u.role INTO old_role FROM dashboard_auth.dashboard_users u WHERE u.id = target FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no admin with id %', target USING ERRCODE = 'no_data_found';
+    END IF;
+    IF old_role = manage_set_role.role THEN
+        RETURN;
+    END IF;
+    IF manage_set_role.role <> 'admin' THEN
+        PERFORM dashboard_auth.guard_last_admin(target, 'demote');
+    END IF;
+    UPDATE dashboard_auth.dashboard_users u SET role = manage_set_role.role, updated_at = pg_catalog.now() WHERE u.id = target;
+    PERFORM dashboard_auth.audit_by(who, 'admin.role_changed', 'admin', target::text,
+        pg_catalog.jsonb_build_object('old', old_role, 'new', manage_set_role.role));
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.manage_set_disabled(who dashboard_auth.actor, target uuid, disabled boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    was_disabled boolean;
+    revoked integer := 0;
+BEGIN
+    PERFORM dashboard_auth.lock_admin_set();
+    SELECT u.disabled_at IS NOT NULL INTO was_disabled FROM dashboard_auth.dashboard_users u WHERE u.id = target FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no admin with id %', target USING ERRCODE = 'no_data_found';
+    END IF;
+    IF was_disabled = disabled THEN
+        RETURN;
+    END IF;
+    IF disabled THEN
+        PERFORM dashboard_auth.guard_last_admin(target, 'disable');
+        revoked := dashboard_auth.revoke_sessions(target, 'disabled');
+    END IF;
+    UPDATE dashboard_auth.dashboard_users u
+       SET disabled_at = CASE WHEN disabled THEN pg_catalog.now() END, updated_at = pg_catalog.now()
+     WHERE u.id = target;
+    PERFORM dashboard_auth.audit_by(who, CASE WHEN disabled THEN 'admin.disabled' ELSE 'admin.enabled' END,
+        'admin', target::text, pg_catalog.jsonb_build_object('sessions_revoked', revoked));
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.manage_delete_admin(who dashboard_auth.actor, target uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    gone dashboard_auth.dashboard_users;
+BEGIN
+    PERFORM dashboard_auth.lock_admin_set();
+    PERFORM dashboard_auth.guard_last_admin(target, 'delete');
+    DELETE FROM dashboard_auth.dashboard_users u WHERE u.id = target RETURNING * INTO gone;
+    IF gone.id IS NULL THEN
+        RAISE EXCEPTION 'no admin with id %', target USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM dashboard_auth.audit_by(who, 'admin.deleted', 'admin', target::text,
+        pg_catalog.jsonb_build_object('email', gone.email, 'role', gone.role));
+END
+$$;
+
+-- A reset link; the admin's sessions end at once, so a thief's session ends too.
+CREATE FUNCTION dashboard_auth.manage_reset_password(who dashboard_auth.actor, target uuid, valid_for interval)
+RETURNS TABLE (reset_token text, expires_at timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    revoked integer;
+BEGIN
+    PERFORM 1 FROM dashboard_auth.dashboard_users u WHERE u.id = target FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no admin with id %', target USING ERRCODE = 'no_data_found';
+    END IF;
+    revoked := dashboard_auth.revoke_sessions(target, 'password_reset');
+    SELECT l.token, l.expires_at INTO reset_token, expires_at FROM dashboard_auth.issue_link('reset', target, valid_for, who) l;
+    PERFORM dashboard_auth.audit_by(who, 'admin.password_reset', 'admin', target::text,
+        pg_catalog.jsonb_build_object('sessions_revoked', revoked));
+    RETURN NEXT;
+END
+$$;
+
+-- Admins as the dashboard and operators see them: no secrets.
+CREATE VIEW dashboard_auth.admin_overview AS
+SELECT u.id AS admin_id, u.email, u.name, u.role,
+       CASE WHEN u.disabled_at IS NOT NULL THEN 'disabled'
+            WHEN u.password_hash IS NULL THEN 'invited'
+            WHEN u.locked_until > pg_catalog.now() THEN 'locked'
+            ELSE 'active' END AS status,
+       u.locked_until, u.last_login_at, u.created_at
+  FROM dashboard_auth.dashboard_users u;
+
+-- The admin with this email, or an error (P0002).
+CREATE FUNCTION dashboard_auth.admin_id_by_email(email text) RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_id uuid;
+BEGIN
+    SELECT u.id INTO found_id FROM dashboard_auth.dashboard_users u
+     WHERE pg_catalog.lower(u.email) = dashboard_auth.normalize_email(admin_id_by_email.email);
+    IF found_id IS NULL THEN
+        RAISE EXCEPTION 'no admin with email %', pg_catalog.lower(pg_catalog.btrim(admin_id_by_email.email))
+              USING ERRCODE = 'no_data_found', HINT = 'List the admins with: fluxbase admin list-users';
+    END IF;
+    RETURN found_id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Before a session: first-run setup, sign-in, one-time links (fluxbase_dashboard)
+-- ---------------------------------------------------------------------------------
+
+CREATE FUNCTION dashboard_auth.needs_setup() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT NOT EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users) $$;
+COMMENT ON FUNCTION dashboard_auth.needs_setup() IS 'True while no admin exists: first-run setup is open';
+
+CREATE FUNCTION dashboard_auth.create_setup_link(valid_for interval DEFAULT interval '24 hours')
+RETURNS TABLE (token text, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM dashboard_auth.lock_admin_set();
+    IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users) THEN
+        RAISE EXCEPTION 'setup is closed: an admin exists already'
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Sign in, or have an operator run: fluxbase admin create-user --email ... --name ...';
+    END IF;
+    RETURN QUERY SELECT l.token, l.expires_at
+                   FROM dashboard_auth.issue_link('setup', NULL, valid_for,
+                            ROW('system', NULL, session_user::text)::dashboard_auth.actor) l;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.create_setup_link(interval) IS 'A one-time link to create the first admin; only while no admin exists';
+
+CREATE FUNCTION dashboard_auth.setup(
+    setup_token text, email text, name text, password text,
+    ip inet DEFAULT NULL, user_agent text DEFAULT NULL, session_lifetime interval DEFAULT NULL
+) RETURNS dashboard_auth.login_result
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    link       dashboard_auth.one_time_tokens;
+    normalized text;
+    clean_name text;
+    problem    text;
+    new_admin  uuid;
+    failure    text;
+BEGIN
+    PERFORM dashboard_auth.check_session_lifetime(session_lifetime);
+    -- Two setups racing: the lock makes one wait, and it then finds the admin the other made.
+    PERFORM dashboard_auth.lock_admin_set();
+    SELECT * INTO link FROM dashboard_auth.one_time_tokens t
+     WHERE t.token_hash = dashboard_auth.token_hash(setup_token) AND t.kind = 'setup' FOR UPDATE;
+    failure := CASE WHEN EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users) THEN 'already_set_up'
+                    WHEN link.id IS NULL OR link.used_at IS NOT NULL OR link.expires_at <= pg_catalog.now() THEN 'invalid_link' END;
+    IF failure IS NOT NULL THEN
+        PERFORM dashboard_auth.audit('anonymous', NULL, pg_catalog.left(coalesce(setup.email, ''), 254), 'link.redeem_failed',
+            'link', link.id::text, pg_catalog.jsonb_build_object('kind', 'setup', 'reason', failure), setup.ip,
+            pg_catalog.left(setup.user_agent, 500));
+        RETURN ROW(false, failure,
+                   CASE failure WHEN 'already_set_up' THEN 'An admin account exists already. Sign in instead.'
+                        ELSE 'This setup link is invalid, expired or already used. Restart fluxbase serve for a new one.' END,
+                   NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+    END IF;
+    BEGIN
+        normalized := dashboard_auth.normalize_email(setup.email);
+        clean_name := dashboard_auth.normalize_name(setup.name);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RETURN ROW(false, 'invalid_input', SQLERRM, NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+    END;
+    problem := dashboard_auth.new_password_problem(setup.password, normalized);
+    IF problem IS NOT NULL THEN
+        RETURN ROW(false, 'weak_password', problem, NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+    END IF;
+    INSERT INTO dashboard_auth.dashboard_users (email, name, role, password_hash, password_changed_at, last_login_at)
+    VALUES (normalized, clean_name, 'admin', dashboard_auth.hash_password(setup.password), pg_catalog.now(), pg_catalog.now())
+    RETURNING id INTO new_admin;
+    -- Every other setup link dies with this one.
+    UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now() WHERE t.kind = 'setup' AND t.used_at IS NULL;
+    PERFORM dashboard_auth.audit('admin', new_admin, normalized, 'admin.setup', 'admin', new_admin::text,
+        pg_catalog.jsonb_build_object('link_id', link.id), setup.ip, pg_catalog.left(setup.user_agent, 500));
+    PERFORM dashboard_auth.record_login(normalized, new_admin, setup.ip, setup.user_agent, true, 'ok', 'setup');
+    RETURN dashboard_auth.issue_session(new_admin, setup.ip, setup.user_agent, session_lifetime);
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.setup(text, text, text, text, inet, text, interval) IS 'Creates the first admin through a setup link and signs them in';
+
+CREATE FUNCTION dashboard_auth.login(
+    email text, password text, ip inet DEFAULT NULL, user_agent text DEFAULT NULL, session_lifetime interval DEFAULT NULL
+) RETURNS dashboard_auth.login_result
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typed       text := pg_catalog.lower(pg_catalog.btrim(coalesce(login.email, '')));
+    account     dashboard_auth.dashboard_users;
+    password_ok boolean;
+    reason      text;
+    ip_failures bigint;
+    upgraded    text;
+BEGIN
+    PERFORM dashboard_auth.check_session_lifetime(session_lifetime);
+    -- An address with too many recent failures is refused before any hashing.
+    IF login.ip IS NOT NULL THEN
+        SELECT pg_catalog.count(*) INTO ip_failures FROM dashboard_auth.login_attempts a
+         WHERE a.ip = login.ip AND NOT a.succeeded
+           AND a.attempted_at > pg_catalog.now() - dashboard_auth.setting_interval('lockout.window');
+        IF ip_failures >= dashboard_auth.setting('lockout.ip_max_failures') THEN
+            PERFORM dashboard_auth.record_login(typed, NULL, login.ip, login.user_agent, false, 'ip_rate_limited');
+            RETURN ROW(false, 'rate_limited', 'Too many failed sign-ins from your address. Try again later.',
+                       NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+        END IF;
+    END IF;
+
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE pg_catalog.lower(u.email) = typed FOR UPDATE;
+    -- Exactly one argon2 run on every path (against a dummy hash when there is no
+    -- account or no password yet), so the answer's timing says nothing either.
+    password_ok := dashboard_auth.verify_password(login.password, account.password_hash);
+    reason := CASE WHEN account.id IS NULL THEN 'unknown_email'
+                   WHEN account.disabled_at IS NOT NULL THEN 'disabled'
+                   WHEN account.locked_until > pg_catalog.now() THEN 'locked'
+                   WHEN account.password_hash IS NULL THEN 'no_password'
+                   WHEN NOT password_ok THEN 'wrong_password'
+                   ELSE 'ok' END;
+    IF reason = 'wrong_password' THEN
+        PERFORM dashboard_auth.count_failure(account.id);
+    END IF;
+    IF reason <> 'ok' THEN
+        PERFORM dashboard_auth.record_login(typed, account.id, login.ip, login.user_agent, false, reason);
+        -- One answer for every refusal: no way to tell which emails are admins.
+        RETURN ROW(false, 'invalid_credentials', 'Invalid email or password.', NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+    END IF;
+
+    IF dashboard_auth.password_needs_rehash(account.password_hash) THEN
+        upgraded := dashboard_auth.hash_password(login.password);
+    END IF;
+    UPDATE dashboard_auth.dashboard_users u
+       SET failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
+           last_login_at = pg_catalog.now(),
+           password_hash = coalesce(upgraded, u.password_hash),
+           updated_at = pg_catalog.now()
+     WHERE u.id = account.id;
+    PERFORM dashboard_auth.record_login(typed, account.id, login.ip, login.user_agent, true, 'ok');
+    IF upgraded IS NOT NULL THEN
+        PERFORM dashboard_auth.audit('system', NULL, 'fluxbase_admin', 'admin.password_rehashed', 'admin', account.id::text,
+            '{}'::jsonb, login.ip, pg_catalog.left(login.user_agent, 500));
+    END IF;
+    RETURN dashboard_auth.issue_session(account.id, login.ip, login.user_agent, session_lifetime);
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.login(text, text, inet, text, interval) IS 'Signs an admin in; failures are returned (and recorded), never raised';
+
+-- What a one-time link is for, so a page can greet its holder; no rows when the link
+-- is invalid, expired or used.
+CREATE FUNCTION dashboard_auth.link_info(link_token text)
+RETURNS TABLE (kind text, email text, name text, expires_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.kind, u.email, u.name, t.expires_at
+      FROM dashboard_auth.one_time_tokens t
+      LEFT JOIN dashboard_auth.dashboard_users u ON u.id = t.admin_id
+     WHERE t.token_hash = dashboard_auth.token_hash(link_token)
+       AND t.used_at IS NULL AND t.expires_at > pg_catalog.now()
+       AND (t.admin_id IS NULL OR u.disabled_at IS NULL)
+$$;
+
+-- Sets a password through an invite or reset link, and signs the admin in.
+CREATE FUNCTION dashboard_auth.redeem_link(
+    link_token text, new_password text,
+    ip inet DEFAULT NULL, user_agent text DEFAULT NULL, session_lifetime interval DEFAULT NULL
+) RETURNS dashboard_auth.login_result
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    link    dashboard_auth.one_time_tokens;
+    account dashboard_auth.dashboard_users;
+    problem text;
+    revoked integer;
+BEGIN
+    PERFORM dashboard_auth.check_session_lifetime(session_lifetime);
+    SELECT * INTO link FROM dashboard_auth.one_time_tokens t
+     WHERE t.token_hash = dashboard_auth.token_hash(link_token) AND t.kind IN ('invite', 'reset') FOR UPDATE;
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = link.admin_id FOR UPDATE;
+    IF link.id IS NULL OR link.used_at IS NOT NULL OR link.expires_at <= pg_catalog.now()
+       OR account.id IS NULL OR account.disabled_at IS NOT NULL THEN
+        PERFORM dashboard_auth.audit('anonymous', account.id, coalesce(account.email, 'unknown'), 'link.redeem_failed',
+            'link', link.id::text,
+            pg_catalog.jsonb_build_object('kind', link.kind, 'reason',
+                CASE WHEN link.id IS NULL THEN 'unknown' WHEN link.used_at IS NOT NULL THEN 'used'
+                     WHEN link.expires_at <= pg_catalog.now() THEN 'expired' ELSE 'disabled' END),
+            redeem_link.ip, pg_catalog.left(redeem_link.user_agent, 500));
+        RETURN ROW(false, 'invalid_link', 'This link is invalid, expired or already used. Ask for a new one.',
+                   NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+    END IF;
+    problem := dashboard_auth.new_password_problem(new_password, account.email);
+    IF problem IS NOT NULL THEN
+        RETURN ROW(false, 'weak_password', problem, NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+    END IF;
+    UPDATE dashboard_auth.dashboard_users u
+       SET password_hash = dashboard_auth.hash_password(new_password), password_changed_at = pg_catalog.now(),
+           failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
+           last_login_at = pg_catalog.now(), updated_at = pg_catalog.now()
+     WHERE u.id = account.id;
+    UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now() WHERE t.id = link.id;
+    revoked := dashboard_auth.revoke_sessions(account.id, 'password_reset');
+    PERFORM dashboard_auth.audit('admin', account.id, account.email, 'link.redeemed', 'link', link.id::text,
+        pg_catalog.jsonb_build_object('kind', link.kind, 'sessions_revoked', revoked),
+        redeem_link.ip, pg_catalog.left(redeem_link.user_agent, 500));
+    PERFORM dashboard_auth.record_login(account.email, account.id, redeem_link.ip, redeem_link.user_agent, true, 'ok', link.kind);
+    RETURN dashboard_auth.issue_session(account.id, redeem_link.ip, redeem_link.user_agent, session_lifetime);
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.redeem_link(text, text, inet, text, interval) IS 'Sets a password through an invite or reset link and signs the admin in';
+
+-- ---------------------------------------------------------------------------------
+-- With a session (fluxbase_dashboard): the first argument is the session token
+-- ---------------------------------------------------------------------------------
+
+CREATE FUNCTION dashboard_auth.whoami(session_token text) RETURNS dashboard_auth.session_admin
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.check_session(session_token) $$;
+
+CREATE FUNCTION dashboard_auth.logout(session_token text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+BEGIN
+    UPDATE dashboard_auth.sessions s SET revoked_at = pg_catalog.now(), revoked_reason = 'logout' WHERE s.id = who.session_id;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.logout', 'session', who.session_id::text);
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.logout_others(session_token text) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    revoked integer;
+BEGIN
+    revoked := dashboard_auth.revoke_sessions(who.admin_id, 'logout_others', who.session_id);
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.logout_others', 'admin', who.admin_id::text,
+        pg_catalog.jsonb_build_object('sessions_revoked', revoked));
+    RETURN revoked;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.logout_others(text) IS 'Ends every other session of the signed-in admin; returns how many';
+
+-- Changing one's own password needs the current one and ends the other sessions.
+-- Viewers may change their own password: it changes nothing but their account.
+CREATE FUNCTION dashboard_auth.change_password(session_token text, current_password text, new_password text)
+RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    stored  text;
+    problem text;
+    revoked integer;
+BEGIN
+    SELECT u.password_hash INTO stored FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id FOR UPDATE;
+    IF NOT dashboard_auth.verify_password(current_password, stored) THEN
+        -- A stolen session must not become a way to guess the password.
+        PERFORM dashboard_auth.count_failure(who.admin_id);
+        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.password_change_failed', 'admin',
+            who.admin_id::text, '{"reason": "wrong_password"}'::jsonb);
+        RETURN ROW(false, 'wrong_password', 'The current password is wrong.')::dashboard_auth.outcome;
+    END IF;
+    problem := dashboard_auth.new_password_problem(new_password, who.email);
+    IF problem IS NOT NULL THEN
+        RETURN ROW(false, 'weak_password', problem)::dashboard_auth.outcome;
+    END IF;
+    UPDATE dashboard_auth.dashboard_users u
+       SET password_hash = dashboard_auth.hash_password(new_password), password_changed_at = pg_catalog.now(),
+           updated_at = pg_catalog.now()
+     WHERE u.id = who.admin_id;
+    revoked := dashboard_auth.revoke_sessions(who.admin_id, 'password_changed', who.session_id);
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.password_changed', 'admin',
+        who.admin_id::text, pg_catalog.jsonb_build_object('sessions_revoked', revoked));
+    RETURN ROW(true, 'ok', 'Password changed. Your other sessions have been signed out.')::dashboard_auth.outcome;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.list_admins(session_token text)
+RETURNS SETOF dashboard_auth.admin_overview
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM dashboard_auth.check_session(session_token);
+    RETURN QUERY SELECT * FROM dashboard_auth.admin_overview o ORDER BY o.created_at, o.email;
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.invite_admin(
+    session_token text, email text, name text, role text DEFAULT 'admin', valid_for interval DEFAULT interval '24 hours'
+) RETURNS TABLE (admin_id uuid, invite_token text, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+BEGIN
+    RETURN QUERY SELECT * FROM dashboard_auth.manage_create_admin(
+        dashboard_auth.session_actor(who), invite_admin.email, invite_admin.name, invite_admin.role, NULL, valid_for);
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.invite_admin(text, text, text, text, interval) IS 'Invites an admin or viewer; returns the one-time link token';
+
+CREATE FUNCTION dashboard_auth.set_admin_role(session_token text, admin_id uuid, role text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+BEGIN
+    PERFORM dashboard_auth.manage_set_role(dashboard_auth.session_actor(who), set_admin_role.admin_id, set_admin_role.role);
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.disable_admin(session_token text, admin_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+BEGIN
+    PERFORM dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(who), disable_admin.admin_id, true);
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.enable_admin(session_token text, admin_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+BEGIN
+    PERFORM dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(who), enable_admin.admin_id, false);
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+BEGIN
+    PERFORM dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(who), delete_admin.admin_id);
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.list_settings(session_token text)
+RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM dashboard_auth.check_session(session_token);
+    RETURN QUERY
+    SELECT d.key,
+           dashboard_auth.format_setting(d.key, coalesce(s.value, d.default_value)),
+           dashboard_auth.format_setting(d.key, d.default_value),
+           s.key IS NULL,
+           d.description
+      FROM dashboard_auth.setting_definitions() d
+      LEFT JOIN dashboard_auth.settings s ON s.key = d.key
+     ORDER BY d.key;
+END
+$$;
+
+-- Sets a setting (validated; the reason comes back when it is refused). A value equal to
+-- the default removes the override, so that only overrides are ever stored.
+CREATE FUNCTION dashboard_auth.set_setting(session_token text, setting_key text, new_value text)
+RETURNS TABLE (key text, value text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who        dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    parsed     bigint := dashboard_auth.parse_setting(setting_key, new_value);
+    old_value  bigint := dashboard_auth.setting(setting_key);
+    default_of bigint;
+BEGIN
+    SELECT d.default_value INTO default_of FROM dashboard_auth.setting_definitions() d WHERE d.key = setting_key;
+    IF parsed = default_of THEN
+        DELETE FROM dashboard_auth.settings s WHERE s.key = setting_key;
+    ELSE
+        INSERT INTO dashboard_auth.settings AS s (key, value, updated_by) VALUES (setting_key, parsed, who.email)
+        ON CONFLICT ON CONSTRAINT settings_pkey
+        DO UPDATE SET value = EXCLUDED.value, updated_at = pg_catalog.now(), updated_by = EXCLUDED.updated_by;
+    END IF;
+    IF parsed IS DISTINCT FROM old_value THEN
+        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'settings.changed', 'setting', setting_key,
+            pg_catalog.jsonb_build_object('old', dashboard_auth.format_setting(setting_key, old_value),
+                                          'new', dashboard_auth.format_setting(setting_key, parsed)));
+    END IF;
+    key := setting_key;
+    value := dashboard_auth.format_setting(setting_key, parsed);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.set_setting(text, text, text) IS 'Changes a setting; an invalid value is refused with the reason (22023)';
+
+CREATE FUNCTION dashboard_auth.reset_setting(session_token text, setting_key text)
+RETURNS TABLE (key text, value text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM dashboard_auth.set_setting(session_token, setting_key,
+        (SELECT dashboard_auth.format_setting(d.key, d.default_value)
+           FROM dashboard_auth.setting_definitions() d WHERE d.key = setting_key))
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Break-glass commands (fluxbase_operator or a superuser), audited with the database role
+-- ---------------------------------------------------------------------------------
+
+CREATE FUNCTION dashboard_auth.operator_create_admin(
+    email text, name text, role text DEFAULT 'admin', password text DEFAULT NULL,
+    valid_for interval DEFAULT interval '24 hours'
+) RETURNS TABLE (admin_id uuid, invite_token text, expires_at timestamptz)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM dashboard_auth.manage_create_admin(dashboard_auth.operator_actor(), email, name, role, password, valid_for)
+$$;
+COMMENT ON FUNCTION dashboard_auth.operator_create_admin(text, text, text, text, interval) IS 'Creates an admin; without a password, returns a one-time setup link token';
+
+CREATE FUNCTION dashboard_auth.operator_reset_password(email text, valid_for interval DEFAULT interval '24 hours')
+RETURNS TABLE (admin_id uuid, reset_token text, expires_at timestamptz)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT target, r.reset_token, r.expires_at
+      FROM dashboard_auth.admin_id_by_email(email) target,
+           dashboard_auth.manage_reset_password(dashboard_auth.operator_actor(), target, valid_for) r
+$$;
+COMMENT ON FUNCTION dashboard_auth.operator_reset_password(text, interval) IS 'Ends the admin''s sessions and returns a one-time reset link token';
+
+CREATE FUNCTION dashboard_auth.operator_list_admins() RETURNS SETOF dashboard_auth.admin_overview
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM dashboard_auth.admin_overview o ORDER BY o.created_at, o.email $$;
+
+CREATE FUNCTION dashboard_auth.operator_unlock_admin(email text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target uuid := dashboard_auth.admin_id_by_email(email);
+BEGIN
+    UPDATE dashboard_auth.dashboard_users u
+       SET locked_until = NULL, failed_attempts = 0, failure_window_from = NULL, lockout_count = 0,
+           updated_at = pg_catalog.now()
+     WHERE u.id = target;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.operator_actor(), 'admin.unlocked', 'admin', target::text);
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.operator_disable_admin(email text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email), true) $$;
+
+CREATE FUNCTION dashboard_auth.operator_enable_admin(email text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email), false) $$;
+
+CREATE FUNCTION dashboard_auth.operator_delete_admin(email text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email)) $$;
+
+-- ---------------------------------------------------------------------------------
+-- Who may call what
+-- ---------------------------------------------------------------------------------
+
+GRANT EXECUTE ON FUNCTION
+    dashboard_auth.needs_setup(),
+    dashboard_auth.create_setup_link(interval),
+    dashboard_auth.setup(text, text, text, text, inet, text, interval),
+    dashboard_auth.login(text, text, inet, text, interval),
+    dashboard_auth.link_info(text),
+    dashboard_auth.redeem_link(text, text, inet, text, interval),
+    dashboard_auth.whoami(text),
+    dashboard_auth.logout(text),
+    dashboard_auth.logout_others(text),
+    dashboard_auth.change_password(text, text, text),
+    dashboard_auth.list_admins(text),
+    dashboard_auth.invite_admin(text, text, text, text, interval),
+    dashboard_auth.set_admin_role(text, uuid, text),
+    dashboard_auth.disable_admin(text, uuid),
+    dashboard_auth.enable_admin(text, uuid),
+    dashboard_auth.delete_admin(text, uuid),
+    dashboard_auth.list_settings(text),
+    dashboard_auth.set_setting(text, text, text),
+    dashboard_auth.reset_setting(text, text)
+TO fluxbase_dashboard;
+
+GRANT EXECUTE ON FUNCTION
+    dashboard_auth.operator_create_admin(text, text, text, text, interval),
+    dashboard_auth.operator_reset_password(text, interval),
+    dashboard_auth.operator_list_admins(),
+    dashboard_auth.operator_unlock_admin(text),
+    dashboard_auth.operator_disable_admin(text),
+    dashboard_auth.operator_enable_admin(text),
+    dashboard_auth.operator_delete_admin(text)
+TO fluxbase_operator;
