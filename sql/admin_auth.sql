@@ -304,8 +304,9 @@ BEGIN
 END
 $$;
 
--- A one-time link for an admin (invite or reset), replacing that admin's unused links
--- of the same kind.
+-- A one-time link. An invite or reset replaces that admin's unused links of the same
+-- kind; setup links (admin NULL) live side by side, so that each copy of fluxbase serve
+-- can print its own, and all of them die when setup completes.
 CREATE FUNCTION dashboard_auth.issue_link(kind text, admin uuid, valid_for interval, who dashboard_auth.actor)
 RETURNS TABLE (token text, expires_at timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -315,7 +316,7 @@ DECLARE
 BEGIN
     PERFORM dashboard_auth.check_link_validity(valid_for);
     UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now()
-     WHERE t.admin_id IS NOT DISTINCT FROM issue_link.admin AND t.kind = issue_link.kind AND t.used_at IS NULL;
+     WHERE t.admin_id = issue_link.admin AND t.kind = issue_link.kind AND t.used_at IS NULL;
     token := dashboard_auth.new_token('fbl');
     INSERT INTO dashboard_auth.one_time_tokens (kind, token_hash, admin_id, created_by, expires_at)
     VALUES (issue_link.kind, dashboard_auth.token_hash(token), issue_link.admin, who.actor, pg_catalog.now() + valid_for)

@@ -1,6 +1,6 @@
 //! `fluxbase serve` over HTTP: health, TLS to Postgres, and the pool under failure.
 
-use fluxbase_tests::{fluxbase, Caller, Server, TestDb};
+use fluxbase_tests::{admin, fluxbase, Caller, Server, TestDb};
 
 #[test]
 fn healthz_reports_the_installed_extension_version() {
@@ -68,7 +68,7 @@ fn sslmode_require_connects_over_tls() {
 }
 
 #[test]
-fn the_server_prints_its_public_url() {
+fn the_first_start_prints_a_setup_link_that_creates_the_first_admin() {
     let db = TestDb::new();
     let server = Server::start_with(
         fluxbase()
@@ -76,7 +76,30 @@ fn the_server_prints_its_public_url() {
             .env("FLUXBASE_ADMIN_PUBLIC_URL", "https://admin.example.com/"),
     );
     let output = server.output.lock().unwrap().clone();
-    assert!(output.contains("open https://admin.example.com"), "{output}");
+    let link = output
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("https://admin.example.com/setup?token=")))
+        .unwrap_or_else(|| panic!("no setup link printed:\n{output}"))
+        .to_string();
+    let token = link.split("token=").nth(1).unwrap();
+
+    let mut web = db.connect(Caller::Dashboard);
+    let result = admin::login_result(
+        admin::as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup($1, 'ada@example.com', 'Ada', $2)", &[&token, &admin::PASSWORD])
+            .unwrap(),
+    );
+    assert!(result.ok, "{result:?}");
+    drop(server);
+
+    // Once an admin exists, a start prints the address and no link.
+    let server = Server::start_with(
+        fluxbase()
+            .env("DATABASE_URL", db.url(Caller::Dashboard, ""))
+            .env("FLUXBASE_ADMIN_PUBLIC_URL", "https://admin.example.com/"),
+    );
+    let output = server.output.lock().unwrap().clone();
+    assert!(output.contains("open https://admin.example.com\n"), "{output}");
+    assert!(!output.contains("setup?token="), "{output}");
 }
 
 #[test]
