@@ -56,7 +56,6 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
     let state = AppState { inner: Arc::new(Inner { pool, settings }) };
     let app = router(state);
 
-    println!("fluxbase serve: extension fluxbase_admin {extension_version}, listening on http://{bound}");
     match setup_link {
         Some((link, expires)) => {
             println!("fluxbase serve: no admin exists yet. Create the first one with this one-time link (valid until {expires}):");
@@ -64,6 +63,8 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
         }
         None => println!("fluxbase serve: open {public_url}"),
     }
+    // Last, so that whoever waits for this line has seen everything above it.
+    println!("fluxbase serve: extension fluxbase_admin {extension_version}, listening on http://{bound}");
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
