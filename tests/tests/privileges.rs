@@ -92,3 +92,115 @@ fn an_operator_reaches_the_admin_schemas() {
     let version: String = ops.query_one("SELECT fluxbase_admin.library_version()", &[]).unwrap().get(0);
     assert_eq!(version, "0.1.0");
 }
+
+const ADMIN_TABLES: [&str; 6] = ["dashboard_users", "sessions", "login_attempts", "one_time_tokens", "settings", "audit_log"];
+
+#[test]
+fn the_dashboard_role_reads_no_table_and_no_hash_directly() {
+    let db = TestDb::new();
+    let mut web = db.connect(Caller::Dashboard);
+    for table in ADMIN_TABLES {
+        let mut tx = web.transaction().unwrap();
+        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+        let err = tx.query(&format!("SELECT * FROM dashboard_auth.{table}"), &[]).unwrap_err();
+        assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{table}: {err}");
+    }
+}
+
+#[test]
+fn the_dashboard_role_cannot_reach_break_glass_or_internal_functions() {
+    let db = TestDb::new();
+    let mut web = db.connect(Caller::Dashboard);
+    for call in [
+        "SELECT * FROM dashboard_auth.operator_create_admin('x@example.com', 'X')",
+        "SELECT * FROM dashboard_auth.operator_reset_password('x@example.com')",
+        "SELECT * FROM dashboard_auth.operator_list_admins()",
+        "SELECT * FROM dashboard_auth.operator_verify_audit_chain()",
+        "SELECT dashboard_auth.hash_password('x')",
+        "SELECT dashboard_auth.verify_password('x', NULL)",
+        "SELECT dashboard_auth.new_token('fbs')",
+        "SELECT dashboard_auth.check_session('fbs_x')",
+        "SELECT dashboard_auth.audit('admin', NULL, 'forged', 'admin.login')",
+        "SELECT dashboard_auth.audit_seal(true)",
+        "SELECT dashboard_auth.count_failure(gen_random_uuid())",
+    ] {
+        let mut tx = web.transaction().unwrap();
+        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+        let err = tx.query(call, &[]).unwrap_err();
+        assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{call}: {err}");
+    }
+}
+
+#[test]
+fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_functions() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    let granted: Vec<String> = su
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'dashboard_auth'
+                AND has_function_privilege('fluxbase_dashboard', p.oid, 'EXECUTE')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected = [
+        "change_password", "create_setup_link", "delete_admin", "disable_admin", "enable_admin", "invite_admin",
+        "link_info", "list_admins", "list_settings", "login", "logout", "logout_others", "needs_setup",
+        "redeem_link", "reset_setting", "set_admin_role", "set_setting", "setup", "whoami",
+    ];
+    assert_eq!(granted, expected);
+    // Each of them checks a session token, or is one of the pre-session functions.
+    let definer: Vec<String> = su
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'dashboard_auth' AND has_function_privilege('fluxbase_dashboard', p.oid, 'EXECUTE')
+                AND NOT p.prosecdef",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(definer.is_empty(), "granted but not SECURITY DEFINER: {definer:?}");
+}
+
+#[test]
+fn app_roles_reach_nothing_of_the_dashboard() {
+    let db = TestDb::new();
+    let calls = [
+        "SELECT * FROM dashboard_auth.login('a@example.com', 'x')",
+        "SELECT dashboard_auth.needs_setup()",
+        "SELECT * FROM dashboard_auth.dashboard_users",
+        "SELECT * FROM dashboard_auth.audit_log",
+    ];
+    // The application's own login role, as itself.
+    let mut app = db.connect(Caller::App);
+    for call in calls {
+        let err = app.query(call, &[]).unwrap_err();
+        assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "app_user: {call}: {err}");
+    }
+    // And each app role, switched to from a superuser's connection.
+    let mut su = db.connect(Caller::Superuser);
+    for role in ["anon", "authenticated", "service_role"] {
+        for call in calls {
+            let mut tx = su.transaction().unwrap();
+            tx.batch_execute(&format!("SET LOCAL ROLE {role}")).unwrap();
+            let err = tx.query(call, &[]).unwrap_err();
+            assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{role}: {call}: {err}");
+        }
+    }
+}
+
+#[test]
+fn operators_read_every_admin_table() {
+    let db = TestDb::new();
+    let mut ops = db.connect(Caller::Operator);
+    for table in ADMIN_TABLES {
+        ops.query(&format!("SELECT * FROM dashboard_auth.{table} LIMIT 1"), &[])
+            .unwrap_or_else(|e| panic!("operator cannot read {table}: {e}"));
+    }
+}
