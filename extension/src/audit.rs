@@ -14,6 +14,9 @@ mod tests {
             &[action.into()],
         )
         .expect("write an audit entry");
+        // Tests run concurrently, each in a transaction held open to the end: a writer
+        // that finds the chain lock taken leaves sealing to later, so wait for it here.
+        Spi::run("SELECT dashboard_auth.audit_seal(true)").expect("seal");
     }
 
     #[pg_test]
