@@ -54,9 +54,30 @@ AS $$
 $$;
 
 -- Serialises changes to the set of admins: the setup race and the last-admin guard.
+-- Only under READ COMMITTED does each statement after the lock see what the previous
+-- holder committed; an older snapshot could let two callers each remove "another" admin.
 CREATE FUNCTION dashboard_auth.lock_admin_set() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'changes to admins need a READ COMMITTED transaction, not %',
+                        pg_catalog.current_setting('transaction_isolation')
+              USING ERRCODE = 'invalid_transaction_state',
+                    HINT = 'Run it outside BEGIN ISOLATION LEVEL REPEATABLE READ / SERIALIZABLE.';
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(1179408450, 2);
+END
+$$;
+
+-- Ends an admin's unused one-time links: after a password is set by any means, an older
+-- link (printed to a terminal, sitting in a mailbox) must not take the account over.
+CREATE FUNCTION dashboard_auth.expire_links(admin uuid) RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pg_catalog.pg_advisory_xact_lock(1179408450, 2) $$;
+AS $$
+    UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now()
+     WHERE t.admin_id = admin AND t.used_at IS NULL
+$$;
 
 CREATE FUNCTION dashboard_auth.token_hash(token text) RETURNS bytea
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -581,7 +602,7 @@ BEGIN
     -- An address with too many recent failures is refused before any hashing.
     IF login.ip IS NOT NULL THEN
         SELECT pg_catalog.count(*) INTO ip_failures FROM dashboard_auth.login_attempts a
-         WHERE a.ip = login.ip AND NOT a.succeeded
+         WHERE a.ip = login.ip AND NOT a.succeeded AND a.reason <> 'ip_rate_limited'
            AND a.attempted_at > pg_catalog.now() - dashboard_auth.setting_interval('lockout.window');
         IF ip_failures >= dashboard_auth.setting('lockout.ip_max_failures') THEN
             PERFORM dashboard_auth.record_login(typed, NULL, login.ip, login.user_agent, false, 'ip_rate_limited');
@@ -590,7 +611,10 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE pg_catalog.lower(u.email) = typed FOR UPDATE;
+    -- No row lock: it would make attempts on a real account queue behind each other (a
+    -- timing signal, and a way to hold up its owner's sign-in). The failure counter is
+    -- one atomic UPDATE, and the hash upgrade below checks that the hash is unchanged.
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE pg_catalog.lower(u.email) = typed;
     -- Exactly one argon2 run on every path (against a dummy hash when there is no
     -- account or no password yet), so the answer's timing says nothing either.
     password_ok := dashboard_auth.verify_password(login.password, account.password_hash);
@@ -615,7 +639,8 @@ BEGIN
     UPDATE dashboard_auth.dashboard_users u
        SET failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
            last_login_at = pg_catalog.now(),
-           password_hash = coalesce(upgraded, u.password_hash),
+           password_hash = CASE WHEN u.password_hash = account.password_hash
+                                THEN coalesce(upgraded, u.password_hash) ELSE u.password_hash END,
            updated_at = pg_catalog.now()
      WHERE u.id = account.id;
     PERFORM dashboard_auth.record_login(typed, account.id, login.ip, login.user_agent, true, 'ok');
@@ -679,7 +704,7 @@ BEGIN
            failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
            last_login_at = pg_catalog.now(), updated_at = pg_catalog.now()
      WHERE u.id = account.id;
-    UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now() WHERE t.id = link.id;
+    PERFORM dashboard_auth.expire_links(account.id);
     revoked := dashboard_auth.revoke_sessions(account.id, 'password_reset');
     PERFORM dashboard_auth.audit('admin', account.id, account.email, 'link.redeemed', 'link', link.id::text,
         pg_catalog.jsonb_build_object('kind', link.kind, 'sessions_revoked', revoked),
@@ -732,16 +757,24 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    stored  text;
+    account dashboard_auth.dashboard_users;
     problem text;
     revoked integer;
 BEGIN
-    SELECT u.password_hash INTO stored FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id FOR UPDATE;
-    IF NOT dashboard_auth.verify_password(current_password, stored) THEN
-        -- A stolen session must not become a way to guess the password.
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id;
+    -- A stolen session must not become a way to guess the password: wrong guesses count
+    -- toward the lockout, and a lockout ends every session of the account.
+    IF account.locked_until > pg_catalog.now() THEN
+        RETURN ROW(false, 'locked', 'Too many wrong passwords. Try again later.')::dashboard_auth.outcome;
+    END IF;
+    IF NOT dashboard_auth.verify_password(current_password, account.password_hash) THEN
         PERFORM dashboard_auth.count_failure(who.admin_id);
         PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.password_change_failed', 'admin',
             who.admin_id::text, '{"reason": "wrong_password"}'::jsonb);
+        IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u
+                    WHERE u.id = who.admin_id AND u.locked_until > pg_catalog.now()) THEN
+            PERFORM dashboard_auth.revoke_sessions(who.admin_id, 'locked');
+        END IF;
         RETURN ROW(false, 'wrong_password', 'The current password is wrong.')::dashboard_auth.outcome;
     END IF;
     problem := dashboard_auth.new_password_problem(new_password, who.email);
@@ -752,6 +785,7 @@ BEGIN
        SET password_hash = dashboard_auth.hash_password(new_password), password_changed_at = pg_catalog.now(),
            updated_at = pg_catalog.now()
      WHERE u.id = who.admin_id;
+    PERFORM dashboard_auth.expire_links(who.admin_id);
     revoked := dashboard_auth.revoke_sessions(who.admin_id, 'password_changed', who.session_id);
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.password_changed', 'admin',
         who.admin_id::text, pg_catalog.jsonb_build_object('sessions_revoked', revoked));

@@ -149,8 +149,13 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON dashboard_auth.audit_log
 
 -- Verifies the whole chain: seals what is pending first, then recomputes every hash in
 -- chain order. For operators (break-glass) and psql.
+--
+-- The chain cannot show entries deleted from its end: record `head_seq` and `head_hash`
+-- somewhere outside the database, and a later verification that ends before that head
+-- (or with another hash at that position) reveals the loss.
 CREATE FUNCTION dashboard_auth.operator_verify_audit_chain()
-RETURNS TABLE (valid boolean, entries bigint, pending bigint, first_invalid_seq bigint, message text)
+RETURNS TABLE (valid boolean, entries bigint, pending bigint, first_invalid_seq bigint,
+               head_seq bigint, head_hash text, message text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -158,8 +163,23 @@ DECLARE
     expected_prev bytea := pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex');
     expected_seq  bigint := 0;
     entry         dashboard_auth.audit_log;
+    waited        int := 0;
 BEGIN
-    PERFORM dashboard_auth.audit_seal(true);
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'verifying the audit chain needs a READ COMMITTED transaction, not %',
+                        pg_catalog.current_setting('transaction_isolation')
+              USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- Seal first. Another open transaction may hold the chain's lock: wait up to 10 s.
+    WHILE dashboard_auth.audit_seal(false) IS NULL LOOP
+        waited := waited + 1;
+        IF waited > 100 THEN
+            RAISE EXCEPTION 'the audit chain is held by another open transaction; try again when it ends'
+                  USING ERRCODE = 'lock_not_available',
+                        HINT = 'Look for a session idle in transaction in pg_stat_activity.';
+        END IF;
+        PERFORM pg_catalog.pg_sleep(0.1);
+    END LOOP;
     entries := 0;
     FOR entry IN SELECT * FROM dashboard_auth.audit_log WHERE chain_seq IS NOT NULL ORDER BY chain_seq LOOP
         expected_seq := expected_seq + 1;
@@ -181,11 +201,14 @@ BEGIN
     SELECT pg_catalog.count(*) INTO pending FROM dashboard_auth.audit_log WHERE chain_seq IS NULL;
     IF valid IS NULL THEN
         valid := true;
-        message := pg_catalog.format('%s entries verified', entries);
+        head_seq := expected_seq;
+        head_hash := pg_catalog.encode(expected_prev, 'hex');
+        message := pg_catalog.format('%s entries verified; head %s', entries, head_hash);
     END IF;
     -- Verification is itself an audited read.
     PERFORM dashboard_auth.audit('operator', NULL, session_user::text, 'audit.verified', NULL, NULL,
-        pg_catalog.jsonb_build_object('valid', valid, 'entries', entries, 'first_invalid_seq', first_invalid_seq));
+        pg_catalog.jsonb_build_object('valid', valid, 'entries', entries, 'first_invalid_seq', first_invalid_seq,
+                                      'head_seq', head_seq, 'head_hash', head_hash));
     RETURN NEXT;
 END
 $$;

@@ -45,8 +45,10 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
             Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
         }
         _ => {
+            // Same cost as a real check; an over-long password is not hashed in full.
             let dummy = PasswordHash::new(DUMMY_HASH).expect("valid dummy hash");
-            let _ = Argon2::default().verify_password(password.as_bytes(), &dummy);
+            let bounded = &password.as_bytes()[..password.len().min(MAX_PASSWORD_BYTES)];
+            let _ = Argon2::default().verify_password(bounded, &dummy);
             false
         }
     }

@@ -678,3 +678,69 @@ fn verification_finds_a_tampered_entry() {
     let row = su.query_one("SELECT valid, first_invalid_seq FROM dashboard_auth.operator_verify_audit_chain()", &[]).unwrap();
     assert_eq!((row.get::<_, bool>(0), row.get::<_, Option<i64>>(1)), (false, Some(1)));
 }
+
+#[test]
+fn admin_changes_refuse_an_old_snapshot_rather_than_race() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    create_admin(&db, "bob@example.com", "admin");
+    let mut ops = db.connect(Caller::Operator);
+    let mut tx = ops.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start().unwrap();
+    let err = tx.batch_execute("SELECT dashboard_auth.operator_disable_admin('bob@example.com')").unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "25000", "{err}");
+    assert!(err.as_db_error().unwrap().message().contains("READ COMMITTED"), "{err}");
+}
+
+#[test]
+fn a_stolen_session_cannot_keep_guessing_the_password() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let stolen = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let guess = format!("guess number {i} for it");
+        match as_dashboard(&mut web, "SELECT code FROM dashboard_auth.change_password($1, $2, 'new passphrase that is fine')", &[&stolen.token(), &guess]) {
+            Ok(rows) => codes.push(rows[0].get::<_, String>(0)),
+            Err(e) => codes.push(e.code().unwrap().code().to_string()),
+        }
+    }
+    assert_eq!(codes, ["wrong_password"; 5]);
+    // The fifth wrong guess locked the account, and the lockout ended the session.
+    assert_eq!(sqlstate(whoami(&mut web, stolen.token())), "28000");
+}
+
+#[test]
+fn a_new_password_ends_older_links() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let reset: String = db
+        .connect(Caller::Operator)
+        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_password('ann@example.com')", &[])
+        .unwrap()
+        .get(0);
+    let mut web = db.connect(Caller::Dashboard);
+    let session = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
+    let changed = as_dashboard(&mut web, "SELECT ok FROM dashboard_auth.change_password($1, $2, 'a brand new passphrase')", &[&session.token(), &PASSWORD]).unwrap();
+    assert!(changed[0].get::<_, bool>(0));
+    let redeemed = login_result(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.redeem_link($1, 'takeover passphrase here')", &[&reset]).unwrap());
+    assert_eq!(redeemed.code, "invalid_link", "a reset link printed before the change must not work after it");
+}
+
+#[test]
+fn refusals_of_a_rate_limited_address_do_not_extend_its_ban() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute("INSERT INTO dashboard_auth.settings (key, value, updated_by) VALUES ('lockout.ip_max_failures', 5, 'test')").unwrap();
+    let mut web = db.connect(Caller::Dashboard);
+    for i in 0..5 {
+        login(&mut web, &format!("guess{i}@example.com"), "a guess of some kind", "192.0.2.99");
+    }
+    for _ in 0..3 {
+        assert_eq!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.99").code, "rate_limited");
+    }
+    // The real failures age out of the window; the recent refusals do not keep it banned.
+    su.batch_execute("UPDATE dashboard_auth.login_attempts SET attempted_at = now() - interval '16 minutes' WHERE reason <> 'ip_rate_limited'").unwrap();
+    assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.99").ok);
+}
