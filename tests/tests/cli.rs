@@ -18,7 +18,7 @@ fn help_lists_the_commands() {
     let output = run(fluxbase().arg("--help"));
     assert!(output.status.success());
     let (stdout, _) = text(&output);
-    for command in ["serve", "extension"] {
+    for command in ["serve", "admin", "extension"] {
         assert!(stdout.contains(command), "{command} missing from --help:\n{stdout}");
     }
 }
