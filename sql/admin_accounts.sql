@@ -20,8 +20,14 @@ CREATE TABLE dashboard_auth.dashboard_users (
     disabled_at         timestamptz,
     last_login_at       timestamptz,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
-    -- Two-factor columns come with 2FA.
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- Two-factor sign-in (two_factor.sql). Secrets are sealed with a key kept outside the
+    -- database; the last accepted time step refuses a replayed code.
+    totp_secret         bytea,
+    totp_enabled_at     timestamptz,
+    totp_last_step      bigint,
+    totp_pending_secret bytea,
+    totp_pending_until  timestamptz
 );
 CREATE UNIQUE INDEX dashboard_users_email_key ON dashboard_auth.dashboard_users (pg_catalog.lower(email));
 COMMENT ON TABLE dashboard_auth.dashboard_users IS 'Dashboard admins (separate from the application''s users in auth.users)';
@@ -87,15 +93,18 @@ CREATE TYPE dashboard_auth.outcome AS (
     message text
 );
 
--- A sign-in's outcome; the session fields are set when ok.
+-- A sign-in's outcome; the session fields are set when ok. With two-factor sign-in on,
+-- the password step answers code 'second_factor_required' and a challenge_token for
+-- dashboard_auth.login_second_factor.
 CREATE TYPE dashboard_auth.login_result AS (
-    ok            boolean,
-    code          text,
-    message       text,
-    session_token text,
-    expires_at    timestamptz,
-    admin_id      uuid,
-    role          text
+    ok              boolean,
+    code            text,
+    message         text,
+    session_token   text,
+    expires_at      timestamptz,
+    admin_id        uuid,
+    role            text,
+    challenge_token text
 );
 
 -- The admin behind a valid session.

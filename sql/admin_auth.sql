@@ -197,6 +197,29 @@ AS $$
     SELECT pg_catalog.count(*)::int FROM revoked
 $$;
 
+-- A sign-in that did not give a session: ok false, a code and a message for a person.
+CREATE FUNCTION dashboard_auth.refusal(code text, message text) RETURNS dashboard_auth.login_result
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ROW(false, code, message, NULL, NULL, NULL, NULL, NULL)::dashboard_auth.login_result $$;
+
+-- The end of a successful sign-in: the lockout counters reset, the attempt recorded,
+-- and a new session.
+CREATE FUNCTION dashboard_auth.complete_sign_in(
+    admin uuid, typed_email text, ip inet, user_agent text, via text, lifetime interval
+) RETURNS dashboard_auth.login_result
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE dashboard_auth.dashboard_users u
+       SET failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
+           last_login_at = pg_catalog.now(), updated_at = pg_catalog.now()
+     WHERE u.id = complete_sign_in.admin;
+    PERFORM dashboard_auth.record_login(typed_email, complete_sign_in.admin, complete_sign_in.ip,
+                                        complete_sign_in.user_agent, true, 'ok', via);
+    RETURN dashboard_auth.issue_session(complete_sign_in.admin, complete_sign_in.ip, complete_sign_in.user_agent, lifetime);
+END
+$$;
+
 -- A new session for an admin who just proved who they are.
 CREATE FUNCTION dashboard_auth.issue_session(admin uuid, ip inet, user_agent text, lifetime interval)
 RETURNS dashboard_auth.login_result
@@ -557,20 +580,19 @@ BEGIN
         PERFORM dashboard_auth.audit('anonymous', NULL, pg_catalog.left(coalesce(setup.email, ''), 254), 'link.redeem_failed',
             'link', link.id::text, pg_catalog.jsonb_build_object('kind', 'setup', 'reason', failure), setup.ip,
             pg_catalog.left(setup.user_agent, 500));
-        RETURN ROW(false, failure,
+        RETURN dashboard_auth.refusal(failure,
                    CASE failure WHEN 'already_set_up' THEN 'An admin account exists already. Sign in instead.'
-                        ELSE 'This setup link is invalid, expired or already used. Restart fluxbase serve for a new one.' END,
-                   NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+                        ELSE 'This setup link is invalid, expired or already used. Restart fluxbase serve for a new one.' END);
     END IF;
     BEGIN
         normalized := dashboard_auth.normalize_email(setup.email);
         clean_name := dashboard_auth.normalize_name(setup.name);
     EXCEPTION WHEN invalid_parameter_value THEN
-        RETURN ROW(false, 'invalid_input', SQLERRM, NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+        RETURN dashboard_auth.refusal('invalid_input', SQLERRM);
     END;
     problem := dashboard_auth.new_password_problem(setup.password, normalized);
     IF problem IS NOT NULL THEN
-        RETURN ROW(false, 'weak_password', problem, NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+        RETURN dashboard_auth.refusal('weak_password', problem);
     END IF;
     INSERT INTO dashboard_auth.dashboard_users (email, name, role, password_hash, password_changed_at, last_login_at)
     VALUES (normalized, clean_name, 'admin', dashboard_auth.hash_password(setup.password), pg_catalog.now(), pg_catalog.now())
@@ -602,12 +624,11 @@ BEGIN
     -- An address with too many recent failures is refused before any hashing.
     IF login.ip IS NOT NULL THEN
         SELECT pg_catalog.count(*) INTO ip_failures FROM dashboard_auth.login_attempts a
-         WHERE a.ip = login.ip AND NOT a.succeeded AND a.reason <> 'ip_rate_limited'
+         WHERE a.ip = login.ip AND NOT a.succeeded AND a.reason NOT IN ('ip_rate_limited', 'second_factor_pending')
            AND a.attempted_at > pg_catalog.now() - dashboard_auth.setting_interval('lockout.window');
         IF ip_failures >= dashboard_auth.setting('lockout.ip_max_failures') THEN
             PERFORM dashboard_auth.record_login(typed, NULL, login.ip, login.user_agent, false, 'ip_rate_limited');
-            RETURN ROW(false, 'rate_limited', 'Too many failed sign-ins from your address. Try again later.',
-                       NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+            RETURN dashboard_auth.refusal('rate_limited', 'Too many failed sign-ins from your address. Try again later.');
         END IF;
     END IF;
 
@@ -630,25 +651,23 @@ BEGIN
     IF reason <> 'ok' THEN
         PERFORM dashboard_auth.record_login(typed, account.id, login.ip, login.user_agent, false, reason);
         -- One answer for every refusal: no way to tell which emails are admins.
-        RETURN ROW(false, 'invalid_credentials', 'Invalid email or password.', NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+        RETURN dashboard_auth.refusal('invalid_credentials', 'Invalid email or password.');
     END IF;
 
     IF dashboard_auth.password_needs_rehash(account.password_hash) THEN
         upgraded := dashboard_auth.hash_password(login.password);
-    END IF;
-    UPDATE dashboard_auth.dashboard_users u
-       SET failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
-           last_login_at = pg_catalog.now(),
-           password_hash = CASE WHEN u.password_hash = account.password_hash
-                                THEN coalesce(upgraded, u.password_hash) ELSE u.password_hash END,
-           updated_at = pg_catalog.now()
-     WHERE u.id = account.id;
-    PERFORM dashboard_auth.record_login(typed, account.id, login.ip, login.user_agent, true, 'ok');
-    IF upgraded IS NOT NULL THEN
+        -- Only if the hash is still the one just checked (no password change meanwhile).
+        UPDATE dashboard_auth.dashboard_users u SET password_hash = upgraded, updated_at = pg_catalog.now()
+         WHERE u.id = account.id AND u.password_hash = account.password_hash;
         PERFORM dashboard_auth.audit('system', NULL, 'fluxbase_admin', 'admin.password_rehashed', 'admin', account.id::text,
             '{}'::jsonb, login.ip, pg_catalog.left(login.user_agent, 500));
     END IF;
-    RETURN dashboard_auth.issue_session(account.id, login.ip, login.user_agent, session_lifetime);
+    -- With two-factor sign-in on, the password step gives no session: only a challenge
+    -- for the code step, bound to this account and this password check.
+    IF account.totp_enabled_at IS NOT NULL THEN
+        RETURN dashboard_auth.issue_challenge(account.id, typed, login.ip, login.user_agent, session_lifetime);
+    END IF;
+    RETURN dashboard_auth.complete_sign_in(account.id, typed, login.ip, login.user_agent, 'password', session_lifetime);
 END
 $$;
 COMMENT ON FUNCTION dashboard_auth.login(text, text, inet, text, interval) IS 'Signs an admin in; failures are returned (and recorded), never raised';
@@ -692,12 +711,11 @@ BEGIN
                 CASE WHEN link.id IS NULL THEN 'unknown' WHEN link.used_at IS NOT NULL THEN 'used'
                      WHEN link.expires_at <= pg_catalog.now() THEN 'expired' ELSE 'disabled' END),
             redeem_link.ip, pg_catalog.left(redeem_link.user_agent, 500));
-        RETURN ROW(false, 'invalid_link', 'This link is invalid, expired or already used. Ask for a new one.',
-                   NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+        RETURN dashboard_auth.refusal('invalid_link', 'This link is invalid, expired or already used. Ask for a new one.');
     END IF;
     problem := dashboard_auth.new_password_problem(new_password, account.email);
     IF problem IS NOT NULL THEN
-        RETURN ROW(false, 'weak_password', problem, NULL, NULL, NULL, NULL)::dashboard_auth.login_result;
+        RETURN dashboard_auth.refusal('weak_password', problem);
     END IF;
     UPDATE dashboard_auth.dashboard_users u
        SET password_hash = dashboard_auth.hash_password(new_password), password_changed_at = pg_catalog.now(),

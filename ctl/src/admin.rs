@@ -25,6 +25,9 @@ pub enum AdminCommand {
     Disable(EmailArgs),
     /// Enable a disabled admin
     Enable(EmailArgs),
+    /// Turn two-factor sign-in off for an admin who lost the device, and sign them out
+    #[command(name = "disable-2fa")]
+    Disable2fa(EmailArgs),
     /// Delete an admin (the last active admin cannot be deleted)
     DeleteUser(DeleteArgs),
 }
@@ -130,6 +133,9 @@ pub async fn run(command: AdminCommand) -> Result<()> {
             simple(&args, "SELECT dashboard_auth.operator_disable_admin($1)", "disabled (and signed out)").await
         }
         AdminCommand::Enable(args) => simple(&args, "SELECT dashboard_auth.operator_enable_admin($1)", "enabled").await,
+        AdminCommand::Disable2fa(args) => {
+            simple(&args, "SELECT dashboard_auth.operator_disable_2fa($1)", "has two-factor sign-in off (and is signed out)").await
+        }
         AdminCommand::DeleteUser(args) => {
             if !args.yes {
                 bail!("deleting {} cannot be undone: add --yes to confirm", args.email);

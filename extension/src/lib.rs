@@ -13,6 +13,7 @@ mod install;
 mod passwords;
 mod settings;
 mod tokens;
+mod two_factor;
 
 #[cfg(test)]
 pub mod pg_test {

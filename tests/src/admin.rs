@@ -37,6 +37,8 @@ pub struct LoginResult {
     pub message: String,
     pub token: Option<String>,
     pub role: Option<String>,
+    /// Set when the password was right and a second factor is needed.
+    pub challenge: Option<String>,
 }
 
 impl LoginResult {
@@ -47,6 +49,7 @@ impl LoginResult {
             message: row.get("message"),
             token: row.get("session_token"),
             role: row.get("role"),
+            challenge: row.get("challenge_token"),
         }
     }
 
