@@ -178,6 +178,24 @@ pgrx::extension_sql_file!(
     requires = ["admin_auth", totp_generate, totp_verify, new_recovery_code]
 );
 
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[pg_test]
+    fn sealed_secrets_open_only_for_their_admin_and_the_key_stays_private() {
+        let secret = b"twenty bytes secret!";
+        let sealed = super::seal(secret, "admin-a").unwrap();
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret));
+        assert_eq!(super::unseal(&sealed, "admin-a").unwrap(), secret);
+        assert!(super::unseal(&sealed, "admin-b").is_err(), "bound to its admin");
+        let mode = std::fs::metadata(super::key_path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
