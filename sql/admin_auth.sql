@@ -158,7 +158,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN password IS NULL THEN 'A password is needed.'
                 ELSE dashboard_auth.password_problem(password, email,
-                         dashboard_auth.setting('password.min_length')::int) END
+                         dashboard_auth.setting_int('password.min_length')::int) END
 $$;
 
 -- Admins who can sign in and manage: role admin, enabled, with a password.
@@ -284,7 +284,7 @@ BEGIN
                                       THEN pg_catalog.now() ELSE u.failure_window_from END
      WHERE u.id = count_failure.admin
     RETURNING u.failed_attempts INTO failures;
-    IF failures >= dashboard_auth.setting('lockout.max_failures') THEN
+    IF failures >= dashboard_auth.setting_int('lockout.max_failures') THEN
         UPDATE dashboard_auth.dashboard_users u
            SET lockout_count = u.lockout_count + 1,
                locked_until = pg_catalog.now() + LEAST(
@@ -626,7 +626,7 @@ BEGIN
         SELECT pg_catalog.count(*) INTO ip_failures FROM dashboard_auth.login_attempts a
          WHERE a.ip = login.ip AND NOT a.succeeded AND a.reason NOT IN ('ip_rate_limited', 'second_factor_pending')
            AND a.attempted_at > pg_catalog.now() - dashboard_auth.setting_interval('lockout.window');
-        IF ip_failures >= dashboard_auth.setting('lockout.ip_max_failures') THEN
+        IF ip_failures >= dashboard_auth.setting_int('lockout.ip_max_failures') THEN
             PERFORM dashboard_auth.record_login(typed, NULL, login.ip, login.user_agent, false, 'ip_rate_limited');
             RETURN dashboard_auth.refusal('rate_limited', 'Too many failed sign-ins from your address. Try again later.');
         END IF;
@@ -901,9 +901,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who        dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-    parsed     bigint := dashboard_auth.parse_setting(setting_key, new_value);
-    old_value  bigint := dashboard_auth.setting(setting_key);
-    default_of bigint;
+    parsed     jsonb := dashboard_auth.parse_setting(setting_key, new_value);
+    old_value  jsonb := dashboard_auth.setting(setting_key);
+    default_of jsonb;
 BEGIN
     SELECT d.default_value INTO default_of FROM dashboard_auth.setting_definitions() d WHERE d.key = setting_key;
     IF parsed = default_of THEN

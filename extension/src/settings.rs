@@ -11,13 +11,17 @@ pub enum Kind {
     /// Whole seconds, written `30m`, `24h`, `7d`, `1h30m`.
     Duration { min: i64, max: i64 },
     Integer { min: i64, max: i64 },
+    /// Database roles, written `editor, support`; each must exist and must be an
+    /// ordinary role (see `forbidden_role`).
+    Roles,
 }
 
 #[derive(Debug)]
 pub struct Definition {
     pub key: &'static str,
     pub kind: Kind,
-    pub default: i64,
+    /// The default as a person writes it.
+    pub default: &'static str,
     pub description: &'static str,
 }
 
@@ -29,44 +33,62 @@ pub const DEFINITIONS: &[Definition] = &[
     Definition {
         key: "session.lifetime",
         kind: Kind::Duration { min: 5 * MINUTE, max: 7 * DAY },
-        default: 24 * HOUR,
+        default: "24h",
         description: "How long an admin session lasts at most, however active",
     },
     Definition {
         key: "session.idle_timeout",
         kind: Kind::Duration { min: MINUTE, max: DAY },
-        default: 30 * MINUTE,
+        default: "30m",
         description: "An admin session ends after this long without a request",
     },
     Definition {
         key: "lockout.max_failures",
         kind: Kind::Integer { min: 3, max: 100 },
-        default: 5,
+        default: "5",
         description: "Failed sign-ins within lockout.window that lock an account",
     },
     Definition {
         key: "lockout.window",
         kind: Kind::Duration { min: MINUTE, max: DAY },
-        default: 15 * MINUTE,
+        default: "15m",
         description: "The window in which failed sign-ins are counted",
     },
     Definition {
         key: "lockout.duration",
         kind: Kind::Duration { min: MINUTE, max: DAY },
-        default: 15 * MINUTE,
+        default: "15m",
         description: "How long a first lockout lasts; each further lockout doubles it, up to 24h",
     },
     Definition {
         key: "lockout.ip_max_failures",
         kind: Kind::Integer { min: 5, max: 100_000 },
-        default: 20,
+        default: "20",
         description: "Failed sign-ins from one IP address within lockout.window before that address is refused",
     },
     Definition {
         key: "password.min_length",
         kind: Kind::Integer { min: 12, max: 128 },
-        default: 12,
+        default: "12",
         description: "Minimum length of an admin password (never below 12)",
+    },
+    Definition {
+        key: "users.extra_roles",
+        kind: Kind::Roles,
+        default: "",
+        description: "Database roles an app user may be given besides authenticated (comma-separated)",
+    },
+    Definition {
+        key: "users.session_lifetime",
+        kind: Kind::Duration { min: 5 * MINUTE, max: 90 * DAY },
+        default: "7d",
+        description: "How long an app user's session from auth.sign_in lasts",
+    },
+    Definition {
+        key: "users.password_min_length",
+        kind: Kind::Integer { min: 8, max: 128 },
+        default: "8",
+        description: "Minimum length of an app user's password (never below 8)",
     },
 ];
 
@@ -127,33 +149,80 @@ pub fn format_duration(mut seconds: i64) -> String {
     out
 }
 
-/// Parses and checks `value` for `key`, returning its stored form.
-pub fn parse(key: &str, value: &str) -> Result<i64, String> {
+/// Role names as Postgres folds unquoted identifiers: lower case letters, digits, `_`.
+fn parse_roles(text: &str) -> Result<Vec<String>, String> {
+    let mut roles: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let valid = name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(format!("{name:?} is not a role name: use lower-case letters, digits and _"));
+        }
+        if !roles.iter().any(|r| r == name) {
+            roles.push(name.to_string());
+        }
+    }
+    Ok(roles)
+}
+
+/// Parses and checks the syntax of `value` for `key`, returning its stored form.
+pub fn parse(key: &str, value: &str) -> Result<serde_json::Value, String> {
     let def = definition(key)?;
-    let (parsed, min, max) = match def.kind {
+    let (number, min, max) = match def.kind {
         Kind::Duration { min, max } => (parse_duration(value)?, min, max),
         Kind::Integer { min, max } => (
             value.trim().parse::<i64>().map_err(|_| format!("{key} must be a whole number, not {value:?}"))?,
             min,
             max,
         ),
+        Kind::Roles => return Ok(serde_json::json!(parse_roles(value)?)),
     };
-    if parsed < min || parsed > max {
-        return Err(format!("{key} must be between {} and {}, not {}", format(def, min), format(def, max), value.trim()));
+    if number < min || number > max {
+        return Err(format!(
+            "{key} must be between {} and {}, not {}",
+            format(def, &min.into()),
+            format(def, &max.into()),
+            value.trim()
+        ));
     }
-    Ok(parsed)
+    Ok(number.into())
 }
 
-pub fn format(def: &Definition, value: i64) -> String {
-    match def.kind {
-        Kind::Duration { .. } => format_duration(value),
-        Kind::Integer { .. } => value.to_string(),
+pub fn format(def: &Definition, value: &serde_json::Value) -> String {
+    match (def.kind, value) {
+        (Kind::Duration { .. }, v) => format_duration(v.as_i64().unwrap_or(0)),
+        (Kind::Integer { .. }, v) => v.to_string(),
+        (Kind::Roles, serde_json::Value::Array(roles)) => {
+            roles.iter().filter_map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        }
+        (Kind::Roles, other) => other.to_string(),
+    }
+}
+
+/// Why `role` cannot be given to app users: the dashboard's and the service's own roles,
+/// and any role that would skip Row Level Security, are never a user's.
+fn forbidden_role(role: &str) -> Option<String> {
+    if ["anon", "service_role", "fluxbase_dashboard", "fluxbase_operator", "authenticated"].contains(&role) {
+        return Some(format!("{role} cannot be listed: authenticated is always allowed, and the others are not users' roles"));
+    }
+    let found = Spi::get_two_with_args::<bool, bool>(
+        "SELECT rolsuper, rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = $1",
+        &[role.into()],
+    );
+    match found {
+        Ok((Some(superuser), Some(bypass))) if superuser || bypass => {
+            Some(format!("{role} is a superuser or bypasses RLS: it cannot be an app user's role"))
+        }
+        Ok((Some(_), Some(_))) => None,
+        _ => Some(format!("role {role} does not exist: create it first (CREATE ROLE {role} NOLOGIN)")),
     }
 }
 
 #[pg_schema]
 mod dashboard_auth {
     use pgrx::prelude::*;
+    use pgrx::JsonB;
 
     fn invalid_value(reason: String) -> ! {
         pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, reason);
@@ -163,38 +232,38 @@ mod dashboard_auth {
     #[pg_extern(immutable, parallel_safe)]
     fn setting_definitions() -> TableIterator<
         'static,
-        (
-            name!(key, String),
-            name!(kind, String),
-            name!(default_value, i64),
-            name!(description, String),
-        ),
+        (name!(key, String), name!(kind, String), name!(default_value, JsonB), name!(description, String)),
     > {
         TableIterator::new(super::DEFINITIONS.iter().map(|d| {
             let kind = match d.kind {
                 super::Kind::Duration { .. } => "duration",
                 super::Kind::Integer { .. } => "integer",
+                super::Kind::Roles => "roles",
             };
-            (d.key.to_string(), kind.to_string(), d.default, d.description.to_string())
+            let default = super::parse(d.key, d.default).expect("defaults are valid");
+            (d.key.to_string(), kind.to_string(), JsonB(default), d.description.to_string())
         }))
     }
 
     /// The stored form of `value` for `key`; an invalid value is refused with the reason.
-    #[pg_extern(immutable, strict, parallel_safe)]
-    fn parse_setting(key: &str, value: &str) -> i64 {
-        match super::parse(key, value) {
-            Ok(parsed) => parsed,
-            Err(reason) => invalid_value(reason),
+    #[pg_extern(stable, strict)]
+    fn parse_setting(key: &str, value: &str) -> JsonB {
+        let parsed = super::parse(key, value).unwrap_or_else(|reason| invalid_value(reason));
+        if let serde_json::Value::Array(roles) = &parsed {
+            for role in roles.iter().filter_map(|r| r.as_str()) {
+                if let Some(reason) = super::forbidden_role(role) {
+                    invalid_value(format!("{key}: {reason}"));
+                }
+            }
         }
+        JsonB(parsed)
     }
 
-    /// A stored value as a person writes it (`24h`, `12`).
+    /// A stored value as a person writes it (`24h`, `12`, `editor, support`).
     #[pg_extern(immutable, strict, parallel_safe)]
-    fn format_setting(key: &str, value: i64) -> String {
-        match super::definition(key) {
-            Ok(def) => super::format(def, value),
-            Err(reason) => invalid_value(reason),
-        }
+    fn format_setting(key: &str, value: JsonB) -> String {
+        let def = super::definition(key).unwrap_or_else(|reason| invalid_value(reason));
+        super::format(def, &value.0)
     }
 }
 
@@ -219,12 +288,19 @@ mod unit_tests {
     }
 
     #[test]
+    fn roles_are_a_clean_list() {
+        assert_eq!(parse("users.extra_roles", " editor, support ,editor"), Ok(serde_json::json!(["editor", "support"])));
+        assert_eq!(parse("users.extra_roles", ""), Ok(serde_json::json!([])));
+        assert!(parse("users.extra_roles", "Editor; DROP").unwrap_err().contains("is not a role name"));
+    }
+
+    #[test]
     fn invalid_values_say_why() {
         assert!(parse("password.min_length", "8").unwrap_err().contains("between 12 and 128"));
         assert!(parse("session.lifetime", "8").unwrap_err().contains("has no unit"));
         assert!(parse("session.lifetime", "30d").unwrap_err().contains("between 5m and 7d"));
         assert!(parse("no.such", "1").unwrap_err().contains("unknown setting"));
         assert!(parse("lockout.max_failures", "five").unwrap_err().contains("whole number"));
-        assert_eq!(parse("password.min_length", " 16 "), Ok(16));
+        assert_eq!(parse("password.min_length", " 16 "), Ok(16.into()));
     }
 }

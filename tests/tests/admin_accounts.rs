@@ -560,7 +560,7 @@ fn settings_are_validated_audited_and_only_overrides_are_stored() {
 
     let mut su = db.connect(Caller::Superuser);
     let stored: Vec<(String, i64)> = su
-        .query("SELECT key, value FROM dashboard_auth.settings ORDER BY key", &[])
+        .query("SELECT key, value::bigint FROM dashboard_auth.settings ORDER BY key", &[])
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -732,7 +732,7 @@ fn refusals_of_a_rate_limited_address_do_not_extend_its_ban() {
     let db = TestDb::new();
     create_admin(&db, "ann@example.com", "admin");
     let mut su = db.connect(Caller::Superuser);
-    su.batch_execute("INSERT INTO dashboard_auth.settings (key, value, updated_by) VALUES ('lockout.ip_max_failures', 5, 'test')").unwrap();
+    su.batch_execute("INSERT INTO dashboard_auth.settings (key, value, updated_by) VALUES ('lockout.ip_max_failures', '5', 'test')").unwrap();
     let mut web = db.connect(Caller::Dashboard);
     for i in 0..5 {
         login(&mut web, &format!("guess{i}@example.com"), "a guess of some kind", "192.0.2.99");
