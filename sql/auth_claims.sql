@@ -1,9 +1,11 @@
 -- The claim helpers that Row Level Security policies call. They read the claims the
--- way PostgREST and Supabase set them (`request.jwt.claims` as JSON, or the older
--- one-setting-per-claim form), so existing policies work unchanged.
+-- way PostgREST and Supabase set them (`request.jwt.claims` as JSON, with the older
+-- one-setting-per-claim form as a fallback), so existing policies work unchanged.
+-- Stable, with an empty search_path, NULL when unset, and executable by everyone.
 
 CREATE FUNCTION auth.jwt() RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = ''
 AS $$
     SELECT coalesce(
         nullif(pg_catalog.current_setting('request.jwt.claims', true), ''),
@@ -14,30 +16,33 @@ COMMENT ON FUNCTION auth.jwt() IS 'The current request''s JWT claims, or NULL ou
 
 CREATE FUNCTION auth.uid() RETURNS uuid
 LANGUAGE sql STABLE
+SET search_path = ''
 AS $$
     SELECT coalesce(
         nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
-        auth.jwt() ->> 'sub'
+        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb OPERATOR(pg_catalog.->>) 'sub'
     )::uuid
 $$;
 COMMENT ON FUNCTION auth.uid() IS 'The current user''s id (claim sub), or NULL';
 
 CREATE FUNCTION auth.role() RETURNS text
 LANGUAGE sql STABLE
+SET search_path = ''
 AS $$
     SELECT coalesce(
         nullif(pg_catalog.current_setting('request.jwt.claim.role', true), ''),
-        auth.jwt() ->> 'role'
+        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb OPERATOR(pg_catalog.->>) 'role'
     )
 $$;
 COMMENT ON FUNCTION auth.role() IS 'The current request''s role claim, or NULL';
 
 CREATE FUNCTION auth.email() RETURNS text
 LANGUAGE sql STABLE
+SET search_path = ''
 AS $$
     SELECT coalesce(
         nullif(pg_catalog.current_setting('request.jwt.claim.email', true), ''),
-        auth.jwt() ->> 'email'
+        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb OPERATOR(pg_catalog.->>) 'email'
     )
 $$;
 COMMENT ON FUNCTION auth.email() IS 'The current user''s email claim, or NULL';

@@ -80,7 +80,8 @@ END
 $roles$;
 
 -- 4. Schema privileges: USAGE only, never CREATE. The dashboard and operators reach the
---    admin schemas; app roles reach `auth` for the claim helpers their policies call.
+--    admin schemas. Everyone reaches `auth`, for the claim helpers that any role's
+--    policies may call; its tables and other functions carry their own grants.
 REVOKE ALL ON SCHEMA dashboard_auth, auth, fluxbase_admin FROM PUBLIC;
 GRANT USAGE ON SCHEMA dashboard_auth, fluxbase_admin TO fluxbase_dashboard, fluxbase_operator;
-GRANT USAGE ON SCHEMA auth TO fluxbase_dashboard, fluxbase_operator, anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA auth TO PUBLIC;

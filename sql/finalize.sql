@@ -6,9 +6,9 @@
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dashboard_auth, auth, fluxbase_admin FROM PUBLIC;
 
--- Claim helpers: read only the caller's own settings. Policies of the app roles call them.
-GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role(), auth.email()
-    TO anon, authenticated, service_role, fluxbase_dashboard, fluxbase_operator;
+-- Claim helpers: they read only the caller's own settings, and any role's policies may
+-- call them, as in PostgREST and Supabase.
+GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role(), auth.email() TO PUBLIC;
 
 GRANT EXECUTE ON FUNCTION fluxbase_admin.library_version() TO fluxbase_dashboard, fluxbase_operator;
 
@@ -17,3 +17,6 @@ GRANT EXECUTE ON FUNCTION fluxbase_admin.library_version() TO fluxbase_dashboard
 -- them only through the definer functions, so it never sees a hash.
 GRANT SELECT ON ALL TABLES IN SCHEMA dashboard_auth TO fluxbase_operator;
 GRANT SELECT ON ALL SEQUENCES IN SCHEMA dashboard_auth TO fluxbase_operator;
+
+-- Operators read the app users' tables too (backups, audits in psql).
+GRANT SELECT ON ALL TABLES IN SCHEMA auth TO fluxbase_operator;

@@ -7,6 +7,7 @@
 ::pgrx::pg_module_magic!(name, version);
 
 mod admin_auth;
+mod app_users;
 mod audit;
 mod claims;
 mod install;
