@@ -10,6 +10,7 @@ mod admin_auth;
 mod app_users;
 mod audit;
 mod claims;
+mod impersonation;
 mod install;
 mod passwords;
 mod settings;

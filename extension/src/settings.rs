@@ -73,6 +73,12 @@ pub const DEFINITIONS: &[Definition] = &[
         description: "Minimum length of an admin password (never below 12)",
     },
     Definition {
+        key: "impersonation.max_duration",
+        kind: Kind::Duration { min: MINUTE, max: 8 * HOUR },
+        default: "30m",
+        description: "How long an impersonation session lasts at most before it expires by itself",
+    },
+    Definition {
         key: "users.extra_roles",
         kind: Kind::Roles,
         default: "",

@@ -1,0 +1,313 @@
+-- Impersonation: view the database as an app user, as anonymous, or as the service role,
+-- to debug Row Level Security.
+--
+-- Starting is committed on its own and audited. Applying happens inside the caller's
+-- transaction, in two parts: a definer function checks the session and builds the
+-- claims (auth.impersonation_context), and an invoker function sets them and switches
+-- role (auth.apply_impersonation), because SET ROLE is refused inside a definer
+-- function. Both are transaction-local, so a pooled connection is never left
+-- impersonated.
+
+CREATE TABLE auth.impersonation_sessions (
+    id             uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    admin_id       uuid REFERENCES dashboard_auth.dashboard_users (id) ON DELETE SET NULL,
+    admin_email    text NOT NULL,
+    mode           text NOT NULL CHECK (mode IN ('user', 'anon', 'service')),
+    target_user_id uuid REFERENCES auth.users (id) ON DELETE SET NULL,
+    target_email   text,
+    target_role    text NOT NULL,
+    target_banned  boolean NOT NULL DEFAULT false,
+    reason         text NOT NULL CHECK (pg_catalog.btrim(reason) <> ''),
+    ip             inet,
+    user_agent     text,
+    started_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at     timestamptz NOT NULL,
+    ended_at       timestamptz,
+    end_reason     text,
+    -- False once ended, replaced by the admin's next session, or past its expiry (the
+    -- next impersonation call records the expiry).
+    active         boolean NOT NULL DEFAULT true
+);
+CREATE UNIQUE INDEX impersonation_sessions_one_active ON auth.impersonation_sessions (admin_id) WHERE active;
+CREATE INDEX impersonation_sessions_started_at ON auth.impersonation_sessions (started_at);
+CREATE INDEX impersonation_sessions_target ON auth.impersonation_sessions (target_user_id);
+COMMENT ON TABLE auth.impersonation_sessions IS 'Every impersonation: who, as whom, why, and for how long';
+SELECT pg_catalog.pg_extension_config_dump('auth.impersonation_sessions', '');
+REVOKE ALL ON auth.impersonation_sessions FROM PUBLIC;
+
+-- "How often impersonated" in the user list is now real.
+CREATE OR REPLACE VIEW auth.user_overview AS
+SELECT u.id, u.email, u.role,
+       CASE WHEN u.banned_until > pg_catalog.now() THEN 'banned'
+            WHEN u.confirmed_at IS NULL THEN 'invited'
+            ELSE 'active' END AS status,
+       u.last_sign_in_at,
+       (SELECT pg_catalog.count(*) FROM auth.sessions s
+         WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()) AS active_sessions,
+       (SELECT pg_catalog.count(*) FROM auth.impersonation_sessions i WHERE i.target_user_id = u.id) AS times_impersonated,
+       u.banned_until, u.ban_reason, u.app_metadata, u.user_metadata, u.invited_at, u.confirmed_at, u.created_at
+  FROM auth.users u;
+
+CREATE TYPE auth.impersonation_result AS (
+    ok               boolean,
+    code             text,
+    message          text,
+    impersonation_id uuid,
+    expires_at       timestamptz
+);
+
+-- What apply needs: the role to switch to and the claims to set.
+CREATE TYPE auth.impersonation_context AS (
+    role   text,
+    claims jsonb
+);
+
+-- Records expiry: sessions past their end stop being active.
+CREATE FUNCTION auth.expire_impersonations() RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE auth.impersonation_sessions i SET active = false, ended_at = i.expires_at, end_reason = 'expired'
+     WHERE i.active AND i.expires_at <= pg_catalog.now()
+$$;
+
+-- Why a role may not be impersonated in user or anonymous mode, or NULL.
+CREATE FUNCTION auth.forbidden_target_role(role text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN r.rolname IS NULL THEN pg_catalog.format('role %s does not exist', role)
+        WHEN r.rolsuper THEN pg_catalog.format('role %s is a superuser', role)
+        WHEN r.rolbypassrls THEN pg_catalog.format('role %s bypasses row level security', role)
+        WHEN role <> 'anon' AND NOT role = ANY (ARRAY['authenticated'] || ARRAY(
+                 SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles'))))
+            THEN pg_catalog.format('role %s is not in the allow-list (setting users.extra_roles)', role)
+    END
+      FROM (SELECT 1) one
+      LEFT JOIN pg_catalog.pg_roles r ON r.rolname = role
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Starting and ending (fluxbase_dashboard; an admin session, not a viewer)
+-- ---------------------------------------------------------------------------------
+
+-- Starts impersonating. Call it in a transaction of its own: the session and its audit
+-- entry then commit whatever happens to the work that follows. Modes: 'user' (target is
+-- the user's id or email), 'anon' and 'service' (no target; service bypasses RLS on
+-- purpose). A refused target is returned with its reason, and audited.
+CREATE FUNCTION auth.start_impersonation(
+    session_token text, mode text, target text, reason text,
+    ip inet DEFAULT NULL, user_agent text DEFAULT NULL, duration interval DEFAULT NULL
+) RETURNS auth.impersonation_result
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who       dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
+    longest   interval := dashboard_auth.setting_interval('impersonation.max_duration');
+    account   auth.users;
+    role_name text;
+    refusal   text;
+    started   auth.impersonation_sessions;
+BEGIN
+    IF start_impersonation.mode IS NULL OR start_impersonation.mode NOT IN ('user', 'anon', 'service') THEN
+        RAISE EXCEPTION 'unknown mode %: use user, anon or service', coalesce(pg_catalog.quote_literal(start_impersonation.mode), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF start_impersonation.reason IS NULL OR pg_catalog.btrim(start_impersonation.reason) = '' THEN
+        RAISE EXCEPTION 'impersonation needs a reason, such as a ticket number'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF duration IS NOT NULL AND (duration < interval '1 minute' OR duration > longest) THEN
+        RAISE EXCEPTION 'duration % is out of range: at most % (setting impersonation.max_duration)', duration, longest
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM auth.expire_impersonations();
+
+    IF start_impersonation.mode = 'user' THEN
+        SELECT * INTO account FROM auth.users u
+         WHERE u.id::text = pg_catalog.btrim(target) OR pg_catalog.lower(u.email) = pg_catalog.lower(pg_catalog.btrim(target));
+        IF account.id IS NULL THEN
+            refusal := pg_catalog.format('no app user %s', coalesce(pg_catalog.quote_literal(target), 'given'));
+        ELSIF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users d WHERE pg_catalog.lower(d.email) = pg_catalog.lower(account.email)) THEN
+            refusal := pg_catalog.format('%s is a dashboard admin: admins cannot be impersonated', account.email);
+        ELSE
+            refusal := auth.forbidden_target_role(account.role);
+        END IF;
+        role_name := account.role;
+    ELSIF start_impersonation.mode = 'anon' THEN
+        role_name := 'anon';
+        refusal := auth.forbidden_target_role('anon');
+    ELSE
+        role_name := 'service_role';
+    END IF;
+
+    IF refusal IS NOT NULL THEN
+        PERFORM dashboard_auth.audit_by(actor, 'impersonation.refused', 'user', account.id::text,
+            pg_catalog.jsonb_build_object('mode', start_impersonation.mode, 'target', target, 'reason', reason,
+                                          'refusal', refusal));
+        RETURN ROW(false, 'forbidden_target', refusal, NULL, NULL)::auth.impersonation_result;
+    END IF;
+
+    -- One active session per admin: a new one ends the last.
+    UPDATE auth.impersonation_sessions i SET active = false, ended_at = pg_catalog.now(), end_reason = 'replaced'
+     WHERE i.admin_id = who.admin_id AND i.active;
+    INSERT INTO auth.impersonation_sessions (admin_id, admin_email, mode, target_user_id, target_email, target_role,
+                                             target_banned, reason, ip, user_agent, expires_at)
+    VALUES (who.admin_id, who.email, start_impersonation.mode, account.id, account.email, role_name,
+            coalesce(account.banned_until > pg_catalog.now(), false), pg_catalog.btrim(start_impersonation.reason),
+            start_impersonation.ip, pg_catalog.left(start_impersonation.user_agent, 500),
+            pg_catalog.now() + coalesce(duration, longest))
+    RETURNING * INTO started;
+    PERFORM dashboard_auth.audit('admin', who.admin_id, who.email, 'impersonation.started', 'impersonation',
+        started.id::text,
+        pg_catalog.jsonb_build_object('mode', started.mode, 'target_user_id', started.target_user_id,
+                                      'target_email', started.target_email, 'target_role', started.target_role,
+                                      'target_banned', started.target_banned, 'reason', started.reason,
+                                      'expires_at', started.expires_at),
+        coalesce(start_impersonation.ip, dashboard_auth.request_ip()),
+        coalesce(pg_catalog.left(start_impersonation.user_agent, 500), dashboard_auth.request_user_agent()));
+    RETURN ROW(true, 'ok',
+               CASE WHEN started.target_banned THEN 'Impersonating a banned user, for debugging.'
+                    ELSE 'Impersonation started.' END,
+               started.id, started.expires_at)::auth.impersonation_result;
+END
+$$;
+COMMENT ON FUNCTION auth.start_impersonation(text, text, text, text, inet, text, interval) IS 'Starts viewing the database as a user, anon or the service role; commit it on its own';
+
+CREATE FUNCTION auth.end_impersonation(session_token text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who   dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    ended auth.impersonation_sessions;
+BEGIN
+    PERFORM auth.expire_impersonations();
+    UPDATE auth.impersonation_sessions i SET active = false, ended_at = pg_catalog.now(), end_reason = 'ended'
+     WHERE i.admin_id = who.admin_id AND i.active
+    RETURNING * INTO ended;
+    IF ended.id IS NOT NULL THEN
+        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'impersonation.ended', 'impersonation', ended.id::text,
+            pg_catalog.jsonb_build_object('mode', ended.mode, 'target_user_id', ended.target_user_id));
+    END IF;
+    RETURN ended.id IS NOT NULL;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Applying (inside the caller's transaction)
+-- ---------------------------------------------------------------------------------
+
+-- The check: the admin's session, and their active, unexpired impersonation. Returns the
+-- role and the claims, shaped as PostgREST's.
+CREATE FUNCTION auth.impersonation_context(session_token text, impersonation_id uuid) RETURNS auth.impersonation_context
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    found_session auth.impersonation_sessions;
+    account auth.users;
+    claims  jsonb;
+BEGIN
+    SELECT * INTO found_session FROM auth.impersonation_sessions i
+     WHERE i.id = impersonation_context.impersonation_id AND i.admin_id = who.admin_id;
+    IF found_session.id IS NULL OR NOT found_session.active OR found_session.expires_at <= pg_catalog.now() THEN
+        RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', coalesce(impersonation_id::text, 'NULL')
+              USING ERRCODE = 'invalid_authorization_specification', HINT = 'Start a new one with auth.start_impersonation.';
+    END IF;
+    claims := pg_catalog.jsonb_build_object(
+        'role', found_session.target_role,
+        'aal', 'aal1',
+        'session_id', found_session.id,
+        'exp', pg_catalog.floor(pg_catalog.date_part('epoch', found_session.expires_at))::bigint,
+        'iat', pg_catalog.floor(pg_catalog.date_part('epoch', found_session.started_at))::bigint,
+        'is_anonymous', found_session.mode = 'anon');
+    IF found_session.mode = 'user' THEN
+        SELECT * INTO account FROM auth.users u WHERE u.id = found_session.target_user_id;
+        IF account.id IS NULL THEN
+            RAISE EXCEPTION 'the impersonated user no longer exists' USING ERRCODE = 'no_data_found';
+        END IF;
+        claims := claims || pg_catalog.jsonb_build_object(
+            'sub', account.id, 'email', account.email,
+            'app_metadata', account.app_metadata, 'user_metadata', account.user_metadata);
+    END IF;
+    RETURN ROW(found_session.target_role, claims)::auth.impersonation_context;
+END
+$$;
+
+-- The switch: sets request.jwt.claims and SET LOCAL ROLE, for the rest of the current
+-- transaction only. From psql:
+--   BEGIN; SELECT auth.apply_impersonation(token, impersonation_id); SELECT * FROM todos; ROLLBACK;
+CREATE FUNCTION auth.apply_impersonation(session_token text, impersonation_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    context auth.impersonation_context := auth.impersonation_context(session_token, impersonation_id);
+BEGIN
+    -- SET LOCAL outside BEGIN ... COMMIT would end with this very statement.
+    IF pg_catalog.statement_timestamp() = pg_catalog.transaction_timestamp() THEN
+        RAISE EXCEPTION 'apply impersonation inside a transaction: BEGIN; SELECT auth.apply_impersonation(...); <your queries>; ROLLBACK;'
+              USING ERRCODE = 'active_sql_transaction';
+    END IF;
+    PERFORM pg_catalog.set_config('request.jwt.claims', context.claims::text, true);
+    EXECUTE pg_catalog.format('SET LOCAL ROLE %I', context.role);
+    RETURN context.claims;
+END
+$$;
+COMMENT ON FUNCTION auth.apply_impersonation(text, uuid) IS 'Inside a transaction: become the impersonated role with its claims until the transaction ends';
+
+-- ---------------------------------------------------------------------------------
+-- Recording work done under impersonation (the explorer and the SQL runner call these)
+-- ---------------------------------------------------------------------------------
+
+-- The intent, committed in its own short transaction before the work, so that the
+-- record survives the work failing. Returns the entry's id for the result.
+CREATE FUNCTION auth.record_impersonated_intent(session_token text, impersonation_id uuid, action text, details jsonb DEFAULT '{}'::jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    context auth.impersonation_context := auth.impersonation_context(session_token, impersonation_id);
+BEGIN
+    IF action IS NULL OR action !~ '^[a-z_]+(\.[a-z_]+)*$' THEN
+        RAISE EXCEPTION 'invalid action %: use a dotted lower-case name such as explorer.update', pg_catalog.quote_literal(action)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'impersonated.' || action || '.intent', 'impersonation',
+        impersonation_id::text,
+        coalesce(details, '{}'::jsonb) || pg_catalog.jsonb_build_object('as_role', context.role, 'claims_sub', context.claims ->> 'sub'));
+END
+$$;
+
+-- The result, written in the work's own transaction after switching back to
+-- fluxbase_dashboard (SET LOCAL ROLE fluxbase_dashboard), so it commits with the work.
+CREATE FUNCTION auth.record_impersonated_result(session_token text, impersonation_id uuid, intent_id bigint, outcome jsonb DEFAULT '{}'::jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who    dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    intent dashboard_auth.audit_log;
+BEGIN
+    SELECT * INTO intent FROM dashboard_auth.audit_log a
+     WHERE a.id = intent_id AND a.actor_id = who.admin_id AND a.target_id = impersonation_id::text
+       AND a.action LIKE 'impersonated.%.intent';
+    IF intent.id IS NULL THEN
+        RAISE EXCEPTION 'no intent % of this admin for impersonation %', intent_id, impersonation_id
+              USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN dashboard_auth.audit_by(dashboard_auth.session_actor(who),
+        pg_catalog.regexp_replace(intent.action, '\.intent$', '.result'), 'impersonation', impersonation_id::text,
+        coalesce(outcome, '{}'::jsonb) || pg_catalog.jsonb_build_object('intent_id', intent_id));
+END
+$$;
+
+GRANT SELECT ON auth.impersonation_sessions TO fluxbase_operator;
+GRANT EXECUTE ON FUNCTION
+    auth.start_impersonation(text, text, text, text, inet, text, interval),
+    auth.end_impersonation(text),
+    auth.impersonation_context(text, uuid),
+    auth.apply_impersonation(text, uuid),
+    auth.record_impersonated_intent(text, uuid, text, jsonb),
+    auth.record_impersonated_result(text, uuid, bigint, jsonb)
+TO fluxbase_dashboard;
