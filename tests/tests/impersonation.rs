@@ -1,0 +1,355 @@
+//! Impersonation against a real RLS fixture: what each mode sees and may change, the
+//! forbidden targets, expiry, and no leaks on a reused connection.
+
+use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, sqlstate, PASSWORD};
+use fluxbase_tests::{Caller, TestDb};
+use postgres::types::ToSql;
+use postgres::Client;
+
+/// The fixture: todos whose owner policy uses (select auth.uid()), public rows readable by
+/// anon, and grants for service_role. Returns (joe's id, bea's id).
+fn fixture(db: &TestDb) -> (String, String) {
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.todos (id bigserial PRIMARY KEY, owner uuid, title text NOT NULL, public boolean NOT NULL DEFAULT false);
+         ALTER TABLE public.todos ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY owner_all ON public.todos TO authenticated
+             USING (owner = (select auth.uid())) WITH CHECK (owner = (select auth.uid()));
+         CREATE POLICY public_read ON public.todos FOR SELECT TO anon USING (public);
+         GRANT SELECT ON public.todos TO anon;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON public.todos TO authenticated, service_role;
+         GRANT USAGE ON SEQUENCE public.todos_id_seq TO authenticated, service_role;",
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for email in ["joe@example.com", "bea@example.com"] {
+        let id: String = su
+            .query_one("INSERT INTO auth.users (email, confirmed_at) VALUES ($1, now()) RETURNING id::text", &[&email])
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+    su.execute(
+        "INSERT INTO public.todos (owner, title, public) VALUES
+            ($1::text::uuid, 'joe private', false), ($1::text::uuid, 'joe public', true),
+            ($2::text::uuid, 'bea private', false), (NULL, 'nobody public', true)",
+        &[&ids[0], &ids[1]],
+    )
+    .unwrap();
+    (ids.remove(0), ids.remove(0))
+}
+
+struct Admin {
+    web: Client,
+    token: String,
+}
+
+fn admin(db: &TestDb) -> Admin {
+    create_admin(db, "ann@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    Admin { web, token }
+}
+
+impl Admin {
+    /// Starts impersonating in a transaction of its own; returns (ok, code, message, id).
+    fn start(&mut self, mode: &str, target: Option<&str>, reason: &str) -> (bool, String, String, Option<String>) {
+        let row = &as_dashboard(
+            &mut self.web,
+            "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, $2, $3, $4, '192.0.2.1', 'tests')",
+            &[&self.token, &mode, &target, &reason],
+        )
+        .unwrap()[0];
+        (row.get(0), row.get(1), row.get(2), row.get(3))
+    }
+
+    fn start_ok(&mut self, mode: &str, target: Option<&str>) -> String {
+        let (ok, code, message, id) = self.start(mode, target, "ticket 42");
+        assert!(ok, "{code}: {message}");
+        id.unwrap()
+    }
+
+    /// Runs `sql` as the impersonated session, the way the dashboard does: one transaction,
+    /// the switch, the query, then back to fluxbase_dashboard; returns the first column.
+    fn run_as(&mut self, impersonation: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>, postgres::Error> {
+        let mut tx = self.web.transaction()?;
+        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
+        tx.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&self.token, &impersonation])?;
+        let rows = tx.query(sql, params)?;
+        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
+        tx.commit()?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+fn titles(mut rows: Vec<String>) -> Vec<String> {
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_user_sees_and_changes_only_their_own_rows() {
+    let db = TestDb::new();
+    let (joe, bea) = fixture(&db);
+    let mut admin = admin(&db);
+    let session = admin.start_ok("user", Some("joe@example.com"));
+    assert_eq!(titles(admin.run_as(&session, "SELECT title FROM public.todos", &[]).unwrap()), ["joe private", "joe public"]);
+    let uid = admin.run_as(&session, "SELECT auth.uid()::text", &[]).unwrap();
+    assert_eq!(uid, [joe.clone()]);
+
+    let changed = admin.run_as(&session, "UPDATE public.todos SET title = title || '!' RETURNING title", &[]).unwrap();
+    assert_eq!(titles(changed), ["joe private!", "joe public!"], "only joe's rows change");
+    // A write outside joe's rows is refused by WITH CHECK.
+    let err = admin.run_as(&session, "INSERT INTO public.todos (owner, title) VALUES ($1::text::uuid, 'for bea') RETURNING title", &[&bea]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err}");
+    assert!(err.as_db_error().unwrap().message().contains("row-level security"), "{err:?}");
+    let err = admin.run_as(&session, "UPDATE public.todos SET owner = $1::text::uuid RETURNING title", &[&bea]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    let bea_rows: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM public.todos WHERE owner = $1::text::uuid", &[&bea]).unwrap().get(0);
+    assert_eq!(bea_rows, 1, "nothing written for bea");
+}
+
+#[test]
+fn anonymous_sees_only_public_rows_and_service_sees_everything() {
+    let db = TestDb::new();
+    fixture(&db);
+    let mut admin = admin(&db);
+    let anon = admin.start_ok("anon", None);
+    assert_eq!(titles(admin.run_as(&anon, "SELECT title FROM public.todos", &[]).unwrap()), ["joe public", "nobody public"]);
+    assert_eq!(admin.run_as(&anon, "SELECT current_user::text", &[]).unwrap(), ["anon"]);
+    let service = admin.start_ok("service", None);
+    assert_eq!(admin.run_as(&service, "SELECT title FROM public.todos", &[]).unwrap().len(), 4, "service mode bypasses RLS on purpose");
+}
+
+#[test]
+fn the_claims_are_shaped_like_postgrest() {
+    let db = TestDb::new();
+    let (joe, _) = fixture(&db);
+    let mut admin = admin(&db);
+    let session = admin.start_ok("user", Some(&joe));
+    let claims: serde_json::Value = serde_json::from_str(&admin.run_as(&session, "SELECT current_setting('request.jwt.claims')", &[]).unwrap()[0]).unwrap();
+    for key in ["sub", "role", "email", "app_metadata", "user_metadata", "aal", "session_id", "exp"] {
+        assert!(claims.get(key).is_some(), "{key} missing from {claims}");
+    }
+    assert_eq!(claims["sub"], joe.as_str());
+    assert_eq!(claims["role"], "authenticated");
+    assert_eq!(claims["session_id"], session.as_str());
+    assert_eq!(admin.run_as(&session, "SELECT auth.email()", &[]).unwrap(), ["joe@example.com"]);
+}
+
+#[test]
+fn forbidden_targets_are_refused_with_a_reason_and_audited() {
+    let db = TestDb::new();
+    fixture(&db);
+    let mut admin = admin(&db);
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "DO $$ BEGIN CREATE ROLE imp_bypass NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         DO $$ BEGIN CREATE ROLE imp_unlisted NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         INSERT INTO auth.users (email, confirmed_at) VALUES ('ann@example.com', now());
+         INSERT INTO auth.users (email, confirmed_at, role) VALUES ('bypass@example.com', now(), 'imp_bypass');
+         INSERT INTO auth.users (email, confirmed_at, role) VALUES ('unlisted@example.com', now(), 'imp_unlisted');
+         INSERT INTO auth.users (email, confirmed_at, role) VALUES ('root@example.com', now(), 'postgres');",
+    )
+    .unwrap();
+    let cases = [
+        ("ann@example.com", "dashboard admin"),
+        ("bypass@example.com", "bypasses row level security"),
+        ("unlisted@example.com", "not in the allow-list"),
+        ("root@example.com", "is a superuser"),
+        ("ghost@example.com", "no app user"),
+    ];
+    for (target, reason) in cases {
+        let (ok, code, message, id) = admin.start("user", Some(target), "ticket 42");
+        assert!(!ok && id.is_none(), "{target}");
+        assert_eq!(code, "forbidden_target");
+        assert!(message.contains(reason), "{target}: {message}");
+    }
+    let refused: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'impersonation.refused'", &[]).unwrap().get(0);
+    assert_eq!(refused, 5);
+    let sessions: i64 = su.query_one("SELECT count(*) FROM auth.impersonation_sessions", &[]).unwrap().get(0);
+    assert_eq!(sessions, 0);
+    // And a call without a reason is wrong, not refused.
+    let err = as_dashboard(&mut admin.web, "SELECT * FROM auth.start_impersonation($1, 'anon', NULL, '  ')", &[&admin.token]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023");
+}
+
+#[test]
+fn a_banned_user_can_be_impersonated_and_the_audit_says_so() {
+    let db = TestDb::new();
+    let (joe, _) = fixture(&db);
+    let mut admin = admin(&db);
+    db.connect(Caller::Superuser)
+        .execute("UPDATE auth.users SET banned_until = now() + interval '1 day', ban_reason = 'spam' WHERE id = $1::text::uuid", &[&joe])
+        .unwrap();
+    let (ok, _, message, id) = admin.start("user", Some(&joe), "why can't joe see his todos?");
+    assert!(ok);
+    assert!(message.contains("banned"), "{message}");
+    assert_eq!(admin.run_as(&id.unwrap(), "SELECT count(*)::text FROM public.todos", &[]).unwrap(), ["2"]);
+    let banned: bool = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT (details->>'target_banned')::boolean FROM dashboard_auth.audit_log WHERE action = 'impersonation.started'", &[])
+        .unwrap()
+        .get(0);
+    assert!(banned);
+}
+
+#[test]
+fn sessions_expire_end_and_give_way_to_the_next() {
+    let db = TestDb::new();
+    let (joe, bea) = fixture(&db);
+    let mut admin = admin(&db);
+    let first = admin.start_ok("user", Some(&joe));
+    let second = admin.start_ok("user", Some(&bea));
+    let err = admin.run_as(&first, "SELECT 'x'", &[]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "28000", "the first ended when the second started");
+    assert!(admin.run_as(&second, "SELECT 'x'", &[]).is_ok());
+
+    let ended: bool = as_dashboard(&mut admin.web, "SELECT auth.end_impersonation($1)", &[&admin.token]).unwrap()[0].get(0);
+    assert!(ended);
+    assert_eq!(admin.run_as(&second, "SELECT 'x'", &[]).unwrap_err().code().unwrap().code(), "28000");
+
+    let third = admin.start_ok("anon", None);
+    db.connect(Caller::Superuser)
+        .execute("UPDATE auth.impersonation_sessions SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid", &[&third])
+        .unwrap();
+    assert_eq!(admin.run_as(&third, "SELECT 'x'", &[]).unwrap_err().code().unwrap().code(), "28000", "expired");
+
+    // The seed's query, as an operator.
+    let rows = db
+        .connect(Caller::Operator)
+        .query("SELECT * FROM auth.impersonation_sessions ORDER BY started_at DESC LIMIT 50;", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let reasons: Vec<Option<String>> = rows.iter().map(|r| r.get("end_reason")).collect();
+    assert_eq!(reasons, [None, Some("ended".into()), Some("replaced".into())]);
+    // The next impersonation call records the expiry.
+    admin.start_ok("anon", None);
+    let expired: i64 = db.connect(Caller::Operator).query_one("SELECT count(*) FROM auth.impersonation_sessions WHERE end_reason = 'expired' AND NOT active", &[]).unwrap().get(0);
+    assert_eq!(expired, 1);
+}
+
+#[test]
+fn durations_are_capped_by_the_setting() {
+    let db = TestDb::new();
+    fixture(&db);
+    let mut admin = admin(&db);
+    let err = as_dashboard(&mut admin.web, "SELECT * FROM auth.start_impersonation($1, 'anon', NULL, 'x', NULL, NULL, interval '2 hours')", &[&admin.token]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023");
+    assert!(err.as_db_error().unwrap().message().contains("impersonation.max_duration"));
+    let default_minutes: f64 = as_dashboard(
+        &mut admin.web,
+        "SELECT extract(epoch FROM expires_at - now())::float8 / 60 FROM auth.start_impersonation($1, 'anon', NULL, 'x')",
+        &[&admin.token],
+    )
+    .unwrap()[0]
+        .get(0);
+    assert!((29.0..=30.0).contains(&default_minutes), "{default_minutes}");
+}
+
+#[test]
+fn a_viewer_is_refused() {
+    let db = TestDb::new();
+    fixture(&db);
+    create_admin(&db, "vic@example.com", "viewer");
+    let mut web = db.connect(Caller::Dashboard);
+    let viewer = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.start_impersonation($1, 'anon', NULL, 'x')", &[&viewer])), "42501");
+}
+
+#[test]
+fn nothing_leaks_on_a_reused_connection() {
+    let db = TestDb::new();
+    let (joe, _) = fixture(&db);
+    let mut admin = admin(&db);
+    let session = admin.start_ok("user", Some(&joe));
+    for _ in 0..3 {
+        assert_eq!(admin.run_as(&session, "SELECT current_user::text", &[]).unwrap(), ["authenticated"]);
+        // A failed transaction must not leak either.
+        let _ = admin.run_as(&session, "SELECT 1/0", &[]);
+        let row = admin.web.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
+        assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("fluxbase_web".into(), String::new()));
+    }
+    // Outside a transaction the switch is refused rather than silently lost.
+    let err = admin.web.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&admin.token, &session]);
+    assert!(err.is_err());
+}
+
+#[test]
+fn intent_survives_a_failing_statement_and_result_commits_with_the_work() {
+    let db = TestDb::new();
+    let (joe, _) = fixture(&db);
+    let mut admin = admin(&db);
+    let session = admin.start_ok("user", Some(&joe));
+    let details = serde_json::json!({"sql": "UPDATE public.todos SET title = NULL"});
+    // The intent, in its own transaction.
+    let intent: i64 = as_dashboard(
+        &mut admin.web,
+        "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'sql.run', $3)",
+        &[&admin.token, &session, &details],
+    )
+    .unwrap()[0]
+        .get(0);
+    // The work fails (NOT NULL), so its transaction, and a result it would record, roll back.
+    let failed = admin.run_as(&session, "UPDATE public.todos SET title = NULL RETURNING title", &[]);
+    assert!(failed.is_err());
+    let actions = admin::audit_actions(&db);
+    assert!(actions.contains(&"impersonated.sql.run.intent".to_string()), "{actions:?}");
+    assert!(!actions.contains(&"impersonated.sql.run.result".to_string()));
+
+    // A successful run records its result in the same transaction, after switching back.
+    let intent2: i64 = as_dashboard(&mut admin.web, "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'sql.run', '{}')", &[&admin.token, &session]).unwrap()[0].get(0);
+    let mut tx = admin.web.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+    tx.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&admin.token, &session]).unwrap();
+    let rows = tx.query("SELECT title FROM public.todos", &[]).unwrap();
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+    let outcome = serde_json::json!({"rows": rows.len()});
+    tx.execute("SELECT auth.record_impersonated_result($1, $2::text::uuid, $3, $4)", &[&admin.token, &session, &intent2, &outcome]).unwrap();
+    tx.commit().unwrap();
+    let result: serde_json::Value = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonated.sql.run.result'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(result["rows"], 2);
+    assert_eq!(result["intent_id"], intent2);
+    let _ = intent;
+}
+
+#[test]
+fn the_user_list_counts_impersonations() {
+    let db = TestDb::new();
+    let (joe, _) = fixture(&db);
+    let mut admin = admin(&db);
+    admin.start_ok("user", Some(&joe));
+    admin.start_ok("user", Some("joe@example.com"));
+    let count: i64 = as_dashboard(&mut admin.web, "SELECT times_impersonated FROM auth.admin_get_user($1, $2::text::uuid)", &[&admin.token, &joe])
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(count, 2);
+}
+
+#[test]
+fn impersonation_works_from_psql_as_written_in_the_readme() {
+    let db = TestDb::new();
+    fixture(&db);
+    create_admin(&db, "ann@example.com", "admin");
+    // An operator in psql: sign in, start (committed on its own), then look as joe.
+    let mut psql = db.connect(Caller::Superuser);
+    let token: String = psql
+        .query_one("SELECT session_token FROM dashboard_auth.login('ann@example.com', $1)", &[&PASSWORD])
+        .unwrap()
+        .get(0);
+    let id: String = psql
+        .query_one("SELECT impersonation_id::text FROM auth.start_impersonation($1, 'user', 'joe@example.com', 'ticket 7')", &[&token])
+        .unwrap()
+        .get(0);
+    psql.batch_execute("BEGIN").unwrap();
+    psql.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&token, &id]).unwrap();
+    let seen: Vec<String> = psql.query("SELECT title FROM public.todos", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    psql.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(titles(seen), ["joe private", "joe public"]);
+    let me: String = psql.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    assert_eq!(me, "postgres");
+}
