@@ -12,6 +12,7 @@ mod audit;
 mod claims;
 mod impersonation;
 mod install;
+mod metrics;
 mod passwords;
 mod settings;
 mod tokens;

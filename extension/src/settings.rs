@@ -79,6 +79,18 @@ pub const DEFINITIONS: &[Definition] = &[
         description: "How long an impersonation session lasts at most before it expires by itself",
     },
     Definition {
+        key: "metrics.sample_interval",
+        kind: Kind::Duration { min: 10, max: HOUR },
+        default: "1m",
+        description: "How often the headline metrics are sampled into their history",
+    },
+    Definition {
+        key: "metrics.retention",
+        kind: Kind::Duration { min: HOUR, max: 90 * DAY },
+        default: "7d",
+        description: "How long metric samples are kept",
+    },
+    Definition {
         key: "users.extra_roles",
         kind: Kind::Roles,
         default: "",
