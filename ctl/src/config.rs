@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Bearer token that /metrics requires (at least 16 characters); /metrics is off without it
     #[arg(long, env = "FLUXBASE_ADMIN_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub metrics_token: Option<String>,
+
+    /// How often this copy reports its pool and offers to sample metrics (1s to 60s)
+    #[arg(long, env = "FLUXBASE_ADMIN_HEARTBEAT_INTERVAL", default_value = "10s", value_name = "DURATION")]
+    pub heartbeat_interval: String,
 }
 
 /// `fluxbase serve`'s settings, validated.
@@ -95,13 +99,12 @@ pub struct ServeSettings {
     pub port: u16,
     pub bind: IpAddr,
     pub session_secret: SessionSecret,
-    // Validated now; passed to dashboard_auth.login by the sign-in page, and required by
-    // /metrics, when those arrive (the web UI and analytics issues).
+    // Validated now; passed to dashboard_auth.login by the sign-in page when it arrives.
     #[allow(dead_code)]
     pub session_timeout: Option<Duration>,
     pub public_url: Option<url::Url>,
-    #[allow(dead_code)]
     pub metrics_token: Option<String>,
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -215,7 +218,16 @@ impl ServeArgs {
             ),
             other => other.map(str::to_owned),
         };
-        Ok(ServeSettings { database, port, bind, session_secret, session_timeout, public_url, metrics_token })
+        let heartbeat_interval = humantime::parse_duration(self.heartbeat_interval.trim())
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(60))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "FLUXBASE_ADMIN_HEARTBEAT_INTERVAL (--heartbeat-interval) must be a duration from 1s to 60s, not {:?}",
+                    self.heartbeat_interval
+                )
+            })?;
+        Ok(ServeSettings { database, port, bind, session_secret, session_timeout, public_url, metrics_token, heartbeat_interval })
     }
 }
 

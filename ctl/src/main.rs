@@ -6,6 +6,7 @@ mod config;
 mod db;
 mod extension;
 mod server;
+mod telemetry;
 
 use std::process::ExitCode;
 

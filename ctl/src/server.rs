@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeSettings;
 use crate::db::{self, DbRole};
+use crate::telemetry;
 
 /// Connections the dashboard keeps open at most. Small on purpose: an admin dashboard
 /// must never crowd out the application it administers.
@@ -31,6 +32,30 @@ pub struct AppState {
 struct Inner {
     pool: Pool,
     settings: ServeSettings,
+    instance_id: String,
+    requests: telemetry::RequestCounters,
+}
+
+impl AppState {
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub fn database_config(&self) -> &tokio_postgres::Config {
+        &self.inner.settings.database.config
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    pub fn requests(&self) -> &telemetry::RequestCounters {
+        &self.inner.requests
+    }
+
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.inner.settings.metrics_token.as_deref()
+    }
 }
 
 pub async fn serve(settings: ServeSettings) -> Result<()> {
@@ -53,7 +78,11 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
 
     let setup_link = setup_link_if_needed(&pool, &settings, &public_url).await?;
 
-    let state = AppState { inner: Arc::new(Inner { pool, settings }) };
+    let heartbeat = settings.heartbeat_interval;
+    let state = AppState {
+        inner: Arc::new(Inner { pool, settings, instance_id: telemetry::instance_id(), requests: Default::default() }),
+    };
+    tokio::spawn(telemetry::run_ticker(state.clone(), heartbeat));
     let app = router(state);
 
     match setup_link {
@@ -77,6 +106,8 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(telemetry::metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::count_requests))
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .with_state(state)

@@ -267,6 +267,22 @@ impl Server {
         format!("{}{}", self.base_url, path)
     }
 
+    /// GET `path` with an optional bearer token, returning the status and the body.
+    pub fn get_text(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut request = agent.get(&self.url(path));
+        if let Some(token) = bearer {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap_or_default())
+    }
+
     /// GET `path`, returning the status and the body parsed as JSON.
     pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
