@@ -836,44 +836,20 @@ $$;
 COMMENT ON FUNCTION dashboard_auth.invite_admin(text, text, text, text, interval) IS 'Invites an admin or viewer; returns the one-time link token';
 
 CREATE FUNCTION dashboard_auth.set_admin_role(session_token text, admin_id uuid, role text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-BEGIN
-    PERFORM dashboard_auth.manage_set_role(dashboard_auth.session_actor(who), set_admin_role.admin_id, set_admin_role.role);
-END
-$$;
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_set_role(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id, role) $$;
 
 CREATE FUNCTION dashboard_auth.disable_admin(session_token text, admin_id uuid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-BEGIN
-    PERFORM dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(who), disable_admin.admin_id, true);
-END
-$$;
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id, true) $$;
 
 CREATE FUNCTION dashboard_auth.enable_admin(session_token text, admin_id uuid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-BEGIN
-    PERFORM dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(who), enable_admin.admin_id, false);
-END
-$$;
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id, false) $$;
 
 CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-BEGIN
-    PERFORM dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(who), delete_admin.admin_id);
-END
-$$;
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id) $$;
 
 CREATE FUNCTION dashboard_auth.list_settings(session_token text)
 RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text)

@@ -8,7 +8,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dashboard_auth, auth, fluxbase_admin FROM 
 
 -- Claim helpers: they read only the caller's own settings, and any role's policies may
 -- call them, as in PostgREST and Supabase.
-GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role(), auth.email() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION auth.jwt(), auth.claim(text), auth.uid(), auth.role(), auth.email() TO PUBLIC;
 
 GRANT EXECUTE ON FUNCTION fluxbase_admin.library_version() TO fluxbase_dashboard, fluxbase_operator;
 

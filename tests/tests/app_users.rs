@@ -361,14 +361,14 @@ fn the_claim_helpers_are_everyones_and_pin_an_empty_search_path() {
     let configs: Vec<(String, Vec<String>)> = su
         .query(
             "SELECT p.proname::text, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-              WHERE n.nspname = 'auth' AND p.proname IN ('uid', 'role', 'email', 'jwt') ORDER BY 1",
+              WHERE n.nspname = 'auth' AND p.proname IN ('uid', 'role', 'email', 'jwt', 'claim') ORDER BY 1",
             &[],
         )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(configs.len(), 4);
+    assert_eq!(configs.len(), 5);
     for (name, config) in &configs {
         assert_eq!(config, &vec![r#"search_path="""#.to_string()], "{name}");
     }

@@ -34,7 +34,8 @@ fn public_may_execute_none_of_the_extensions_functions() {
               WHERE n.nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin')
                 -- The claim helpers are everyone's, as in PostgREST and Supabase.
                 AND p.oid NOT IN ('auth.uid()'::regprocedure, 'auth.role()'::regprocedure,
-                                  'auth.email()'::regprocedure, 'auth.jwt()'::regprocedure)
+                                  'auth.email()'::regprocedure, 'auth.jwt()'::regprocedure,
+                                  'auth.claim(text)'::regprocedure)
                 AND (p.proacl IS NULL
                      OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))",
             &[],
