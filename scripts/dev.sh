@@ -57,6 +57,8 @@ fi
 DATABASE_URL="$SUPERUSER_URL" "$FLUXBASE" extension install 2> "$LOG_DIR/extension-install.log" \
     || fail "$(tail -n 1 "$LOG_DIR/extension-install.log")" "see $LOG_DIR/extension-install.log"
 echo "$SCRIPT_HASH" > "$HASH_FILE"
+# The cluster preloads pg_stat_statements; the analytics pages read it from this database.
+cluster_psql -d "$DEV_DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 
 step "[5/6] Creating the dashboard's login role $DASHBOARD_ROLE (NOINHERIT)"
 ensure_login_role "$DASHBOARD_ROLE" "$DASHBOARD_PASSWORD" "fluxbase_dashboard, anon, authenticated, service_role" NOINHERIT

@@ -10,6 +10,7 @@ mod admin_auth;
 mod app_users;
 mod audit;
 mod claims;
+mod explorer;
 mod impersonation;
 mod install;
 mod metrics;

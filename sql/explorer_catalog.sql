@@ -1,0 +1,162 @@
+-- The explorer's catalog: schemas, tables, views and materialized views, with their
+-- columns, keys, indexes, RLS state and policies. Names are looked up as values in the
+-- system catalogs, never spliced into SQL. The system schemas, the extension's own
+-- schemas and objects that belong to any extension never appear: they have pages of
+-- their own (users, audit, metrics) or are not the application's.
+
+-- Relations the explorer may show.
+CREATE FUNCTION fluxbase_admin.browsable_relations()
+RETURNS TABLE (oid oid, schema text, name text, kind text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid, n.nspname::text, c.relname::text,
+           CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned_table' WHEN 'v' THEN 'view'
+                          WHEN 'm' THEN 'materialized_view' WHEN 'f' THEN 'foreign_table' END
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+       AND NOT c.relispartition
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'auth', 'dashboard_auth', 'fluxbase_admin')
+       AND n.nspname !~ '^pg_(temp|toast_temp)_'
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objid = n.oid AND d.deptype = 'e')
+$$;
+
+-- The relation named schema.name, if the explorer may show it; else an error a person
+-- can act on (42P01).
+CREATE FUNCTION fluxbase_admin.browsable_relation(schema_name text, relation_name text) RETURNS oid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found oid;
+BEGIN
+    SELECT r.oid INTO found FROM fluxbase_admin.browsable_relations() r
+     WHERE r.schema = schema_name AND r.name = relation_name;
+    IF found IS NULL THEN
+        RAISE EXCEPTION 'no table or view %.% to browse', pg_catalog.quote_ident(coalesce(schema_name, '')),
+                        pg_catalog.quote_ident(coalesce(relation_name, ''))
+              USING ERRCODE = 'undefined_table',
+                    HINT = 'Names are exact (case-sensitive). System schemas and the extension''s own schemas are not browsable here.';
+    END IF;
+    RETURN found;
+END
+$$;
+
+-- Every browsable relation, for the explorer's list (viewers may call it).
+CREATE FUNCTION fluxbase_admin.catalog(session_token text)
+RETURNS TABLE (schema text, name text, kind text, estimated_rows bigint, total_bytes bigint,
+               rls_enabled boolean, rls_forced boolean, has_primary_key boolean, description text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM dashboard_auth.check_session(session_token);
+    RETURN QUERY
+    SELECT r.schema, r.name, r.kind,
+           CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
+           CASE WHEN r.kind IN ('view', 'foreign_table') THEN NULL ELSE pg_catalog.pg_total_relation_size(r.oid) END,
+           c.relrowsecurity, c.relforcerowsecurity,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = r.oid AND k.contype = 'p'),
+           pg_catalog.obj_description(r.oid, 'pg_class')
+      FROM fluxbase_admin.browsable_relations() r
+      JOIN pg_catalog.pg_class c ON c.oid = r.oid
+     ORDER BY r.schema, r.name;
+END
+$$;
+
+-- One relation in full, as JSON: columns, keys (both directions), indexes, RLS and
+-- policies, estimated rows and size.
+CREATE FUNCTION fluxbase_admin.describe_table(session_token text, schema_name text, relation_name text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel oid;
+    described jsonb;
+BEGIN
+    PERFORM dashboard_auth.check_session(session_token);
+    rel := fluxbase_admin.browsable_relation(schema_name, relation_name);
+    SELECT pg_catalog.jsonb_build_object(
+        'schema', n.nspname, 'name', c.relname,
+        'kind', (SELECT r.kind FROM fluxbase_admin.browsable_relations() r WHERE r.oid = rel),
+        'estimated_rows', CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
+        'total_bytes', CASE WHEN c.relkind IN ('v', 'f') THEN NULL ELSE pg_catalog.pg_total_relation_size(rel) END,
+        'description', pg_catalog.obj_description(rel, 'pg_class'),
+        'columns', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', a.attname, 'position', a.attnum,
+                       'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+                       'nullable', NOT a.attnotnull,
+                       'default', CASE WHEN a.attgenerated = '' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END,
+                       'generated', CASE WHEN a.attgenerated = 's' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END,
+                       'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+                       'description', pg_catalog.col_description(rel, a.attnum))
+                   ORDER BY a.attnum)
+              FROM pg_catalog.pg_attribute a
+              LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+             WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
+        'primary_key', (
+            SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
+              FROM pg_catalog.pg_constraint p
+              CROSS JOIN LATERAL pg_catalog.unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
+             WHERE p.conrelid = rel AND p.contype = 'p'),
+        'foreign_keys', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', f.conname,
+                       'columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
+                                     FROM pg_catalog.unnest(f.conkey) WITH ORDINALITY AS k(attnum, ord)
+                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.attnum),
+                       'references', pg_catalog.jsonb_build_object(
+                           'schema', rn.nspname, 'table', rc.relname,
+                           'columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
+                                         FROM pg_catalog.unnest(f.confkey) WITH ORDINALITY AS k(attnum, ord)
+                                         JOIN pg_catalog.pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.attnum)))
+                   ORDER BY f.conname)
+              FROM pg_catalog.pg_constraint f
+              JOIN pg_catalog.pg_class rc ON rc.oid = f.confrelid
+              JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+             WHERE f.conrelid = rel AND f.contype = 'f'), '[]'::jsonb),
+        'referenced_by', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', f.conname, 'schema', sn.nspname, 'table', sc.relname,
+                       'columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
+                                     FROM pg_catalog.unnest(f.conkey) WITH ORDINALITY AS k(attnum, ord)
+                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.attnum),
+                       'referenced_columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
+                                                FROM pg_catalog.unnest(f.confkey) WITH ORDINALITY AS k(attnum, ord)
+                                                JOIN pg_catalog.pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.attnum))
+                   ORDER BY sn.nspname, sc.relname, f.conname)
+              FROM pg_catalog.pg_constraint f
+              JOIN pg_catalog.pg_class sc ON sc.oid = f.conrelid
+              JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
+             WHERE f.confrelid = rel AND f.contype = 'f'), '[]'::jsonb),
+        'indexes', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', ic.relname, 'unique', i.indisunique, 'primary', i.indisprimary,
+                       'definition', pg_catalog.pg_get_indexdef(i.indexrelid))
+                   ORDER BY ic.relname)
+              FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = rel), '[]'::jsonb),
+        'rls', pg_catalog.jsonb_build_object(
+            'enabled', c.relrowsecurity, 'forced', c.relforcerowsecurity,
+            'policies', coalesce((
+                SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                           'name', p.polname,
+                           'command', CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                                    WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                           'permissive', p.polpermissive,
+                           'roles', (SELECT pg_catalog.jsonb_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END)
+                                       FROM pg_catalog.unnest(p.polroles) r),
+                           'using', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                           'with_check', pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
+                       ORDER BY p.polname)
+                  FROM pg_catalog.pg_policy p WHERE p.polrelid = rel), '[]'::jsonb)))
+      INTO described
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = rel;
+    RETURN described;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION fluxbase_admin.catalog(text), fluxbase_admin.describe_table(text, text, text) TO fluxbase_dashboard;
