@@ -727,8 +727,12 @@ BEGIN
     PERFORM dashboard_auth.audit('admin', account.id, account.email, 'link.redeemed', 'link', link.id::text,
         pg_catalog.jsonb_build_object('kind', link.kind, 'sessions_revoked', revoked),
         redeem_link.ip, pg_catalog.left(redeem_link.user_agent, 500));
-    PERFORM dashboard_auth.record_login(account.email, account.id, redeem_link.ip, redeem_link.user_agent, true, 'ok', link.kind);
-    RETURN dashboard_auth.issue_session(account.id, redeem_link.ip, redeem_link.user_agent, session_lifetime);
+    -- A link proves the mailbox (or the terminal), not the device: with 2FA on, the
+    -- new password leads to the code step, like any sign-in.
+    IF account.totp_enabled_at IS NOT NULL THEN
+        RETURN dashboard_auth.issue_challenge(account.id, account.email, redeem_link.ip, redeem_link.user_agent, session_lifetime);
+    END IF;
+    RETURN dashboard_auth.complete_sign_in(account.id, account.email, redeem_link.ip, redeem_link.user_agent, link.kind, session_lifetime);
 END
 $$;
 COMMENT ON FUNCTION dashboard_auth.redeem_link(text, text, inet, text, interval) IS 'Sets a password through an invite or reset link and signs the admin in';

@@ -74,6 +74,33 @@ CREATE FUNCTION auth.refusal(code text, message text) RETURNS auth.result
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ROW(false, code, message, NULL, NULL, NULL)::auth.result $$;
 
+-- Why a role can never be an app user's role, or NULL: it does not exist, it is one of
+-- the service's or the dashboard's own roles or a predefined pg_ role, it is a superuser,
+-- bypasses RLS or creates roles, or it is a member of a role that is or does any of that
+-- (a member can SET ROLE to it). Shared by the users.extra_roles setting and impersonation.
+CREATE FUNCTION auth.forbidden_user_role(role text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN r.oid IS NULL THEN pg_catalog.format('role %s does not exist', role)
+        WHEN role IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator') OR role LIKE 'pg\_%'
+            THEN pg_catalog.format('role %s is not an app user''s role', role)
+        WHEN r.rolsuper THEN pg_catalog.format('role %s is a superuser', role)
+        WHEN r.rolbypassrls THEN pg_catalog.format('role %s bypasses row level security', role)
+        WHEN r.rolcreaterole THEN pg_catalog.format('role %s can create roles', role)
+        WHEN privileged.rolname IS NOT NULL
+            THEN pg_catalog.format('role %s is a member of %s, which is privileged', role, privileged.rolname)
+    END
+      FROM (SELECT 1) one
+      LEFT JOIN pg_catalog.pg_roles r ON r.rolname = role
+      LEFT JOIN LATERAL (
+          SELECT g.rolname FROM pg_catalog.pg_roles g
+           WHERE g.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')
+             AND (g.rolsuper OR g.rolbypassrls OR g.rolcreaterole OR g.rolname LIKE 'pg\_%'
+                  OR g.rolname IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator'))
+           ORDER BY g.rolname LIMIT 1) privileged ON true
+$$;
+
 -- The roles a user may have: authenticated, and those in users.extra_roles.
 CREATE FUNCTION auth.check_user_role(role text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
@@ -88,8 +115,9 @@ BEGIN
                     HINT = pg_catalog.format('Allowed: %s. An admin adds roles with the setting users.extra_roles.',
                                              pg_catalog.array_to_string(allowed, ', '));
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = check_user_role.role) THEN
-        RAISE EXCEPTION 'role % does not exist', role USING ERRCODE = 'invalid_parameter_value';
+    -- Checked again here: a listed role may have been granted more since it was listed.
+    IF auth.forbidden_user_role(role) IS NOT NULL THEN
+        RAISE EXCEPTION '%', auth.forbidden_user_role(role) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN role;
 END
@@ -209,6 +237,7 @@ AS $$
 DECLARE
     account     auth.users;
     password_ok boolean;
+    checked     text;
     token       text;
     result      auth.result;
 BEGIN
@@ -216,6 +245,14 @@ BEGIN
     password_ok := dashboard_auth.verify_password(sign_in.password, account.password_hash);
     IF account.id IS NULL OR NOT password_ok OR account.confirmed_at IS NULL
        OR account.banned_until > pg_catalog.now() THEN
+        RETURN auth.refusal('invalid_credentials', 'Invalid email or password.');
+    END IF;
+    -- A ban or a reset committed while the password was being checked wins: re-read the
+    -- user, waiting for such a change to finish, and refuse if the hash changed.
+    checked := account.password_hash;
+    SELECT * INTO account FROM auth.users u WHERE u.id = account.id FOR NO KEY UPDATE;
+    IF account.id IS NULL OR account.confirmed_at IS NULL OR account.banned_until > pg_catalog.now()
+       OR account.password_hash IS DISTINCT FROM checked THEN
         RETURN auth.refusal('invalid_credentials', 'Invalid email or password.');
     END IF;
     token := dashboard_auth.new_token('fbs');

@@ -70,20 +70,15 @@ AS $$
      WHERE i.active AND i.expires_at <= pg_catalog.now()
 $$;
 
--- Why a role may not be impersonated in user or anonymous mode, or NULL.
+-- Why a role may not be impersonated in user or anonymous mode, or NULL: the rules of
+-- auth.forbidden_user_role, and for users the allow-list.
 CREATE FUNCTION auth.forbidden_target_role(role text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE
-        WHEN r.rolname IS NULL THEN pg_catalog.format('role %s does not exist', role)
-        WHEN r.rolsuper THEN pg_catalog.format('role %s is a superuser', role)
-        WHEN r.rolbypassrls THEN pg_catalog.format('role %s bypasses row level security', role)
-        WHEN role <> 'anon' AND NOT role = ANY (ARRAY['authenticated'] || ARRAY(
-                 SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles'))))
-            THEN pg_catalog.format('role %s is not in the allow-list (setting users.extra_roles)', role)
-    END
-      FROM (SELECT 1) one
-      LEFT JOIN pg_catalog.pg_roles r ON r.rolname = role
+    SELECT coalesce(auth.forbidden_user_role(role),
+        CASE WHEN role <> 'anon' AND NOT role = ANY (ARRAY['authenticated'] || ARRAY(
+                  SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles'))))
+             THEN pg_catalog.format('role %s is not in the allow-list (setting users.extra_roles)', role) END)
 $$;
 
 -- ---------------------------------------------------------------------------------
@@ -121,6 +116,8 @@ BEGIN
         RAISE EXCEPTION 'duration % is out of range: at most % (setting impersonation.max_duration)', duration, longest
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- One start at a time per admin, so that "one active session" holds under races.
+    PERFORM pg_catalog.pg_advisory_xact_lock(1179408451, pg_catalog.hashtext(who.admin_id::text));
     PERFORM auth.expire_impersonations();
 
     IF start_impersonation.mode = 'user' THEN
@@ -214,6 +211,12 @@ BEGIN
         RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', coalesce(impersonation_id::text, 'NULL')
               USING ERRCODE = 'invalid_authorization_specification', HINT = 'Start a new one with auth.start_impersonation.';
     END IF;
+    -- The role is checked again: its attributes or memberships may have changed since
+    -- the start.
+    IF found_session.mode <> 'service' AND auth.forbidden_target_role(found_session.target_role) IS NOT NULL THEN
+        RAISE EXCEPTION 'impersonation refused: %', auth.forbidden_target_role(found_session.target_role)
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
     claims := pg_catalog.jsonb_build_object(
         'role', found_session.target_role,
         'aal', 'aal1',
@@ -243,12 +246,15 @@ AS $$
 DECLARE
     context auth.impersonation_context := auth.impersonation_context(session_token, impersonation_id);
 BEGIN
-    -- SET LOCAL outside BEGIN ... COMMIT would end with this very statement.
-    IF pg_catalog.statement_timestamp() = pg_catalog.transaction_timestamp() THEN
-        RAISE EXCEPTION 'apply impersonation inside a transaction: BEGIN; SELECT auth.apply_impersonation(...); <your queries>; ROLLBACK;'
-              USING ERRCODE = 'active_sql_transaction';
-    END IF;
+    -- Everything is transaction-local: outside BEGIN ... COMMIT it ends with this very
+    -- statement, and nothing can outlive the transaction on a pooled connection.
     PERFORM pg_catalog.set_config('request.jwt.claims', context.claims::text, true);
+    -- The legacy one-setting-per-claim form too, so that an older claim set earlier in the
+    -- session cannot show through (auth.claim falls back to it).
+    PERFORM pg_catalog.set_config('request.jwt.claim', '', true);
+    PERFORM pg_catalog.set_config('request.jwt.claim.sub', coalesce(context.claims ->> 'sub', ''), true);
+    PERFORM pg_catalog.set_config('request.jwt.claim.email', coalesce(context.claims ->> 'email', ''), true);
+    PERFORM pg_catalog.set_config('request.jwt.claim.role', coalesce(context.claims ->> 'role', ''), true);
     EXECUTE pg_catalog.format('SET LOCAL ROLE %I', context.role);
     RETURN context.claims;
 END

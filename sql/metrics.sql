@@ -29,6 +29,12 @@ SELECT pg_catalog.pg_extension_config_dump('fluxbase_admin.metric_samples', '');
 
 REVOKE ALL ON fluxbase_admin.pool_reports, fluxbase_admin.metric_samples FROM PUBLIC;
 
+-- Query text as shown to admins and viewers: string literals are hidden, since a query
+-- typed into psql may carry a password (ALTER ROLE ... PASSWORD '...', a login call).
+CREATE FUNCTION fluxbase_admin.redact_sql(query text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.regexp_replace(query, '''(?:[^'']|'''')*''', '''***''', 'g') $$;
+
 -- A copy that has not reported for this long has stopped.
 CREATE FUNCTION fluxbase_admin.heartbeat_timeout() RETURNS interval
 LANGUAGE sql IMMUTABLE AS $$ SELECT interval '30 seconds' $$;
@@ -102,7 +108,7 @@ BEGIN
     SELECT a.pid, a.usename::text, a.application_name, a.state,
            pg_catalog.now() - a.xact_start, pg_catalog.now() - a.query_start,
            a.wait_event_type, a.wait_event, pg_catalog.pg_blocking_pids(a.pid),
-           pg_catalog.left(a.query, 1000)
+           pg_catalog.left(fluxbase_admin.redact_sql(a.query), 1000)
       FROM pg_catalog.pg_stat_activity a
      WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
        AND (a.state = 'active' OR a.xact_start IS NOT NULL)
@@ -166,68 +172,104 @@ BEGIN
     BEGIN
         RETURN QUERY EXECUTE pg_catalog.format(
             $q$
-            (SELECT true, NULL::text, 'total', pg_catalog.left(s.query, 1000), s.calls, s.total_exec_time, s.mean_exec_time, s.rows
+            (SELECT true, NULL::text, 'total', pg_catalog.left(fluxbase_admin.redact_sql(s.query), 1000), s.calls, s.total_exec_time, s.mean_exec_time, s.rows
                FROM %1$I.pg_stat_statements s WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
               ORDER BY s.total_exec_time DESC LIMIT $1)
             UNION ALL
-            (SELECT true, NULL::text, 'mean', pg_catalog.left(s.query, 1000), s.calls, s.total_exec_time, s.mean_exec_time, s.rows
+            (SELECT true, NULL::text, 'mean', pg_catalog.left(fluxbase_admin.redact_sql(s.query), 1000), s.calls, s.total_exec_time, s.mean_exec_time, s.rows
                FROM %1$I.pg_stat_statements s WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
               ORDER BY s.mean_exec_time DESC LIMIT $1)
             $q$, home)
         USING top;
-    EXCEPTION WHEN object_not_in_prerequisite_state THEN
-        RETURN QUERY SELECT false,
-            'pg_stat_statements is installed but not loaded: add it to shared_preload_libraries in postgresql.conf and restart the server',
-            NULL::text, NULL::text, NULL::bigint, NULL::float8, NULL::float8, NULL::bigint;
+    EXCEPTION
+        WHEN object_not_in_prerequisite_state THEN
+            RETURN QUERY SELECT false,
+                'pg_stat_statements is installed but not loaded: add it to shared_preload_libraries in postgresql.conf and restart the server',
+                NULL::text, NULL::text, NULL::bigint, NULL::float8, NULL::float8, NULL::bigint;
+        WHEN undefined_column OR undefined_function OR undefined_table THEN
+            RETURN QUERY SELECT false,
+                'this pg_stat_statements is older than PostgreSQL 13''s: run ALTER EXTENSION pg_stat_statements UPDATE',
+                NULL::text, NULL::text, NULL::bigint, NULL::float8, NULL::float8, NULL::bigint;
+        WHEN others THEN
+            RETURN QUERY SELECT false, 'pg_stat_statements could not be read: ' || SQLERRM,
+                NULL::text, NULL::text, NULL::bigint, NULL::float8, NULL::float8, NULL::bigint;
     END;
 END
 $$;
 
--- Storage: the database, and per table (heap, indexes, TOAST, estimated rows, dead
--- tuples), largest first, from the catalog alone (no table is scanned).
+-- Storage: per table (heap, indexes, TOAST, estimated rows, dead tuples), largest first
+-- by the catalog's page counts. Exact sizes are read for the rows shown; a table locked
+-- by someone else (ACCESS EXCLUSIVE) is not waited for: its row keeps the catalog's
+-- figures, as of the last VACUUM or ANALYZE, and says so (exact = false).
 CREATE FUNCTION fluxbase_admin.metrics_storage(session_token text, schema_name text DEFAULT NULL, top integer DEFAULT 100)
 RETURNS TABLE (schema text, "table" text, total_bytes bigint, heap_bytes bigint, index_bytes bigint, toast_bytes bigint,
-               estimated_rows bigint, dead_tuples bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+               estimated_rows bigint, dead_tuples bigint, exact boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
 AS $$
+DECLARE
+    block bigint := pg_catalog.current_setting('block_size')::bigint;
+    rel   record;
 BEGIN
     PERFORM dashboard_auth.check_session(session_token);
     IF top IS NULL OR top NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'top must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
-    SELECT n.nspname::text, c.relname::text,
-           pg_catalog.pg_total_relation_size(c.oid),
-           pg_catalog.pg_relation_size(c.oid),
-           pg_catalog.pg_indexes_size(c.oid),
-           coalesce(pg_catalog.pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0),
-           GREATEST(c.reltuples, 0)::bigint,
-           st.n_dead_tup
-      FROM pg_catalog.pg_class c
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-      LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = c.oid
-     WHERE c.relkind IN ('r', 'm', 'p')
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-       AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
-       AND (schema_name IS NULL OR n.nspname = schema_name)
-     ORDER BY 3 DESC, 1, 2
-     LIMIT top;
+    FOR rel IN
+        SELECT * FROM (
+            SELECT c.oid, n.nspname::text AS nsp, c.relname::text AS name, c.reltoastrelid, c.relpages::bigint AS heap_pages,
+                   c.reltuples, st.n_dead_tup,
+                   coalesce((SELECT pg_catalog.sum(ic.relpages) FROM pg_catalog.pg_index i
+                               JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = c.oid), 0)::bigint AS index_pages,
+                   coalesce((SELECT t.relpages FROM pg_catalog.pg_class t WHERE t.oid = c.reltoastrelid), 0)::bigint AS toast_pages
+              FROM pg_catalog.pg_class c
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = c.oid
+             WHERE c.relkind IN ('r', 'm', 'p')
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+               AND n.nspname !~ '^pg_(temp|toast_temp)_'
+               AND (schema_name IS NULL OR n.nspname = schema_name)) sized
+         ORDER BY sized.heap_pages + sized.index_pages + sized.toast_pages DESC, sized.nsp, sized.name
+         LIMIT top
+    LOOP
+        schema := rel.nsp;
+        "table" := rel.name;
+        estimated_rows := GREATEST(rel.reltuples, 0)::bigint;
+        dead_tuples := rel.n_dead_tup;
+        BEGIN
+            heap_bytes := pg_catalog.pg_relation_size(rel.oid);
+            index_bytes := pg_catalog.pg_indexes_size(rel.oid);
+            toast_bytes := coalesce(pg_catalog.pg_total_relation_size(nullif(rel.reltoastrelid, 0)), 0);
+            total_bytes := pg_catalog.pg_total_relation_size(rel.oid);
+            exact := true;
+        EXCEPTION WHEN lock_not_available THEN
+            heap_bytes := rel.heap_pages * block;
+            index_bytes := rel.index_pages * block;
+            toast_bytes := rel.toast_pages * block;
+            total_bytes := heap_bytes + index_bytes + toast_bytes;
+            exact := false;
+        END;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
 
+-- Per schema: tables and their size as the catalog estimates it (pages as of the last
+-- VACUUM or ANALYZE): no table is opened, so nothing waits on a lock. And the database's
+-- exact size.
 CREATE FUNCTION fluxbase_admin.metrics_schemas(session_token text)
-RETURNS TABLE (schema text, tables bigint, total_bytes bigint, database_bytes bigint)
+RETURNS TABLE (schema text, tables bigint, estimated_bytes bigint, database_bytes bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM dashboard_auth.check_session(session_token);
     RETURN QUERY
-    SELECT n.nspname::text, pg_catalog.count(*), pg_catalog.sum(pg_catalog.pg_total_relation_size(c.oid))::bigint,
+    SELECT n.nspname::text, pg_catalog.count(DISTINCT c.oid) FILTER (WHERE c.relkind IN ('r', 'm', 'p')),
+           (pg_catalog.sum(c.relpages) * pg_catalog.current_setting('block_size')::bigint)::bigint,
            pg_catalog.pg_database_size(pg_catalog.current_database())
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 'm', 'p')
+     WHERE c.relkind IN ('r', 'm', 'p', 'i')
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-       AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+       AND n.nspname !~ '^pg_(temp|toast_temp)_'
      GROUP BY n.nspname
      ORDER BY 3 DESC, 1;
 END

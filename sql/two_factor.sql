@@ -158,7 +158,9 @@ DECLARE
 BEGIN
     SELECT * INTO challenge FROM dashboard_auth.login_challenges c
      WHERE c.token_hash = dashboard_auth.token_hash(challenge_token) FOR UPDATE;
-    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = challenge.admin_id;
+    -- Locked: concurrent code steps of one account take turns, so each sees the failures
+    -- counted before it and none slips past a lockout.
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = challenge.admin_id FOR UPDATE;
     IF challenge.id IS NULL OR challenge.used_at IS NOT NULL OR challenge.expires_at <= pg_catalog.now()
        OR account.disabled_at IS NOT NULL OR account.locked_until > pg_catalog.now() OR account.totp_enabled_at IS NULL THEN
         PERFORM dashboard_auth.record_login(coalesce(account.email, 'unknown'), account.id, login_second_factor.ip,

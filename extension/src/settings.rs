@@ -218,23 +218,14 @@ pub fn format(def: &Definition, value: &serde_json::Value) -> String {
     }
 }
 
-/// Why `role` cannot be given to app users: the dashboard's and the service's own roles,
-/// and any role that would skip Row Level Security, are never a user's.
+/// Why `role` cannot be listed for app users. The rules live in one place,
+/// `auth.forbidden_user_role` (sql/app_users.sql), which impersonation applies too.
 fn forbidden_role(role: &str) -> Option<String> {
-    if ["anon", "service_role", "fluxbase_dashboard", "fluxbase_operator", "authenticated"].contains(&role) {
-        return Some(format!("{role} cannot be listed: authenticated is always allowed, and the others are not users' roles"));
+    if ["anon", "authenticated"].contains(&role) {
+        return Some(format!("{role} cannot be listed: authenticated is always allowed, and anon is not a user's role"));
     }
-    let found = Spi::get_two_with_args::<bool, bool>(
-        "SELECT rolsuper, rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = $1",
-        &[role.into()],
-    );
-    match found {
-        Ok((Some(superuser), Some(bypass))) if superuser || bypass => {
-            Some(format!("{role} is a superuser or bypasses RLS: it cannot be an app user's role"))
-        }
-        Ok((Some(_), Some(_))) => None,
-        _ => Some(format!("role {role} does not exist: create it first (CREATE ROLE {role} NOLOGIN)")),
-    }
+    Spi::get_one_with_args::<String>("SELECT auth.forbidden_user_role($1)", &[role.into()])
+        .unwrap_or_else(|e| Some(format!("cannot check role {role}: {e}")))
 }
 
 #[pg_schema]

@@ -88,7 +88,8 @@ fn a_table_of_known_size_shows_in_storage() {
             &[],
         )
         .unwrap();
-    let row = &viewer.call("SELECT heap_bytes, index_bytes, toast_bytes, estimated_rows, dead_tuples, total_bytes FROM fluxbase_admin.metrics_storage($1, 'shop')", &[])[0];
+    let row = &viewer.call("SELECT heap_bytes, index_bytes, toast_bytes, estimated_rows, dead_tuples, total_bytes, exact FROM fluxbase_admin.metrics_storage($1, 'shop')", &[])[0];
+    assert!(row.get::<_, bool>(6), "exact sizes when nothing holds the table");
     assert_eq!(row.get::<_, i64>(0), expected.get::<_, i64>(0));
     assert_eq!(row.get::<_, i64>(1), expected.get::<_, i64>(1));
     assert_eq!(row.get::<_, i64>(2), expected.get::<_, i64>(2));
@@ -96,8 +97,42 @@ fn a_table_of_known_size_shows_in_storage() {
     assert_eq!(row.get::<_, i64>(3), 9900, "10,001 rows less the 101 deleted");
     let total = row.get::<_, i64>(5);
     assert!(total >= row.get::<_, i64>(0) + row.get::<_, i64>(1));
-    let schemas = viewer.call("SELECT tables, total_bytes FROM fluxbase_admin.metrics_schemas($1) WHERE schema = 'shop'", &[]);
-    assert_eq!((schemas[0].get::<_, i64>(0), schemas[0].get::<_, i64>(1)), (1, total));
+    let schemas = viewer.call("SELECT tables, estimated_bytes FROM fluxbase_admin.metrics_schemas($1) WHERE schema = 'shop'", &[]);
+    assert_eq!(schemas[0].get::<_, i64>(0), 1);
+    let estimated = schemas[0].get::<_, i64>(1);
+    assert!(estimated >= expected.get::<_, i64>(0), "the catalog's estimate after ANALYZE covers the heap: {estimated}");
+
+    // A table someone holds ACCESS EXCLUSIVE is not waited for: its row says it is an estimate.
+    let mut holder = db.connect(Caller::Superuser);
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE shop.items IN ACCESS EXCLUSIVE MODE").unwrap();
+    let started = Instant::now();
+    let row = &viewer.call("SELECT exact, heap_bytes FROM fluxbase_admin.metrics_storage($1, 'shop')", &[])[0];
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!row.get::<_, bool>(0));
+    assert!(row.get::<_, i64>(1) > 0);
+    tx.rollback().unwrap();
+}
+
+#[test]
+fn query_texts_never_show_string_literals() {
+    let db = TestDb::new();
+    let mut viewer = viewer(&db);
+    let application = format!("secretive-{}", db.name);
+    let mut app = connect_as_app(&db, &application);
+    let running = std::thread::spawn(move || app.batch_execute("SELECT pg_sleep(1.5), 'hunter2-is-my-password'").is_ok());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let query: String = loop {
+        let rows = viewer.call("SELECT query FROM fluxbase_admin.metrics_activity($1) WHERE application_name = $2", &[&application]);
+        if let Some(row) = rows.first() {
+            break row.get(0);
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!query.contains("hunter2"), "{query}");
+    assert!(query.contains("'***'"), "{query}");
+    assert!(running.join().unwrap());
 }
 
 #[test]

@@ -302,3 +302,23 @@ fn every_step_reaches_the_audit_log() {
     let (valid, _, message) = admin::verify_chain(&mut su);
     assert!(valid, "{message}");
 }
+
+#[test]
+fn a_reset_link_leads_to_the_code_step_when_2fa_is_on() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let ann = enrol(&mut web, "ann@example.com");
+    let reset: String = db
+        .connect(Caller::Operator)
+        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_password('ann@example.com')", &[])
+        .unwrap()
+        .get(0);
+    let redeemed = login_result(
+        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.redeem_link($1, 'a passphrase after the reset')", &[&reset]).unwrap(),
+    );
+    assert_eq!(redeemed.code, "second_factor_required", "a link alone must not pass 2FA: {redeemed:?}");
+    assert!(redeemed.token.is_none());
+    let signed_in = second_step(&mut web, redeemed.challenge.as_deref().unwrap(), &ann.app.code(0));
+    assert!(signed_in.ok, "{signed_in:?}");
+}
