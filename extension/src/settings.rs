@@ -46,7 +46,7 @@ pub const DEFINITIONS: &[Definition] = &[
         key: "lockout.max_failures",
         kind: Kind::Integer { min: 3, max: 100 },
         default: "5",
-        description: "Failed sign-ins within lockout.window that lock an account",
+        description: "Failed sign-ins within lockout.window that lock an account (admins and app users)",
     },
     Definition {
         key: "lockout.window",
@@ -58,13 +58,13 @@ pub const DEFINITIONS: &[Definition] = &[
         key: "lockout.duration",
         kind: Kind::Duration { min: MINUTE, max: DAY },
         default: "15m",
-        description: "How long a first lockout lasts; each further lockout doubles it, up to 24h",
+        description: "How long a lockout lasts; each further admin lockout doubles it, up to 24h",
     },
     Definition {
         key: "lockout.ip_max_failures",
         kind: Kind::Integer { min: 5, max: 100_000 },
         default: "20",
-        description: "Failed sign-ins from one IP address within lockout.window before that address is refused",
+        description: "Failed sign-ins from one IP address within lockout.window before that address is refused (admins and app users, counted apart)",
     },
     Definition {
         key: "password.min_length",

@@ -378,3 +378,33 @@ fn the_claim_helpers_are_everyones_and_pin_an_empty_search_path() {
     let uid: String = tx.query_one("SELECT auth.uid()::text", &[]).unwrap().get(0);
     assert_eq!(uid, "7d0c1f44-5b7e-4f0a-9d35-0d6cf5a1e2b3", "the legacy claim, read by a role with no grants");
 }
+
+#[test]
+fn failed_sign_ins_lock_the_user_and_count_per_address() {
+    let db = TestDb::new();
+    let mut admin = admin_session(&db);
+    admin.invite_and_accept(&db, "joe@example.com");
+    for i in 0..5 {
+        let (ok, code, _) = sign_in(&db, "joe@example.com", &format!("wrong guess {i}"));
+        assert_eq!((ok, code.as_str()), (false, "invalid_credentials"));
+    }
+    // Locked: the right password gets the same answer as a wrong one.
+    assert_eq!(sign_in(&db, "joe@example.com", USER_PASSWORD).1, "invalid_credentials");
+    let mut su = db.connect(Caller::Superuser);
+    let reasons: Vec<String> = su
+        .query("SELECT reason FROM auth.sign_in_attempts ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons, ["wrong_password", "wrong_password", "wrong_password", "wrong_password", "wrong_password", "locked"]);
+    su.batch_execute("UPDATE auth.users SET locked_until = now() - interval '1 second'").unwrap();
+    assert!(sign_in(&db, "joe@example.com", USER_PASSWORD).0, "the lock ends");
+
+    // 20 failures from one address (the default) refuse it, whatever the account.
+    for i in 0..14 {
+        sign_in(&db, &format!("nobody{i}@example.com"), "whatever it is");
+    }
+    let (ok, code, _) = sign_in(&db, "joe@example.com", USER_PASSWORD);
+    assert_eq!((ok, code.as_str()), (false, "rate_limited"));
+}
