@@ -126,39 +126,42 @@ BEGIN
 END
 $$;
 
+-- One range check for every interval a caller passes (session lifetimes, link validity,
+-- impersonation durations): NULL passes unless required, and a refusal names the range.
+CREATE FUNCTION dashboard_auth.check_interval(value interval, low interval, high interval, what text,
+                                              required boolean DEFAULT false, hint text DEFAULT '')
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (value IS NULL AND required) OR value < low OR value > high THEN
+        RAISE EXCEPTION '% % is out of range: it must be between % and %', what, coalesce(value::text, 'NULL'), low, high
+              USING ERRCODE = 'invalid_parameter_value', HINT = coalesce(hint, '');
+    END IF;
+    RETURN value;
+END
+$$;
+
 -- A session lifetime asked for by the caller (fluxbase serve passes
 -- FLUXBASE_ADMIN_SESSION_TIMEOUT): at least a minute, at most 7 days.
 CREATE FUNCTION dashboard_auth.check_session_lifetime(lifetime interval) RETURNS interval
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF lifetime IS NOT NULL AND (lifetime < interval '1 minute' OR lifetime > interval '7 days') THEN
-        RAISE EXCEPTION 'session lifetime % is out of range: it must be between 1 minute and 7 days', lifetime
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN lifetime;
-END
-$$;
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.check_interval(lifetime, interval '1 minute', interval '7 days', 'session lifetime') $$;
 
 CREATE FUNCTION dashboard_auth.check_link_validity(valid_for interval) RETURNS interval
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF valid_for IS NULL OR valid_for < interval '5 minutes' OR valid_for > interval '7 days' THEN
-        RAISE EXCEPTION 'link validity % is out of range: it must be between 5 minutes and 7 days', valid_for
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN valid_for;
-END
-$$;
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.check_interval(valid_for, interval '5 minutes', interval '7 days', 'link validity', true) $$;
 
--- Why a new password is refused, or NULL.
-CREATE FUNCTION dashboard_auth.new_password_problem(password text, email text) RETURNS text
+-- Why a new password is refused, or NULL. Admins and app users share the policy; each
+-- has its own minimum-length setting.
+CREATE FUNCTION dashboard_auth.new_password_problem(password text, email text,
+                                                    min_length_setting text DEFAULT 'password.min_length')
+RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN password IS NULL THEN 'A password is needed.'
                 ELSE dashboard_auth.password_problem(password, email,
-                         dashboard_auth.setting_int('password.min_length')::int) END
+                         dashboard_auth.setting_int(min_length_setting)::int) END
 $$;
 
 -- Admins who can sign in and manage: role admin, enabled, with a password.

@@ -121,12 +121,20 @@ AS $$
 $$;
 
 -- The roles a user may have: authenticated, and those in users.extra_roles.
+CREATE FUNCTION auth.allowed_user_roles() RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['authenticated'] || ARRAY(
+        SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles')))
+$$;
+
+-- `role` if a user may have it, else an error (22023) with the reason.
 CREATE FUNCTION auth.check_user_role(role text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    allowed text[] := ARRAY['authenticated'] || ARRAY(
-        SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles')));
+    allowed   text[] := auth.allowed_user_roles();
+    forbidden text;
 BEGIN
     IF role IS NULL OR NOT role = ANY (allowed) THEN
         RAISE EXCEPTION 'role % is not allowed for app users', coalesce(pg_catalog.quote_literal(role), 'NULL')
@@ -135,8 +143,9 @@ BEGIN
                                              pg_catalog.array_to_string(allowed, ', '));
     END IF;
     -- Checked again here: a listed role may have been granted more since it was listed.
-    IF auth.forbidden_user_role(role) IS NOT NULL THEN
-        RAISE EXCEPTION '%', auth.forbidden_user_role(role) USING ERRCODE = 'invalid_parameter_value';
+    forbidden := auth.forbidden_user_role(role);
+    IF forbidden IS NOT NULL THEN
+        RAISE EXCEPTION '%', forbidden USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN role;
 END
@@ -217,9 +226,7 @@ BEGIN
         RETURN auth.refusal('invalid_link', 'This link is invalid, expired or already used.');
     END IF;
     SELECT * INTO account FROM auth.users u WHERE u.id = link.user_id FOR UPDATE;
-    problem := CASE WHEN password IS NULL THEN 'A password is needed.'
-                    ELSE dashboard_auth.password_problem(password, account.email,
-                             dashboard_auth.setting_int('users.password_min_length')::int) END;
+    problem := dashboard_auth.new_password_problem(password, account.email, 'users.password_min_length');
     IF problem IS NOT NULL THEN
         RETURN auth.refusal('weak_password', problem);
     END IF;
@@ -336,20 +343,6 @@ $$;
 -- ---------------------------------------------------------------------------------
 -- What admins call (fluxbase_dashboard): session-checked, refused to viewers, audited
 -- ---------------------------------------------------------------------------------
-
--- Users with what an admin needs to see at a glance. `times_impersonated` counts
--- impersonation sessions once impersonation exists.
-CREATE VIEW auth.user_overview AS
-SELECT u.id, u.email, u.role,
-       CASE WHEN u.banned_until > pg_catalog.now() THEN 'banned'
-            WHEN u.confirmed_at IS NULL THEN 'invited'
-            ELSE 'active' END AS status,
-       u.last_sign_in_at,
-       (SELECT pg_catalog.count(*) FROM auth.sessions s
-         WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()) AS active_sessions,
-       0::bigint AS times_impersonated,
-       u.banned_until, u.ban_reason, u.app_metadata, u.user_metadata, u.invited_at, u.confirmed_at, u.created_at
-  FROM auth.users u;
 
 -- A page of users. Filters: search (part of the email), filter_role, filter_status
 -- (invited, active, banned). Sort: created_at, email or last_sign_in_at, ascending or not. Paging is by

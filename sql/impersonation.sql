@@ -35,8 +35,10 @@ COMMENT ON TABLE auth.impersonation_sessions IS 'Every impersonation: who, as wh
 SELECT pg_catalog.pg_extension_config_dump('auth.impersonation_sessions', '');
 REVOKE ALL ON auth.impersonation_sessions FROM PUBLIC;
 
--- "How often impersonated" in the user list is now real.
-CREATE OR REPLACE VIEW auth.user_overview AS
+-- Users with what an admin needs to see at a glance (auth.admin_list_users and
+-- auth.admin_get_user read it). It is defined here, after the table it counts
+-- impersonations in.
+CREATE VIEW auth.user_overview AS
 SELECT u.id, u.email, u.role,
        CASE WHEN u.banned_until > pg_catalog.now() THEN 'banned'
             WHEN u.confirmed_at IS NULL THEN 'invited'
@@ -76,8 +78,7 @@ CREATE FUNCTION auth.forbidden_target_role(role text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(auth.forbidden_user_role(role),
-        CASE WHEN role <> 'anon' AND NOT role = ANY (ARRAY['authenticated'] || ARRAY(
-                  SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles'))))
+        CASE WHEN role <> 'anon' AND NOT role = ANY (auth.allowed_user_roles())
              THEN pg_catalog.format('role %s is not in the allow-list (setting users.extra_roles)', role) END)
 $$;
 
@@ -112,10 +113,8 @@ BEGIN
         RAISE EXCEPTION 'impersonation needs a reason, such as a ticket number'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF duration IS NOT NULL AND (duration < interval '1 minute' OR duration > longest) THEN
-        RAISE EXCEPTION 'duration % is out of range: at most % (setting impersonation.max_duration)', duration, longest
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM dashboard_auth.check_interval(duration, interval '1 minute', longest, 'impersonation duration', false,
+                                          'The longest is the setting impersonation.max_duration.');
     -- One start at a time per admin, so that "one active session" holds under races.
     PERFORM pg_catalog.pg_advisory_xact_lock(1179408451, pg_catalog.hashtext(who.admin_id::text));
     PERFORM auth.expire_impersonations();
@@ -204,6 +203,7 @@ DECLARE
     found_session auth.impersonation_sessions;
     account auth.users;
     claims  jsonb;
+    refusal text;
 BEGIN
     SELECT * INTO found_session FROM auth.impersonation_sessions i
      WHERE i.id = impersonation_context.impersonation_id AND i.admin_id = who.admin_id;
@@ -213,9 +213,9 @@ BEGIN
     END IF;
     -- The role is checked again: its attributes or memberships may have changed since
     -- the start.
-    IF found_session.mode <> 'service' AND auth.forbidden_target_role(found_session.target_role) IS NOT NULL THEN
-        RAISE EXCEPTION 'impersonation refused: %', auth.forbidden_target_role(found_session.target_role)
-              USING ERRCODE = 'insufficient_privilege';
+    refusal := CASE WHEN found_session.mode <> 'service' THEN auth.forbidden_target_role(found_session.target_role) END;
+    IF refusal IS NOT NULL THEN
+        RAISE EXCEPTION 'impersonation refused: %', refusal USING ERRCODE = 'insufficient_privilege';
     END IF;
     claims := pg_catalog.jsonb_build_object(
         'role', found_session.target_role,
