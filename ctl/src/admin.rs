@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::error::SqlState;
 
-use crate::config::{parse_public_url, DatabaseArgs};
+use crate::config::{link_base, parse_public_url, DatabaseArgs};
 use crate::db;
 
 #[derive(Debug, Subcommand)]
@@ -63,15 +63,11 @@ pub struct LinkArgs {
 
 impl LinkArgs {
     fn base(&self) -> Result<String> {
-        match &self.public_url {
-            Some(raw) => Ok(parse_public_url(raw)?.as_str().trim_end_matches('/').to_string()),
-            None => {
-                let port: u16 = self.port.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("FLUXBASE_ADMIN_PORT (--port) must be a port number, not {:?}", self.port)
-                })?;
-                Ok(format!("http://localhost:{port}"))
-            }
-        }
+        let public_url = self.public_url.as_deref().map(parse_public_url).transpose()?;
+        let port: u16 = self.port.trim().parse().map_err(|_| {
+            anyhow::anyhow!("FLUXBASE_ADMIN_PORT (--port) must be a port number, not {:?}", self.port)
+        })?;
+        Ok(link_base(public_url.as_ref(), port))
     }
 }
 
@@ -153,17 +149,22 @@ async fn create_user(args: CreateUserArgs) -> Result<()> {
     let client = db::connect_once(&settings).await?;
     let row = client
         .query_one(
-            "SELECT admin_id::text, invite_token,
-                    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')
+            "SELECT invite_token, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"'), admin_id
                FROM dashboard_auth.operator_create_admin($1, $2, $3, $4)",
             &[&args.email, &args.name, &args.role.as_str(), &password],
         )
         .await
         .map_err(|e| operator_error(&settings, e))?;
-    let token: Option<String> = row.get(1);
-    println!("created {} {} ({})", args.role.as_str(), args.email.trim().to_lowercase(), args.name.trim());
+    let (token, admin_id): (Option<String>, uuid::Uuid) = (row.get(0), row.get(2));
+    // The email and name as the extension stored them (trimmed, lower-cased).
+    let stored = client
+        .query_one("SELECT email, name FROM dashboard_auth.operator_list_admins() WHERE admin_id = $1", &[&admin_id])
+        .await
+        .map_err(|e| operator_error(&settings, e))?;
+    let (email, name): (String, String) = (stored.get(0), stored.get(1));
+    println!("created {} {email} ({name})", args.role.as_str());
     if let Some(token) = token {
-        let expires: String = row.get(2);
+        let expires: String = row.get(1);
         println!("one-time link to set the password, valid until {expires}:");
         println!("{base}/invite?token={token}");
     }
@@ -183,7 +184,7 @@ async fn reset_password(args: LinkCommandArgs) -> Result<()> {
         .await
         .map_err(|e| operator_error(&settings, e))?;
     let (token, expires): (String, String) = (row.get(0), row.get(1));
-    println!("signed {} out of every session", args.email.trim().to_lowercase());
+    println!("signed {} out of every session", args.email.trim());
     println!("one-time password reset link, valid until {expires}:");
     println!("{base}/reset?token={token}");
     Ok(())
@@ -216,7 +217,7 @@ async fn simple(args: &EmailArgs, sql: &str, done: &str) -> Result<()> {
     let settings = args.database.validate()?;
     let client = db::connect_once(&settings).await?;
     client.execute(sql, &[&args.email]).await.map_err(|e| operator_error(&settings, e))?;
-    println!("{} {done}", args.email.trim().to_lowercase());
+    println!("{} {done}", args.email.trim());
     Ok(())
 }
 

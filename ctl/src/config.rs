@@ -263,13 +263,18 @@ pub fn parse_public_url(raw: &str) -> Result<url::Url> {
     Ok(parsed)
 }
 
+/// The address printed in links: the configured public URL, else http://localhost:<port>.
+/// One rule for `fluxbase serve` and the operator commands.
+pub fn link_base(public_url: Option<&url::Url>, port: u16) -> String {
+    match public_url {
+        Some(url) => url.as_str().trim_end_matches('/').to_string(),
+        None => format!("http://localhost:{port}"),
+    }
+}
+
 impl ServeSettings {
-    /// The address printed in links: the configured public URL, else http://localhost:<port>.
     pub fn public_url_for(&self, bound_port: u16) -> String {
-        match &self.public_url {
-            Some(url) => url.as_str().trim_end_matches('/').to_string(),
-            None => format!("http://localhost:{bound_port}"),
-        }
+        link_base(self.public_url.as_ref(), bound_port)
     }
 }
 
