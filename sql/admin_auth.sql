@@ -304,25 +304,30 @@ BEGIN
 END
 $$;
 
+-- The one definition of a session that is still good: not revoked, within its absolute
+-- lifetime and the idle timeout, and its admin not disabled. check_session and the
+-- metrics both read it.
+CREATE VIEW dashboard_auth.live_sessions AS
+SELECT s.id, s.admin_id, s.token_hash, s.created_at, s.last_seen_at, s.expires_at, u.email, u.name, u.role
+  FROM dashboard_auth.sessions s
+  JOIN dashboard_auth.dashboard_users u ON u.id = s.admin_id
+ WHERE s.revoked_at IS NULL
+   AND s.expires_at > pg_catalog.now()
+   AND s.last_seen_at > pg_catalog.now() - dashboard_auth.setting_interval('session.idle_timeout')
+   AND u.disabled_at IS NULL;
+
 -- The admin behind a session token, or an error (28000) when the token is unknown,
 -- revoked, expired (absolute or idle) or its admin is disabled. Marks the session seen.
 CREATE FUNCTION dashboard_auth.check_session(token text) RETURNS dashboard_auth.session_admin
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    found_session record;
+    found_session dashboard_auth.live_sessions;
     result dashboard_auth.session_admin;
 BEGIN
-    SELECT s.id, s.admin_id, s.expires_at, s.last_seen_at, s.revoked_at, u.email, u.name, u.role, u.disabled_at
-      INTO found_session
-      FROM dashboard_auth.sessions s
-      JOIN dashboard_auth.dashboard_users u ON u.id = s.admin_id
+    SELECT * INTO found_session FROM dashboard_auth.live_sessions s
      WHERE s.token_hash = dashboard_auth.token_hash(check_session.token);
-    IF found_session.id IS NULL
-       OR found_session.revoked_at IS NOT NULL
-       OR found_session.expires_at <= pg_catalog.now()
-       OR found_session.last_seen_at <= pg_catalog.now() - dashboard_auth.setting_interval('session.idle_timeout')
-       OR found_session.disabled_at IS NOT NULL THEN
+    IF found_session.id IS NULL THEN
         RAISE EXCEPTION 'the session is invalid or has expired'
               USING ERRCODE = 'invalid_authorization_specification', HINT = 'Sign in again.';
     END IF;

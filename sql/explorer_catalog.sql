@@ -44,6 +44,15 @@ BEGIN
 END
 $$;
 
+-- The names of a relation's columns, in the order of `attnums` (a constraint's keys).
+CREATE FUNCTION fluxbase_admin.column_names(rel oid, attnums smallint[]) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
+      FROM pg_catalog.unnest(attnums) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = rel AND a.attnum = k.attnum
+$$;
+
 -- Every browsable relation, for the explorer's list (viewers may call it).
 CREATE FUNCTION fluxbase_admin.catalog(session_token text)
 RETURNS TABLE (schema text, name text, kind text, estimated_rows bigint, total_bytes bigint,
@@ -96,22 +105,15 @@ BEGIN
               LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
              WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
         'primary_key', (
-            SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
-              FROM pg_catalog.pg_constraint p
-              CROSS JOIN LATERAL pg_catalog.unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
-              JOIN pg_catalog.pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
-             WHERE p.conrelid = rel AND p.contype = 'p'),
+            SELECT fluxbase_admin.column_names(p.conrelid, p.conkey)
+              FROM pg_catalog.pg_constraint p WHERE p.conrelid = rel AND p.contype = 'p'),
         'foreign_keys', coalesce((
             SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                        'name', f.conname,
-                       'columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
-                                     FROM pg_catalog.unnest(f.conkey) WITH ORDINALITY AS k(attnum, ord)
-                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.attnum),
+                       'columns', fluxbase_admin.column_names(f.conrelid, f.conkey),
                        'references', pg_catalog.jsonb_build_object(
                            'schema', rn.nspname, 'table', rc.relname,
-                           'columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
-                                         FROM pg_catalog.unnest(f.confkey) WITH ORDINALITY AS k(attnum, ord)
-                                         JOIN pg_catalog.pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.attnum)))
+                           'columns', fluxbase_admin.column_names(f.confrelid, f.confkey)))
                    ORDER BY f.conname)
               FROM pg_catalog.pg_constraint f
               JOIN pg_catalog.pg_class rc ON rc.oid = f.confrelid
@@ -120,12 +122,8 @@ BEGIN
         'referenced_by', coalesce((
             SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                        'name', f.conname, 'schema', sn.nspname, 'table', sc.relname,
-                       'columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
-                                     FROM pg_catalog.unnest(f.conkey) WITH ORDINALITY AS k(attnum, ord)
-                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.attnum),
-                       'referenced_columns', (SELECT pg_catalog.jsonb_agg(a.attname ORDER BY k.ord)
-                                                FROM pg_catalog.unnest(f.confkey) WITH ORDINALITY AS k(attnum, ord)
-                                                JOIN pg_catalog.pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.attnum))
+                       'columns', fluxbase_admin.column_names(f.conrelid, f.conkey),
+                       'referenced_columns', fluxbase_admin.column_names(f.confrelid, f.confkey))
                    ORDER BY sn.nspname, sc.relname, f.conname)
               FROM pg_catalog.pg_constraint f
               JOIN pg_catalog.pg_class sc ON sc.oid = f.conrelid

@@ -20,3 +20,7 @@ GRANT SELECT ON ALL SEQUENCES IN SCHEMA dashboard_auth TO fluxbase_operator;
 
 -- Operators read the app users' tables too (backups, audits in psql).
 GRANT SELECT ON ALL TABLES IN SCHEMA auth TO fluxbase_operator;
+
+-- The views operators read (live_sessions) call the settings readers; settings are no secret.
+GRANT EXECUTE ON FUNCTION dashboard_auth.setting(text), dashboard_auth.setting_int(text),
+    dashboard_auth.setting_interval(text) TO fluxbase_operator;

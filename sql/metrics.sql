@@ -51,10 +51,7 @@ AS $$
         'max_connections', pg_catalog.current_setting('max_connections')::int,
         'active_queries', (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity
                             WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_catalog.pg_backend_pid()),
-        'dashboard_sessions', (SELECT pg_catalog.count(*) FROM dashboard_auth.sessions s
-                                JOIN dashboard_auth.dashboard_users u ON u.id = s.admin_id
-                               WHERE s.revoked_at IS NULL AND s.expires_at > pg_catalog.now() AND u.disabled_at IS NULL
-                                 AND s.last_seen_at > pg_catalog.now() - dashboard_auth.setting_interval('session.idle_timeout')),
+        'dashboard_sessions', (SELECT pg_catalog.count(*) FROM dashboard_auth.live_sessions),
         'app_sessions', (SELECT pg_catalog.count(*) FROM auth.sessions s WHERE s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()),
         'impersonations', (SELECT pg_catalog.count(*) FROM auth.impersonation_sessions i WHERE i.active AND i.expires_at > pg_catalog.now()),
         'database_bytes', pg_catalog.pg_database_size(pg_catalog.current_database()),
