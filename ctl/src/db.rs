@@ -41,14 +41,14 @@ pub async fn begin(
     role: DbRole,
     timeout: Duration,
 ) -> Result<deadpool_postgres::Transaction<'_>> {
-    let tx = client.transaction().await.map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))?;
+    let tx = client.transaction().await.map_err(pg_error)?;
     tx.batch_execute(&format!(
         "{}; SET LOCAL statement_timeout = {}",
         role.set_local(),
         timeout.as_millis()
     ))
     .await
-    .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))?;
+    .map_err(pg_error)?;
     Ok(tx)
 }
 
@@ -128,6 +128,12 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
         port,
         config.get_dbname().unwrap_or(config.get_user().unwrap_or("?"))
     )
+}
+
+/// A database error as an `anyhow::Error` with `describe_pg_error`'s one-line text:
+/// `.map_err(db::pg_error)`.
+pub fn pg_error(e: tokio_postgres::Error) -> anyhow::Error {
+    anyhow::anyhow!(describe_pg_error(&e))
 }
 
 /// The server's own message when there is one, else the error and its causes on one line.

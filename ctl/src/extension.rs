@@ -9,7 +9,6 @@ use crate::db;
 pub async fn install(settings: &DatabaseSettings) -> Result<()> {
     let client = db::connect_once(settings).await?;
     let target = db::describe_target(&settings.config);
-    let pg = |e: tokio_postgres::Error| anyhow::anyhow!(db::describe_pg_error(&e));
 
     let available = client
         .query_opt(
@@ -18,7 +17,7 @@ pub async fn install(settings: &DatabaseSettings) -> Result<()> {
             &[],
         )
         .await
-        .map_err(pg)?;
+        .map_err(db::pg_error)?;
     let Some(available) = available else {
         bail!(
             "the fluxbase_admin extension's files are not installed on the database host of {target}: \

@@ -134,7 +134,7 @@ async fn preflight(pool: &Pool, settings: &ServeSettings) -> Result<String> {
             &[],
         )
         .await
-        .map_err(|e| anyhow::anyhow!(db::describe_pg_error(&e)))?;
+        .map_err(db::pg_error)?;
     let (login_role, is_super, inherits): (String, bool, bool) = (login.get(0), login.get(1), login.get(2));
 
     if let Err(e) = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await {
@@ -160,10 +160,9 @@ async fn preflight(pool: &Pool, settings: &ServeSettings) -> Result<String> {
 /// While no admin exists, a one-time setup link: the setup page works only through it,
 /// so whoever merely reaches the port first does not become the admin.
 async fn setup_link_if_needed(pool: &Pool, settings: &ServeSettings, public_url: &str) -> Result<Option<(String, String)>> {
-    let pg = |e: tokio_postgres::Error| anyhow::anyhow!(db::describe_pg_error(&e));
     let mut client = db::checkout(pool, &settings.database.config).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await?;
-    let needs_setup: bool = tx.query_one("SELECT dashboard_auth.needs_setup()", &[]).await.map_err(pg)?.get(0);
+    let needs_setup: bool = tx.query_one("SELECT dashboard_auth.needs_setup()", &[]).await.map_err(db::pg_error)?.get(0);
     if !needs_setup {
         return Ok(None);
     }
@@ -174,8 +173,8 @@ async fn setup_link_if_needed(pool: &Pool, settings: &ServeSettings, public_url:
             &[],
         )
         .await
-        .map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
+        .map_err(db::pg_error)?;
+    tx.commit().await.map_err(db::pg_error)?;
     let (token, expires): (String, String) = (row.get(0), row.get(1));
     Ok(Some((format!("{public_url}/setup?token={token}"), expires)))
 }
@@ -187,7 +186,7 @@ async fn installed_extension_version(client: &impl deadpool_postgres::GenericCli
             &[],
         )
         .await
-        .map_err(|e| anyhow::anyhow!(db::describe_pg_error(&e)))?;
+        .map_err(db::pg_error)?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -214,7 +213,7 @@ async fn extension_version_as_dashboard(state: &AppState) -> Result<Option<Strin
     let mut client = db::checkout(&state.inner.pool, config).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(5)).await?;
     let version = installed_extension_version(&tx).await?;
-    tx.commit().await.map_err(|e| anyhow::anyhow!(db::describe_pg_error(&e)))?;
+    tx.commit().await.map_err(db::pg_error)?;
     Ok(version)
 }
 

@@ -64,7 +64,6 @@ pub async fn run_ticker(state: AppState, interval: Duration) {
 }
 
 async fn tick(state: &AppState) -> anyhow::Result<()> {
-    let pg = |e: tokio_postgres::Error| anyhow::anyhow!(db::describe_pg_error(&e));
     let status = state.pool().status();
     let mut client = db::checkout(state.pool(), state.database_config()).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(10)).await?;
@@ -81,9 +80,9 @@ async fn tick(state: &AppState) -> anyhow::Result<()> {
         ],
     )
     .await
-    .map_err(pg)?;
-    tx.execute("SELECT fluxbase_admin.sample_metrics()", &[]).await.map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
+    .map_err(db::pg_error)?;
+    tx.execute("SELECT fluxbase_admin.sample_metrics()", &[]).await.map_err(db::pg_error)?;
+    tx.commit().await.map_err(db::pg_error)?;
     Ok(())
 }
 
@@ -159,10 +158,9 @@ async fn render(state: &AppState) -> String {
 }
 
 async fn database_counters(state: &AppState) -> anyhow::Result<Vec<(String, Option<String>, i64)>> {
-    let pg = |e: tokio_postgres::Error| anyhow::anyhow!(db::describe_pg_error(&e));
     let mut client = db::checkout(state.pool(), state.database_config()).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(5)).await?;
-    let rows = tx.query("SELECT metric, label, value FROM fluxbase_admin.prometheus_counters()", &[]).await.map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
+    let rows = tx.query("SELECT metric, label, value FROM fluxbase_admin.prometheus_counters()", &[]).await.map_err(db::pg_error)?;
+    tx.commit().await.map_err(db::pg_error)?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
