@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: figures for the speed goals, printed as medians; nothing is asserted.
 # Builds in release, starts its own cluster (port 54331, /var/lib/postgresql/fluxbase/bench)
-# and makes its own data. Today: the analytics functions on a database with 5,000 tables.
-# The explorer's paging benchmark joins it with the explorer (issue 7).
+# and makes its own data: a database with 5,000 tables for the analytics functions and
+# the catalog, and a 1,000,000-row table for the explorer's paging.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster.sh"
 cd "$REPO_ROOT"
@@ -56,3 +56,44 @@ for entry in \
     "explorer catalog|SELECT count(*) FROM fluxbase_admin.catalog(:'tok');"; do
     printf '%-52s %12s\n' "${entry%%|*}" "$(median_ms "${entry#*|}")"
 done
+
+step "Making the data: a table of 1,000,000 rows"
+cluster_psql -d fluxbase_bench >/dev/null <<'SQL'
+DROP TABLE IF EXISTS public.bench_orders;
+CREATE TABLE public.bench_orders (
+    id bigint PRIMARY KEY, kind text NOT NULL, customer integer NOT NULL,
+    created_at timestamptz NOT NULL, amount numeric(12, 2) NOT NULL, note text);
+-- 95% of the rows are kind 'order', so that a filtered page can be 900,000 rows deep.
+INSERT INTO public.bench_orders
+SELECT g, CASE WHEN g % 20 = 0 THEN 'refund' ELSE 'order' END, g % 5000,
+       timestamptz '2020-01-01' + (g * 97 % 1000000) * interval '1 minute', (g % 10000) / 100.0,
+       'note ' || g
+  FROM generate_series(1, 1000000) g;
+CREATE INDEX bench_orders_kind_created ON public.bench_orders (kind, created_at DESC, id);
+VACUUM ANALYZE public.bench_orders;
+SQL
+
+# The same filter and sort for every figure: kind = 'order', newest first (indexed).
+browse_args="'public', 'bench_orders', '{\"column\": \"kind\", \"op\": \"eq\", \"value\": \"order\"}', '[{\"column\": \"created_at\", \"direction\": \"desc\"}]'"
+deep=900000
+# The cursor a reader would hold after paging down to row $deep, made from that row's
+# sort values; the paging itself is not timed.
+cursor=$(cluster_psql -d fluxbase_bench -tA <<SQL
+SELECT fluxbase_admin.next_page_cursor(fluxbase_admin.plan_for($browse_args, NULL, 50, NULL),
+                                       ARRAY[created_at::text, id::text])
+  FROM (SELECT created_at, id FROM public.bench_orders WHERE kind = 'order'
+         ORDER BY created_at DESC, id OFFSET $((deep - 1)) LIMIT 1) last_row;
+SQL
+)
+printf '\n%-52s %12s\n' "explorer paging, 1,000,000 rows (50-row pages)" "median ms"
+printf '%-52s %12s\n' "----------------------------------------------------" "------------"
+for entry in \
+    "first page|SELECT fluxbase_admin.browse(:'tok', $browse_args, total => 'none');" \
+    "first page with its total (planner's estimate)|SELECT fluxbase_admin.browse(:'tok', $browse_args);" \
+    "first page with an exact count (capped at 100,000)|SELECT fluxbase_admin.browse(:'tok', $browse_args, total => 'exact');" \
+    "keyset page ${deep} rows deep|SELECT fluxbase_admin.browse(:'tok', $browse_args, cursor => '$cursor', total => 'none');" \
+    "OFFSET page ${deep} rows deep (plain SQL, for scale)|SELECT * FROM public.bench_orders WHERE kind = 'order' ORDER BY created_at DESC, id LIMIT 50 OFFSET $deep;"; do
+    printf '%-52s %12s\n' "${entry%%|*}" "$(median_ms "${entry#*|}")"
+done
+echo
+info "The goal: the deep keyset page within 1.5x of the first page."

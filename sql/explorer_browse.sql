@@ -12,9 +12,10 @@
 
 -- The default btree operator class of a type: what ORDER BY and indexes use.
 CREATE FUNCTION fluxbase_admin.default_btree_opclass(type_oid oid) RETURNS oid
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT oc.oid
+BEGIN
+    RETURN (SELECT oc.oid
       FROM pg_catalog.pg_type ty,
            pg_catalog.pg_opclass oc JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod AND am.amname = 'btree'
      WHERE ty.oid = type_oid AND oc.opcdefault
@@ -26,29 +27,34 @@ AS $$
             OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast c
                         WHERE c.castsource = ty.oid AND c.casttarget = oc.opcintype AND c.castmethod = 'b'))
      ORDER BY oc.opcintype = ty.oid DESC, oc.opcintype = 'pg_catalog.text'::pg_catalog.regtype DESC
-     LIMIT 1
+     LIMIT 1);
+END
 $$;
 
 -- The operator of btree strategy `strategy` (1 <, 2 <=, 3 =, 4 >=, 5 >) of an operator
 -- class, as OPERATOR("schema".op).
 CREATE FUNCTION fluxbase_admin.btree_operator(opclass oid, strategy smallint) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
+BEGIN
+    RETURN (SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
       FROM pg_catalog.pg_opclass oc
       JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype
                                  AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = strategy
       JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
       JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-     WHERE oc.oid = opclass
+     WHERE oc.oid = opclass);
+END
 $$;
 
 -- What the builder needs to know about a relation, as JSON (see shape.rs): columns with
 -- their base types and comparison operators, the key, the btree indexes and the size.
 CREATE FUNCTION fluxbase_admin.relation_shape(rel oid) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH cols AS (
+BEGIN
+    -- PL/pgSQL, so that this query is planned once per connection, not at every call.
+    RETURN (WITH cols AS (
         SELECT a.attnum, a.attname, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod) AS display_type,
                bt.oid AS base_oid, bt.typname, bt.typcategory, bn.nspname AS base_schema,
                fluxbase_admin.default_btree_opclass(bt.oid) AS opclass
@@ -119,7 +125,8 @@ AS $$
               JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
              WHERE i.indrelid = rel AND i.indisvalid AND i.indpred IS NULL), '[]'::jsonb))
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = rel
+     WHERE c.oid = rel);
+END
 $$;
 
 -- Which relations each admin session has browsed: browsing is audited once per table
@@ -222,6 +229,11 @@ BEGIN
     END IF;
     IF impersonation_id IS NOT NULL THEN
         PERFORM auth.apply_impersonation(session_token, impersonation_id);
+        -- The session's own search_path, as the app's connections have it: policies and
+        -- the functions they call may name tables without a schema. The page's SQL
+        -- names everything with its schema, so it reads the same either way.
+        PERFORM pg_catalog.set_config('search_path',
+            (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
     END IF;
 
     FOR row_values, lengths, position IN EXECUTE plan ->> 'page_sql' USING params LOOP
@@ -261,6 +273,7 @@ BEGIN
     END IF;
 
     IF impersonation_id IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         EXECUTE pg_catalog.format('SET LOCAL ROLE %I', caller);
     END IF;
     RETURN pg_catalog.jsonb_build_object(

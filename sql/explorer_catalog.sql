@@ -4,10 +4,12 @@
 -- schemas and objects that belong to any extension never appear: they have pages of
 -- their own (users, audit, metrics) or are not the application's.
 
--- Relations the explorer may show.
+-- Relations the explorer may show. No SET clause, so that the planner inlines it and a
+-- lookup by name uses pg_class's index instead of listing every relation; every name in
+-- it is schema-qualified, and its callers pin search_path.
 CREATE FUNCTION fluxbase_admin.browsable_relations()
 RETURNS TABLE (oid oid, schema text, name text, kind text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 AS $$
     SELECT c.oid, n.nspname::text, c.relname::text,
            CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned_table' WHEN 'v' THEN 'view'
@@ -32,8 +34,13 @@ AS $$
 DECLARE
     found oid;
 BEGIN
-    SELECT r.oid INTO found FROM fluxbase_admin.browsable_relations() r
-     WHERE r.schema = schema_name AND r.name = relation_name;
+    -- Looked up by name through pg_class's index (the casts to name), then compared in
+    -- full, because a cast to name cuts a longer text to 63 bytes.
+    SELECT c.oid INTO found
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = schema_name::name AND c.relname = relation_name::name
+       AND n.nspname::text = schema_name AND c.relname::text = relation_name
+       AND EXISTS (SELECT 1 FROM fluxbase_admin.browsable_relations() r WHERE r.oid = c.oid);
     IF found IS NULL THEN
         RAISE EXCEPTION 'no table or view %.% to browse', pg_catalog.quote_ident(coalesce(schema_name, '')),
                         pg_catalog.quote_ident(coalesce(relation_name, ''))
