@@ -465,3 +465,132 @@ pub fn next_cursor(plan: &Value, position: &[Option<String>]) -> String {
         cursor::encode(signature, &Position::Offset(offset))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explorer::request::{parse_filter, parse_sort};
+
+    fn shape() -> Shape {
+        let ops = |schema: &str| {
+            json!({"eq": format!("OPERATOR(\"{schema}\".=)"), "ne": format!("OPERATOR(\"{schema}\".<>)"),
+                   "lt": format!("OPERATOR(\"{schema}\".<)"), "le": format!("OPERATOR(\"{schema}\".<=)"),
+                   "gt": format!("OPERATOR(\"{schema}\".>)"), "ge": format!("OPERATOR(\"{schema}\".>=)")})
+        };
+        serde_json::from_value(json!({
+            "schema": "shop", "name": "or\"ders", "kind": "table", "estimated_rows": 10,
+            "columns": [
+                {"name": "id", "type": "bigint", "cast": "\"pg_catalog\".\"int8\"", "category": "N", "base": "int8",
+                 "not_null": true, "ops": ops("pg_catalog"), "builtin_order": true},
+                {"name": "note", "type": "text", "cast": "\"pg_catalog\".\"text\"", "category": "S", "base": "text",
+                 "not_null": false, "ops": ops("pg_catalog"), "builtin_order": true},
+                {"name": "tags", "type": "text[]", "cast": "\"pg_catalog\".\"_text\"", "category": "A", "base": "_text",
+                 "not_null": false, "ops": ops("pg_catalog"), "builtin_order": true},
+                {"name": "doc", "type": "json", "cast": "\"pg_catalog\".\"json\"", "category": "U", "base": "json",
+                 "not_null": false, "ops": null},
+                {"name": "email", "type": "citext", "cast": "\"public\".\"citext\"", "category": "S", "base": "citext",
+                 "not_null": false, "ops": ops("public"), "builtin_order": false}
+            ],
+            "key": {"columns": ["id"], "source": "primary key"},
+            "indexes": [{"name": "by_note", "columns": [
+                {"name": "note", "descending": true, "nulls_first": true},
+                {"name": "id", "descending": true, "nulls_first": true}]}]
+        }))
+        .unwrap()
+    }
+
+    fn request(filter: Value, sort: Value, cursor: Option<String>) -> Request {
+        Request {
+            filter: parse_filter(&filter).unwrap(),
+            sort: parse_sort(&sort).unwrap(),
+            search: None,
+            page_size: 10,
+            cursor,
+        }
+    }
+
+    #[test]
+    fn values_are_bound_and_never_in_the_sql() {
+        let hostile = "x'); DROP TABLE shop.orders; --";
+        let plan = build(&shape(), &request(json!({"column": "note", "op": "eq", "value": hostile}), Value::Null, None)).unwrap();
+        assert!(!plan["page_sql"].as_str().unwrap().contains("DROP"));
+        assert_eq!(plan["params"], json!([hostile]));
+        assert!(plan["page_sql"].as_str().unwrap().contains("t.\"note\" OPERATOR(\"pg_catalog\".=) $1[1]::\"pg_catalog\".\"text\""));
+        assert!(plan["page_sql"].as_str().unwrap().contains("FROM \"shop\".\"or\"\"ders\" AS t"));
+        assert_eq!(plan["checks"][0]["column"], "note");
+    }
+
+    #[test]
+    fn array_values_become_array_literals() {
+        assert_eq!(array_literal(&[json!("a"), json!("b\"c"), Value::Null, json!(3)]), r#"{"a","b\"c",NULL,"3"}"#);
+        let plan = build(&shape(), &request(json!({"column": "tags", "op": "contains", "value": ["x,y", "z\\"]}), Value::Null, None)).unwrap();
+        assert_eq!(plan["params"], json!([r#"{"x,y","z\\"}"#]));
+    }
+
+    #[test]
+    fn requests_that_do_not_fit_the_relation_are_refused() {
+        let err = |filter: Value, sort: Value| build(&shape(), &request(filter, sort, None)).unwrap_err();
+        assert!(err(json!({"column": "nope", "op": "eq", "value": 1}), Value::Null).contains("has no column \"nope\""));
+        assert!(err(json!({"column": "id", "op": "like", "value": "1%"}), Value::Null).contains("text columns"));
+        assert!(err(json!({"column": "note", "op": "contains", "value": "x"}), Value::Null).contains("jsonb and array"));
+        assert!(err(json!({"column": "doc", "op": "eq", "value": "{}"}), Value::Null).contains("cannot be compared"));
+        assert!(err(Value::Null, json!([{"column": "doc"}])).contains("cannot be compared or sorted"));
+        assert!(err(json!({"column": "id", "op": "eq", "value": [1, 2]}), Value::Null).contains("single value"));
+    }
+
+    #[test]
+    fn an_index_in_the_same_or_reverse_order_matches() {
+        let sort = |s: Value| parse_sort(&s).unwrap();
+        let mut order = sort(json!([{"column": "note", "direction": "desc"}, {"column": "id", "direction": "desc"}]));
+        assert_eq!(matching_index(&shape(), &order, &[]), Some("by_note"));
+        order = sort(json!([{"column": "note"}, {"column": "id"}]));
+        assert_eq!(matching_index(&shape(), &order, &[]), Some("by_note"));
+        order = sort(json!([{"column": "note", "nulls": "first"}, {"column": "id"}]));
+        assert_eq!(matching_index(&shape(), &order, &[]), None);
+        order = sort(json!([{"column": "id", "direction": "desc"}]));
+        assert_eq!(matching_index(&shape(), &order, &["note"]), Some("by_note"));
+    }
+
+    #[test]
+    fn keyset_pages_follow_nulls_and_directions() {
+        let first = build(&shape(), &request(Value::Null, json!([{"column": "note", "direction": "desc", "nulls": "last"}]), None)).unwrap();
+        assert_eq!(first["paging"]["method"], "keyset");
+        // After a NULL note (nulls last): only later NULLs, by id.
+        let cursor = next_cursor(&first, &[None, Some("7".into())]);
+        let plan = build(&shape(), &request(Value::Null, json!([{"column": "note", "direction": "desc", "nulls": "last"}]), Some(cursor))).unwrap();
+        let sql = plan["page_sql"].as_str().unwrap();
+        assert!(sql.contains("(t.\"note\" IS NULL AND t.\"id\" OPERATOR(\"pg_catalog\".>) $1[1]::\"pg_catalog\".\"int8\")"), "{sql}");
+        // After a value: smaller notes or NULLs, or the same note and a larger id.
+        let cursor = next_cursor(&first, &[Some("m".into()), Some("7".into())]);
+        let plan = build(&shape(), &request(Value::Null, json!([{"column": "note", "direction": "desc", "nulls": "last"}]), Some(cursor))).unwrap();
+        let sql = plan["page_sql"].as_str().unwrap();
+        assert!(sql.contains("(t.\"note\" OPERATOR(\"pg_catalog\".<) $1[1]::\"pg_catalog\".\"text\" OR t.\"note\" IS NULL)"), "{sql}");
+        assert_eq!(plan["params"], json!(["m", "7"]));
+        // One direction, NOT NULL columns: a row comparison an index can start from.
+        let by_id = build(&shape(), &request(Value::Null, json!([{"column": "id", "direction": "desc"}]), None)).unwrap();
+        let cursor = next_cursor(&by_id, &[Some("7".into())]);
+        let plan = build(&shape(), &request(Value::Null, json!([{"column": "id", "direction": "desc"}]), Some(cursor))).unwrap();
+        assert!(plan["page_sql"].as_str().unwrap().contains("(ROW(t.\"id\") OPERATOR(\"pg_catalog\".<) ROW($1[1]::\"pg_catalog\".\"int8\"))"));
+    }
+
+    #[test]
+    fn cursors_do_not_cross_sorts_and_foreign_orderings_page_by_offset() {
+        let plan = build(&shape(), &request(Value::Null, json!([{"column": "note"}]), None)).unwrap();
+        let cursor = next_cursor(&plan, &[Some("a".into()), Some("1".into())]);
+        assert!(build(&shape(), &request(Value::Null, json!([{"column": "id"}]), Some(cursor))).unwrap_err().contains("not valid here"));
+        let plan = build(&shape(), &request(Value::Null, json!([{"column": "email"}]), None)).unwrap();
+        assert_eq!(plan["paging"]["method"], "offset");
+        let next = build(&shape(), &request(Value::Null, json!([{"column": "email"}]), Some(next_cursor(&plan, &[])))).unwrap();
+        assert!(next["page_sql"].as_str().unwrap().ends_with("LIMIT 11 OFFSET 10"));
+    }
+
+    #[test]
+    fn search_escapes_wildcards_and_covers_text_columns() {
+        let mut r = request(Value::Null, Value::Null, None);
+        r.search = Some(" 50%_off\\ ".into());
+        let plan = build(&shape(), &r).unwrap();
+        assert_eq!(plan["params"], json!(["%50\\%\\_off\\\\%"]));
+        let sql = plan["page_sql"].as_str().unwrap();
+        assert!(sql.contains("t.\"note\" OPERATOR(pg_catalog.~~*) $1[1] OR t.\"email\" OPERATOR(pg_catalog.~~*) $1[1]"));
+    }
+}
