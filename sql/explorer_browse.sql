@@ -82,7 +82,12 @@ BEGIN
         'schema', n.nspname, 'name', c.relname,
         'kind', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned_table' WHEN 'v' THEN 'view'
                                WHEN 'm' THEN 'materialized_view' WHEN 'f' THEN 'foreign_table' END,
-        'estimated_rows', CASE WHEN c.relkind IN ('r', 'm') AND c.reltuples >= 0 THEN c.reltuples::bigint END,
+        -- NULL when the planner has no figure yet (a table never vacuumed or analysed).
+        'estimated_rows', CASE WHEN c.relkind IN ('r', 'm') AND c.reltuples >= 0 THEN c.reltuples::bigint
+                               WHEN c.relkind = 'p' THEN (SELECT pg_catalog.sum(p.reltuples)::bigint
+                                                            FROM pg_catalog.pg_partition_tree(rel) pt
+                                                            JOIN pg_catalog.pg_class p ON p.oid = pt.relid
+                                                           WHERE pt.isleaf AND p.reltuples >= 0) END,
         'columns', coalesce((
             SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                        'name', cols.attname, 'type', cols.display_type,
@@ -246,7 +251,11 @@ BEGIN
     END LOOP;
 
     IF how = 'auto' THEN
-        how := CASE WHEN (plan ->> 'estimated_rows')::bigint <= cap THEN 'exact' ELSE 'estimate' END;
+        -- Count small tables, and tables the planner knows nothing about yet (its guess
+        -- for those is far off); estimate large tables and views.
+        how := CASE WHEN (plan ->> 'estimated_rows')::bigint <= cap THEN 'exact'
+                    WHEN plan ->> 'estimated_rows' IS NULL AND plan ->> 'kind' IN ('table', 'materialized_view') THEN 'exact'
+                    ELSE 'estimate' END;
     END IF;
     IF how <> 'none' AND (plan ->> 'first_page')::boolean AND NOT has_more THEN
         -- The first page holds every matching row: the count is known for free.

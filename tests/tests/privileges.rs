@@ -182,6 +182,10 @@ fn app_roles_reach_nothing_of_the_dashboard() {
         "SELECT dashboard_auth.needs_setup()",
         "SELECT * FROM dashboard_auth.dashboard_users",
         "SELECT * FROM dashboard_auth.audit_log",
+        "SELECT fluxbase_admin.browse('x', 'public', 't')",
+        "SELECT fluxbase_admin.read_page('{}', 'none', NULL, NULL)",
+        "SELECT fluxbase_admin.build_browse('{}', NULL, NULL, NULL, 1, NULL)",
+        "SELECT * FROM fluxbase_admin.open_export('x', 1)",
     ];
     // The application's own login role, as itself.
     let mut app = db.connect(Caller::App);
