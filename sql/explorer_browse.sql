@@ -204,12 +204,12 @@ $$;
 -- Runs a plan's page and total as the current role, or, given an impersonation, as the
 -- impersonated role with its claims, switching back before it returns. It is an invoker
 -- function: whatever plan it is handed, it can do no more than its caller could with
--- plain SQL. Dates and numbers are written in one fixed style, so that a cursor made on
--- one connection reads back on another.
+-- plain SQL. Request values are read in the caller's DateStyle, as plan_for checked them
+-- and as an export reads them; cursor positions are written so that any style reads them
+-- back (dates and times in ISO 8601, floats exactly).
 CREATE FUNCTION fluxbase_admin.read_page(plan jsonb, total text, session_token text, impersonation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp SET "DateStyle" = 'ISO, YMD' SET "IntervalStyle" = 'postgres'
-SET extra_float_digits = 1 SET bytea_output = 'hex'
+SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 SET bytea_output = 'hex'
 AS $$
 DECLARE
     caller        text := current_user;
@@ -391,7 +391,7 @@ BEGIN
     END IF;
     FOR pair IN
         SELECT la.attname AS local_column, ra.attname AS referenced_column
-          FROM pg_catalog.unnest(fk.conkey, fk.confkey) AS k(local_attnum, referenced_attnum)
+          FROM ROWS FROM (pg_catalog.unnest(fk.conkey), pg_catalog.unnest(fk.confkey)) AS k(local_attnum, referenced_attnum)
           JOIN pg_catalog.pg_attribute la ON la.attrelid = fk.conrelid AND la.attnum = k.local_attnum
           JOIN pg_catalog.pg_attribute ra ON ra.attrelid = fk.confrelid AND ra.attnum = k.referenced_attnum
     LOOP

@@ -302,6 +302,32 @@ fn page_value(column: &Column) -> (String, Option<String>) {
     )
 }
 
+/// A sort value as text that reads back the same in any session: dates and times in
+/// ISO 8601 (their JSON form), whatever the DateStyle; everything else in its text form.
+fn position_text(column: &Column) -> String {
+    if column.category == "D" {
+        format!("(pg_catalog.to_jsonb({}) OPERATOR(pg_catalog.#>>) '{{}}'::pg_catalog.text[])", col(column))
+    } else {
+        format!("({})::pg_catalog.text", col(column))
+    }
+}
+
+/// Without a key, rows that tie on the sort could come back in a different order for
+/// each OFFSET, and pages would repeat and skip rows even while nothing changes. The
+/// row's address breaks ties in a table; in a view, every comparable column does.
+fn tie_breakers(shape: &Shape, order: &[SortItem]) -> Vec<String> {
+    match shape.kind.as_str() {
+        "table" | "materialized_view" => vec!["t.ctid".into()],
+        "partitioned_table" => vec!["t.tableoid".into(), "t.ctid".into()],
+        _ => shape
+            .columns
+            .iter()
+            .filter(|c| c.ops.is_some() && !order.iter().any(|o| o.column == c.name))
+            .map(col)
+            .collect(),
+    }
+}
+
 /// A column as one CSV field: NULL is empty, every other value is quoted, so that an
 /// empty string and NULL differ as they do in COPY ... CSV.
 fn csv_field(column: &Column) -> String {
@@ -383,7 +409,11 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
     }
 
     let relation = shape.qualified_name();
-    let order_by = if order.is_empty() { String::new() } else { format!(" ORDER BY {}", order_by_sql(shape, &order)?) };
+    let mut order_terms = if order.is_empty() { Vec::new() } else { vec![order_by_sql(shape, &order)?] };
+    if shape.key.is_none() {
+        order_terms.extend(tie_breakers(shape, &order));
+    }
+    let order_by = if order_terms.is_empty() { String::new() } else { format!(" ORDER BY {}", order_terms.join(", ")) };
     let mut values = Vec::new();
     let mut lengths = Vec::new();
     for column in &shape.columns {
@@ -402,10 +432,7 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
         )
     };
     let positions: Vec<String> = if method == "keyset" {
-        order
-            .iter()
-            .map(|o| shape.column(&o.column).map(|c| format!("({})::pg_catalog.text", col(c))))
-            .collect::<Result<_, _>>()?
+        order.iter().map(|o| shape.column(&o.column).map(position_text)).collect::<Result<_, _>>()?
     } else {
         Vec::new()
     };

@@ -1,0 +1,1633 @@
+//! The explorer's browsing, end to end through the web's role (fluxbase_dashboard):
+//! typed filters and their errors, sorting with NULLs, keyset cursors under concurrent
+//! inserts, capped counts, previews of large values, following foreign keys, the paging
+//! report, streaming CSV export in flat memory, auditing, impersonated pages and exports,
+//! and RLS never hiding rows from the unimpersonated admin.
+
+use fluxbase_tests::admin::{as_dashboard, create_admin, login, PASSWORD};
+use fluxbase_tests::{Caller, TestDb};
+use postgres::Client;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------
+
+/// A signed-in dashboard admin on the web binary's login role.
+struct Explorer {
+    web: Client,
+    token: String,
+}
+
+/// One browse request; unset fields take the function's defaults.
+#[derive(Default, Clone)]
+struct Req {
+    filter: Option<Value>,
+    sort: Option<Value>,
+    search: Option<String>,
+    page_size: Option<i32>,
+    cursor: Option<String>,
+    total: Option<String>,
+}
+
+fn req() -> Req {
+    Req::default()
+}
+
+impl Req {
+    fn filter(mut self, filter: Value) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+    fn sort(mut self, sort: Value) -> Self {
+        self.sort = Some(sort);
+        self
+    }
+    fn search(mut self, term: &str) -> Self {
+        self.search = Some(term.to_string());
+        self
+    }
+    fn size(mut self, page_size: i32) -> Self {
+        self.page_size = Some(page_size);
+        self
+    }
+    fn cursor(mut self, cursor: Option<String>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+    fn total(mut self, total: &str) -> Self {
+        self.total = Some(total.to_string());
+        self
+    }
+}
+
+/// Signs in `email` (created with `role`) on a fresh dashboard connection.
+fn sign_in(db: &TestDb, email: &str, role: &str) -> Explorer {
+    create_admin(db, email, role);
+    let mut web = db.connect(Caller::Dashboard);
+    let token = login(&mut web, email, PASSWORD, "192.0.2.1").token.unwrap();
+    Explorer { web, token }
+}
+
+impl Explorer {
+    fn try_browse(&mut self, schema: &str, table: &str, r: &Req) -> Result<Value, postgres::Error> {
+        let rows = as_dashboard(
+            &mut self.web,
+            "SELECT fluxbase_admin.browse($1, $2, $3, $4, $5, $6, coalesce($7, 50), $8, coalesce($9, 'auto'))",
+            &[&self.token, &schema, &table, &r.filter, &r.sort, &r.search, &r.page_size, &r.cursor, &r.total],
+        )?;
+        Ok(rows[0].get(0))
+    }
+
+    fn browse(&mut self, schema: &str, table: &str, r: &Req) -> Value {
+        self.try_browse(schema, table, r).unwrap_or_else(|e| panic!("browse {schema}.{table}: {}", describe(&e)))
+    }
+
+    /// Every row of a request, page by page, following next_cursor; the pages' ids.
+    fn all_pages(&mut self, schema: &str, table: &str, r: &Req) -> Vec<Vec<i64>> {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.browse(schema, table, &r.clone().cursor(cursor));
+            pages.push(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+            assert!(pages.len() < 1000, "paging does not end");
+        }
+        pages
+    }
+
+    fn start_export(&mut self, schema: &str, table: &str, filter: Option<Value>, sort: Option<Value>, imp: Option<&str>) -> i64 {
+        as_dashboard(
+            &mut self.web,
+            "SELECT fluxbase_admin.start_export($1, $2, $3, $4, $5, NULL, $6::text::uuid)",
+            &[&self.token, &schema, &table, &filter, &sort, &imp],
+        )
+        .unwrap_or_else(|e| panic!("start_export: {}", describe(&e)))[0]
+            .get(0)
+    }
+
+    /// Opens an export (open_export or open_export_as) in one transaction and fetches it
+    /// all, 1,000 lines at a time: (header, lines).
+    fn export(&mut self, opener: &str, id: i64) -> Result<(String, Vec<String>), postgres::Error> {
+        let mut tx = self.web.transaction()?;
+        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
+        let opened = tx.query_one(&format!("SELECT portal::text, header FROM fluxbase_admin.{opener}($1, $2)"), &[&self.token, &id])?;
+        let portal: String = opened.get(0);
+        assert_eq!(portal, "fluxbase_export");
+        let mut lines = Vec::new();
+        loop {
+            let batch = tx.query("FETCH 1000 FROM fluxbase_export", &[])?;
+            if batch.is_empty() {
+                break;
+            }
+            lines.extend(batch.iter().map(|r| r.get::<_, String>(0)));
+        }
+        tx.commit()?;
+        Ok((opened.get(1), lines))
+    }
+
+    /// Starts impersonating `target` (user mode), committed on its own.
+    fn impersonate(&mut self, target: &str) -> String {
+        let row = &as_dashboard(
+            &mut self.web,
+            "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', $2, 'ticket 42')",
+            &[&self.token, &target],
+        )
+        .unwrap()[0];
+        assert!(row.get::<_, bool>(0), "{}: {}", row.get::<_, String>(1), row.get::<_, String>(2));
+        row.get(3)
+    }
+
+    fn record_intent(&mut self, imp: &str) -> Result<i64, postgres::Error> {
+        Ok(as_dashboard(
+            &mut self.web,
+            "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'explorer.browse', '{}')",
+            &[&self.token, &imp],
+        )?[0]
+            .get(0))
+    }
+
+    fn try_browse_as(&mut self, imp: &str, intent: i64, table: &str, r: &Req) -> Result<Value, postgres::Error> {
+        let rows = as_dashboard(
+            &mut self.web,
+            "SELECT fluxbase_admin.browse_as($1, $2::text::uuid, $3, 'public', $4, $5, $6, $7, coalesce($8, 50), $9, coalesce($10, 'auto'))",
+            &[&self.token, &imp, &intent, &table, &r.filter, &r.sort, &r.search, &r.page_size, &r.cursor, &r.total],
+        )?;
+        Ok(rows[0].get(0))
+    }
+}
+
+/// An error as its SQLSTATE and messages, for assertion messages.
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {} (detail: {:?}, hint: {:?})", d.code().code(), d.message(), d.detail(), d.hint()),
+        None => e.to_string(),
+    }
+}
+
+/// The SQLSTATE and message of a call that must fail.
+fn failure(result: Result<Value, postgres::Error>) -> (String, String) {
+    match result {
+        Ok(page) => panic!("expected an error, got {page}"),
+        Err(e) => {
+            let d = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
+            (d.code().code().to_string(), d.message().to_string())
+        }
+    }
+}
+
+/// The ids of a page's rows, in order.
+fn ids(page: &Value) -> Vec<i64> {
+    page["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in {page}"))
+        .iter()
+        .map(|r| r["values"]["id"].as_i64().unwrap_or_else(|| panic!("no id in {r}")))
+        .collect()
+}
+
+fn superuser_ids(db: &TestDb, sql: &str) -> Vec<i64> {
+    db.connect(Caller::Superuser).query(sql, &[]).unwrap().iter().map(|r| r.get::<_, i32>(0) as i64).collect()
+}
+
+/// A CSV field as read back: None for NULL (an empty, unquoted field), Some for a quoted value.
+type Field = Option<String>;
+
+/// A small RFC 4180 reader that tells NULL (empty and unquoted) from an empty string
+/// (""), and insists that every non-NULL value is quoted, as the export writes them.
+fn parse_csv(text: &str) -> Vec<Vec<Field>> {
+    let mut records = Vec::new();
+    if text.is_empty() {
+        return records;
+    }
+    let mut record = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let field = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut value = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        value.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => value.push(c),
+                    None => panic!("an unterminated quoted field in {:?}", &text[..text.len().min(200)]),
+                }
+            }
+            Some(value)
+        } else {
+            match chars.peek() {
+                None | Some(',') | Some('\n') => None,
+                Some(c) => panic!("an unquoted value starting with {c:?}: every non-NULL value is quoted"),
+            }
+        };
+        record.push(field);
+        match chars.next() {
+            Some(',') => continue,
+            Some('\n') => {
+                records.push(std::mem::take(&mut record));
+                if chars.peek().is_none() {
+                    break;
+                }
+            }
+            None => {
+                records.push(std::mem::take(&mut record));
+                break;
+            }
+            Some(c) => panic!("{c:?} after a field"),
+        }
+    }
+    records
+}
+
+/// One exported line, which must be exactly one CSV record.
+fn parse_line(line: &str) -> Vec<Field> {
+    let mut records = parse_csv(line);
+    assert_eq!(records.len(), 1, "one line is one record: {:?}", &line[..line.len().min(200)]);
+    records.remove(0)
+}
+
+fn q(s: &str) -> Field {
+    Some(s.to_string())
+}
+
+// ---------------------------------------------------------------------------------
+// 1. Filters
+// ---------------------------------------------------------------------------------
+
+const ITEMS: &str = r#"
+    CREATE TABLE public.items (
+        id int PRIMARY KEY, name text, qty int, price numeric(8, 2), born date, flag boolean,
+        tags text[], meta jsonb, code varchar(10)
+    );
+    INSERT INTO public.items VALUES
+        (1, 'Apple',     5,    1.50, '2024-01-01', true,  '{red,fruit}',    '{"kind": "fruit", "colors": ["red", "green"]}', 'A-1'),
+        (2, 'banana',    NULL, 0.25, '2024-02-10', false, '{yellow,fruit}', '{"kind": "fruit", "colors": ["yellow"]}',      'B_2'),
+        (3, 'Cherry',    7,    NULL, '2023-12-31', NULL,  NULL,             NULL,                                           NULL),
+        (4, 'date',      0,    3.00, NULL,         true,  '{}',             '{"kind": "nut"}',                              'D%4'),
+        (5, NULL,        12,   9.99, '2024-03-05', false, '{green}',        '[]',                                           'E'),
+        (6, 'Apple pie', 5,    4.20, '2024-01-01', true,  '{baked}',        '{"kind": "dessert", "colors": ["red"]}',       'a-1');
+"#;
+
+fn cond(column: &str, op: &str, value: Value) -> Value {
+    json!({"column": column, "op": op, "value": value})
+}
+
+#[test]
+fn each_filter_operator_returns_exactly_the_matching_rows() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(ITEMS).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let cases: Vec<(Value, Vec<i64>)> = vec![
+        (cond("qty", "eq", json!(5)), vec![1, 6]),
+        (cond("qty", "eq", json!("5")), vec![1, 6]),
+        (cond("qty", "neq", json!(5)), vec![3, 4, 5]),
+        (cond("qty", "lt", json!(5)), vec![4]),
+        (cond("qty", "lte", json!(5)), vec![1, 4, 6]),
+        (cond("qty", "gt", json!(5)), vec![3, 5]),
+        (cond("qty", "gte", json!(7)), vec![3, 5]),
+        (cond("qty", "in", json!([0, 7, 99])), vec![3, 4]),
+        (cond("name", "eq", json!("Apple")), vec![1]),
+        (cond("name", "in", json!(["date", "Cherry", "nope"])), vec![3, 4]),
+        (cond("name", "like", json!("Apple%")), vec![1, 6]),
+        (cond("name", "like", json!("apple%")), vec![]),
+        (cond("name", "ilike", json!("apple%")), vec![1, 6]),
+        (cond("name", "ilike", json!("%A%")), vec![1, 2, 4, 6]),
+        (cond("code", "like", json!("_-1")), vec![1, 6]),
+        (cond("code", "ilike", json!("a-%")), vec![1, 6]),
+        (json!({"column": "qty", "op": "is_null"}), vec![2]),
+        (json!({"column": "price", "op": "not_null"}), vec![1, 2, 4, 5, 6]),
+        (json!({"column": "meta", "op": "is_null"}), vec![3]),
+        (cond("price", "eq", json!(9.99)), vec![5]),
+        (cond("price", "gte", json!("3")), vec![4, 5, 6]),
+        (cond("born", "eq", json!("2024-01-01")), vec![1, 6]),
+        (cond("born", "gt", json!("2024-01-15")), vec![2, 5]),
+        (cond("flag", "eq", json!(true)), vec![1, 4, 6]),
+        (cond("flag", "neq", json!(true)), vec![2, 5]),
+        (cond("tags", "contains", json!(["fruit"])), vec![1, 2]),
+        (cond("tags", "contains", json!(["red", "fruit"])), vec![1]),
+        (cond("tags", "contains", json!("{green}")), vec![5]),
+        (cond("meta", "contains", json!({"kind": "fruit"})), vec![1, 2]),
+        (cond("meta", "contains", json!({"colors": ["red"]})), vec![1, 6]),
+        (cond("meta", "eq", json!({"kind": "nut"})), vec![4]),
+        // Nesting: (qty = 5 AND flag) OR name IS NULL.
+        (
+            json!({"or": [{"and": [cond("qty", "eq", json!(5)), cond("flag", "eq", json!(true))]},
+                          {"column": "name", "op": "is_null"}]}),
+            vec![1, 5, 6],
+        ),
+        // A top-level array is AND: qty >= 5 AND (born < 2024-01-01 OR price > 5).
+        (
+            json!([cond("qty", "gte", json!(5)),
+                   {"or": [cond("born", "lt", json!("2024-01-01")), cond("price", "gt", json!(5))]}]),
+            vec![3, 5],
+        ),
+        (json!({"and": [cond("name", "ilike", json!("apple%")), {"or": [cond("price", "lt", json!(2))]}]}), vec![1]),
+        (json!([]), vec![1, 2, 3, 4, 5, 6]),
+    ];
+    for (filter, expected) in cases {
+        let page = ex.browse("public", "items", &req().filter(filter.clone()));
+        assert_eq!(ids(&page), expected, "filter {filter}");
+        assert_eq!(page["total"]["count"], expected.len(), "filter {filter}: {}", page["total"]);
+    }
+}
+
+#[test]
+fn a_bad_filter_value_names_its_column_with_a_class_22_sqlstate() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(ITEMS).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let cases = [
+        (cond("qty", "eq", json!("five")), "22P02", "qty"),
+        (cond("qty", "gt", json!(99999999999i64)), "22003", "qty"),
+        (cond("qty", "lte", json!(1.5)), "22P02", "qty"),
+        (cond("qty", "in", json!([1, 2, "x"])), "22P02", "qty"),
+        (cond("price", "lt", json!("cheap")), "22P02", "price"),
+        (cond("price", "eq", json!("1e200000")), "22003", "price"),
+        // numeric(8,2): values are cast to the base type, so a value too wide for the
+        // column's precision simply matches nothing.
+        (cond("price", "eq", json!(123456789)), "", "price"),
+        (cond("born", "lt", json!("not a date")), "22007", "born"),
+        (cond("born", "gte", json!("2024-13-45")), "22008", "born"),
+        (cond("flag", "eq", json!("maybe")), "22P02", "flag"),
+        (cond("tags", "contains", json!("red")), "22P02", "tags"),
+        (cond("meta", "contains", json!("{bad")), "22P02", "meta"),
+        (cond("code", "eq", json!("far too long for varchar")), "", "code"),
+        // Inside a group, the bad value is found all the same.
+        (json!({"or": [cond("name", "eq", json!("x")), {"and": [cond("born", "eq", json!("yesterday-ish"))]}]}), "22007", "born"),
+    ];
+    for (filter, code, column) in cases {
+        let result = ex.try_browse("public", "items", &req().filter(filter.clone()));
+        if code.is_empty() {
+            // varchar(10) and numeric(8,2): values are cast to the base type (no type
+            // modifier), so a value too long for the column simply matches nothing.
+            let page = result.unwrap_or_else(|e| panic!("{filter}: {}", describe(&e)));
+            assert_eq!(ids(&page), Vec::<i64>::new());
+            continue;
+        }
+        let (state, message) = match result {
+            Ok(page) => panic!("{filter}: expected {code}, got {page}"),
+            Err(e) => (e.code().unwrap().code().to_string(), describe(&e)),
+        };
+        assert_eq!(state, code, "{filter}: {message}");
+        assert!(state.starts_with("22"));
+        assert!(message.starts_with(&format!("{code} column {column} (")), "{filter}: the error names the column: {message}");
+    }
+    // The detail gives the value back.
+    let err = ex.try_browse("public", "items", &req().filter(cond("qty", "eq", json!("five")))).unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().detail(), Some("The value given was 'five'."));
+}
+
+#[test]
+fn bad_filter_shapes_are_refused_with_22023_and_unknown_tables_with_42p01() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(ITEMS).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let cases = [
+        (cond("qty", "like", json!("1%")), "like and ilike work on text columns; \"qty\" is integer"),
+        (cond("born", "ilike", json!("2024%")), "like and ilike work on text columns; \"born\" is date"),
+        (cond("name", "contains", json!("App")), "contains works on jsonb and array columns"),
+        (cond("qty", "between", json!(1)), "unknown filter operator \"between\""),
+        (cond("nope", "eq", json!(1)), "has no column \"nope\""),
+        (json!({"column": "qty", "op": "eq"}), "needs a value"),
+        (json!({"column": "qty", "op": "is_null", "value": 1}), "takes no value"),
+        (cond("qty", "in", json!(5)), "\"in\" takes an array"),
+        (cond("qty", "in", json!([])), "\"in\" takes an array"),
+        (cond("qty", "eq", json!({"a": 1})), "takes a single value"),
+        (cond("name", "like", json!(5)), "a like pattern is a string"),
+        (json!({"or": []}), "needs at least one condition"),
+        (json!("qty = 1"), "a filter is a condition"),
+        (json!({"column": "qty", "op": "eq", "value": 1, "sql": "true"}), "unknown key \"sql\""),
+    ];
+    for (filter, says) in cases {
+        let (state, message) = failure(ex.try_browse("public", "items", &req().filter(filter.clone())));
+        assert_eq!(state, "22023", "{filter}: {message}");
+        assert!(message.contains(says), "{filter}: {message}");
+    }
+    for r in [
+        req().sort(json!([{"column": "nope"}])),
+        req().sort(json!([{"column": "qty", "direction": "up"}])),
+        req().sort(json!([{"column": "qty"}, {"column": "qty"}])),
+        req().sort(json!([{"column": "meta", "nulls": "middle"}])),
+        req().size(0),
+        req().size(1001),
+        req().total("lots"),
+        req().cursor(Some("not a cursor".into())),
+    ] {
+        let (state, message) = failure(ex.try_browse("public", "items", &r));
+        assert_eq!(state, "22023", "{message}");
+    }
+    for (schema, table) in [("public", "nope"), ("public", "ITEMS"), ("auth", "users"), ("dashboard_auth", "sessions"), ("pg_catalog", "pg_authid")] {
+        let (state, message) = failure(ex.try_browse(schema, table, &req()));
+        assert_eq!(state, "42P01", "{schema}.{table}: {message}");
+    }
+}
+
+#[test]
+fn a_date_filter_value_means_the_same_in_the_check_the_page_and_the_export() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.days (id int PRIMARY KEY, d date, ts timestamp);
+             INSERT INTO public.days VALUES (1, '2024-01-02', '2024-01-02 10:00'), (2, '2024-02-01', '2024-02-01 10:00'),
+                                            (3, '2005-03-04', '2005-03-04 00:00'), (4, '2003-04-05', '2003-04-05 00:00');",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    // The caller's connection has the server's default DateStyle, which reads 03/04/05
+    // as 2005-03-04 (id 3).
+    let style: String = ex.web.query_one("SHOW DateStyle", &[]).unwrap().get(0);
+    assert_eq!(style, "ISO, MDY");
+    let meant: String = ex.web.query_one("SELECT '03/04/05'::date::text", &[]).unwrap().get(0);
+    assert_eq!(meant, "2005-03-04");
+
+    let filter = cond("d", "eq", json!("03/04/05"));
+    let export = ex.start_export("public", "days", Some(filter.clone()), None, None);
+    let exported: Vec<i64> = ex.export("open_export", export).unwrap().1.iter().map(|l| parse_line(l)[0].as_deref().unwrap().parse().unwrap()).collect();
+    let page = ex.browse("public", "days", &req().filter(filter));
+    // Read one way everywhere (ideally the session's, [3]): the page and the export agree.
+    assert_eq!(ids(&page), exported, "the page and the export of one request read 03/04/05 alike");
+    assert!(ids(&page) == [3] || ids(&page) == [4]);
+
+    // A value the check accepts does not fail later without naming its column.
+    match ex.try_browse("public", "days", &req().filter(cond("d", "eq", json!("01/02/2024")))) {
+        Ok(page) => assert_eq!(ids(&page), [1]),
+        Err(e) => assert!(
+            e.as_db_error().is_some_and(|d| d.message().starts_with("column d (date)")),
+            "the error names the column: {}",
+            describe(&e)
+        ),
+    }
+}
+
+#[test]
+fn plan_browse_binds_every_request_value_as_a_parameter() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(ITEMS).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let hostile = "x'); DROP TABLE public.items; --";
+    let filter = json!({"or": [cond("name", "eq", json!(hostile)), cond("code", "ilike", json!(hostile))]});
+    let plan: Value = as_dashboard(
+        &mut ex.web,
+        "SELECT fluxbase_admin.plan_browse($1, 'public', 'items', $2, NULL, $3, 10)",
+        &[&ex.token, &filter, &hostile],
+    )
+    .unwrap()[0]
+        .get(0);
+    let page_sql = plan["page_sql"].as_str().unwrap();
+    assert!(!page_sql.contains("DROP TABLE"), "{page_sql}");
+    assert!(page_sql.contains("LIMIT 11"), "{page_sql}");
+    let params: Vec<&str> = plan["params"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(params[..2], [hostile, hostile]);
+    assert_eq!(params[2], "%x'); DROP TABLE public.items; --%");
+    // And the page runs: no row matches, the table is still there.
+    let page = ex.browse("public", "items", &req().filter(filter).search(hostile));
+    assert_eq!(ids(&page), Vec::<i64>::new());
+    assert_eq!(ids(&ex.browse("public", "items", &req())).len(), 6);
+}
+
+// ---------------------------------------------------------------------------------
+// 2. Sorting and paging a sort with NULLs
+// ---------------------------------------------------------------------------------
+
+const PEOPLE: &str = r#"
+    CREATE TABLE public.people (id int PRIMARY KEY, team text, score int, rank int NOT NULL, name text NOT NULL);
+    INSERT INTO public.people VALUES
+        (1, 'a', 10, 2, 'kim'), (2, 'b', NULL, 1, 'lee'), (3, NULL, 5, 3, 'ada'), (4, 'a', NULL, 1, 'bo'),
+        (5, 'b', 10, 2, 'kip'), (6, 'a', 3, 3, 'cy'), (7, NULL, NULL, 1, 'di'), (8, 'c', 7, 2, 'ed'),
+        (9, 'b', 3, 3, 'fay'), (10, 'a', 10, 1, 'gus'), (11, NULL, 5, 2, 'hal'), (12, 'c', NULL, 3, 'ivy');
+"#;
+
+#[test]
+fn sorting_on_several_columns_puts_nulls_first_or_last_as_asked() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(PEOPLE).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let cases: Vec<(Value, Vec<i64>)> = vec![
+        (json!([]), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+        (json!([{"column": "id", "direction": "desc"}]), vec![12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]),
+        // Postgres's defaults: ascending puts NULLs last, descending first.
+        (json!([{"column": "score"}]), vec![6, 9, 3, 11, 8, 1, 5, 10, 2, 4, 7, 12]),
+        (json!([{"column": "score", "direction": "desc"}]), vec![2, 4, 7, 12, 1, 5, 10, 8, 3, 11, 6, 9]),
+        (json!([{"column": "score", "direction": "asc", "nulls": "first"}]), vec![2, 4, 7, 12, 6, 9, 3, 11, 8, 1, 5, 10]),
+        (json!([{"column": "score", "direction": "desc", "nulls": "last"}]), vec![1, 5, 10, 8, 3, 11, 6, 9, 2, 4, 7, 12]),
+        (
+            json!([{"column": "team", "direction": "asc", "nulls": "first"}, {"column": "score", "direction": "desc", "nulls": "last"}]),
+            vec![3, 11, 7, 1, 10, 6, 4, 5, 9, 2, 8, 12],
+        ),
+        (
+            json!([{"column": "score", "direction": "desc", "nulls": "last"}, {"column": "team", "direction": "desc", "nulls": "first"}]),
+            vec![5, 1, 10, 8, 3, 11, 9, 6, 7, 12, 2, 4],
+        ),
+        (
+            json!([{"column": "team", "nulls": "last"}, {"column": "rank", "direction": "desc"}, {"column": "id", "direction": "desc"}]),
+            vec![6, 1, 10, 4, 9, 5, 2, 12, 8, 3, 11, 7],
+        ),
+        (json!([{"column": "rank"}, {"column": "name"}]), vec![4, 7, 10, 2, 8, 11, 1, 5, 3, 6, 9, 12]),
+        (json!({"column": "rank", "direction": "desc"}), vec![3, 6, 9, 12, 1, 5, 8, 11, 2, 4, 7, 10]),
+    ];
+    for (sort, expected) in cases {
+        let page = ex.browse("public", "people", &req().sort(sort.clone()));
+        assert_eq!(ids(&page), expected, "sort {sort}");
+        assert!(page["next_cursor"].is_null());
+    }
+    // The order reported is the sort, completed by the key.
+    let page = ex.browse("public", "people", &req().sort(json!([{"column": "score", "direction": "desc"}])));
+    assert_eq!(
+        page["paging"]["order"],
+        json!([{"column": "score", "direction": "desc", "nulls": "first"}, {"column": "id", "direction": "asc", "nulls": "last"}])
+    );
+}
+
+#[test]
+fn paging_a_nullable_sort_yields_every_row_once_in_the_order_of_one_big_page() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(PEOPLE).unwrap();
+    // More rows, with plenty of ties and NULLs on both sort columns.
+    su.batch_execute(
+        "INSERT INTO public.people
+         SELECT g, CASE WHEN g % 5 = 0 THEN NULL ELSE chr(97 + g % 3) END,
+                CASE WHEN g % 4 = 0 THEN NULL ELSE g % 6 END, g % 3, 'p' || (g % 7)
+           FROM generate_series(13, 60) g",
+    )
+    .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let mut sorts = Vec::new();
+    for team_dir in ["asc", "desc"] {
+        for team_nulls in ["first", "last"] {
+            for score_dir in ["asc", "desc"] {
+                for score_nulls in ["first", "last"] {
+                    sorts.push(json!([{"column": "team", "direction": team_dir, "nulls": team_nulls},
+                                      {"column": "score", "direction": score_dir, "nulls": score_nulls}]));
+                }
+            }
+        }
+    }
+    // Key column inside the sort, NOT NULL columns (the row-comparison path) and text.
+    sorts.push(json!([{"column": "score", "nulls": "first"}, {"column": "id", "direction": "desc"}]));
+    sorts.push(json!([{"column": "rank"}, {"column": "name"}]));
+    sorts.push(json!([{"column": "rank", "direction": "desc"}, {"column": "name", "direction": "desc"}, {"column": "id", "direction": "desc"}]));
+    sorts.push(json!([{"column": "name", "direction": "desc"}, {"column": "team", "nulls": "first"}]));
+    for sort in sorts {
+        let one_page = ids(&ex.browse("public", "people", &req().sort(sort.clone()).size(1000)));
+        assert_eq!(one_page.len(), 60);
+        // The database's own ORDER BY agrees with the one big page.
+        let order_by: Vec<String> = sort
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {} NULLS {}", s["column"].as_str().unwrap(), s["direction"].as_str().unwrap_or("asc"),
+                             s["nulls"].as_str().unwrap_or(if s["direction"] == "desc" { "first" } else { "last" })))
+            .collect();
+        let oracle = superuser_ids(&db, &format!("SELECT id FROM public.people ORDER BY {}, id", order_by.join(", ")));
+        assert_eq!(one_page, oracle, "sort {sort}");
+        for size in [1, 4, 7] {
+            let pages = ex.all_pages("public", "people", &req().sort(sort.clone()).size(size));
+            assert!(pages.iter().all(|p| p.len() <= size as usize && !p.is_empty()), "sort {sort}, size {size}: {pages:?}");
+            assert_eq!(pages.len(), 60usize.div_ceil(size as usize), "sort {sort}, size {size}");
+            let paged: Vec<i64> = pages.concat();
+            assert_eq!(paged, one_page, "sort {sort}, page size {size}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 3. Search
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn search_matches_text_columns_case_insensitively_with_literal_wildcards() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            r"CREATE TABLE public.notes (id int PRIMARY KEY, title text, body varchar(100), code char(8), n int, tags text[]);
+              INSERT INTO public.notes VALUES
+                (1, 'Hello World', 'first', 'AB', 1, '{hello}'),
+                (2, 'hello', 'contains 100% sure', NULL, 2, NULL),
+                (3, 'other', 'under_score', 'xy', 3, NULL),
+                (4, 'x', 'HELLO again', NULL, 4, NULL),
+                (5, '100 percent', 'underXscore', 'Zz9', 5, NULL),
+                (6, NULL, 'Plain', NULL, 42, '{hello}'),
+                (7, 'back\slash', NULL, 'Q_1', 7, NULL),
+                (8, 'Ünïcode ÉTÉ', NULL, NULL, 8, NULL);",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let cases: Vec<(&str, Vec<i64>)> = vec![
+        ("hello", vec![1, 2, 4]),
+        ("HELLO", vec![1, 2, 4]),
+        ("  world ", vec![1]),
+        ("100%", vec![2]),
+        ("%", vec![2]),
+        ("under_score", vec![3]),
+        ("_", vec![3, 7]),
+        ("ab", vec![1]),
+        ("zz9", vec![5]),
+        (r"k\s", vec![7]),
+        (r"\", vec![7]),
+        ("été", vec![8]),
+        ("42", vec![]),
+        ("", vec![1, 2, 3, 4, 5, 6, 7, 8]),
+    ];
+    for (term, expected) in cases {
+        let page = ex.browse("public", "notes", &req().search(term));
+        assert_eq!(ids(&page), expected, "search {term:?}");
+    }
+    // With a filter too.
+    let page = ex.browse("public", "notes", &req().search("hello").filter(cond("id", "gt", json!(1))));
+    assert_eq!(ids(&page), [2, 4]);
+    // A table without text columns cannot be searched.
+    db.connect(Caller::Superuser).batch_execute("CREATE TABLE public.numbers (id int PRIMARY KEY)").unwrap();
+    let (state, message) = failure(ex.try_browse("public", "numbers", &req().search("1")));
+    assert_eq!(state, "22023");
+    assert!(message.contains("no text columns"), "{message}");
+}
+
+// ---------------------------------------------------------------------------------
+// 4. Cursors under concurrent inserts
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_cursor_neither_repeats_nor_skips_rows_when_rows_are_inserted_between_pages() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.events (id int PRIMARY KEY, v int);
+         INSERT INTO public.events SELECT g, g * 10 FROM generate_series(1, 20) g;
+         UPDATE public.events SET v = NULL WHERE id IN (19, 20);",
+    )
+    .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let sort = json!([{"column": "v", "direction": "asc", "nulls": "last"}]);
+    let first = ex.browse("public", "events", &req().sort(sort.clone()).size(5));
+    assert_eq!(ids(&first), [1, 2, 3, 4, 5]);
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+
+    // Another connection inserts rows before the cursor (v 5, 35), tying with it (v 50,
+    // a higher id: after it), and after it (v 55, NULL).
+    su.batch_execute("INSERT INTO public.events VALUES (101, 5), (102, 35), (103, 50), (104, 55), (105, NULL), (0, 50)").unwrap();
+
+    let second = ex.browse("public", "events", &req().sort(sort.clone()).size(5).cursor(Some(cursor.clone())));
+    assert_eq!(ids(&second), [103, 104, 6, 7, 8], "v 50 (id 103, after the cursor's id 5), 55, 60, 70, 80");
+    let mut rest = ids(&second);
+    let mut next = second["next_cursor"].as_str().map(str::to_string);
+    while let Some(c) = next {
+        let page = ex.browse("public", "events", &req().sort(sort.clone()).size(5).cursor(Some(c)));
+        rest.extend(ids(&page));
+        next = page["next_cursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(rest, [103, 104, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 105]);
+    for id in ids(&first) {
+        assert!(!rest.contains(&id), "row {id} of page 1 repeats");
+    }
+    for id in 6..=20 {
+        assert_eq!(rest.iter().filter(|&&r| r == id).count(), 1, "pre-existing row {id} read once");
+    }
+    for id in [101, 102, 0] {
+        assert!(!rest.contains(&id), "row {id} sorts before the cursor");
+    }
+    // The same cursor still reads the same way on another connection, and a cursor is
+    // refused for another sort.
+    let mut other = Explorer { web: db.connect(Caller::Dashboard), token: ex.token.clone() };
+    assert_eq!(ids(&other.browse("public", "events", &req().sort(sort).size(5).cursor(Some(cursor.clone())))), [103, 104, 6, 7, 8]);
+    let (state, message) = failure(other.try_browse("public", "events", &req().size(5).cursor(Some(cursor.clone()))));
+    assert_eq!(state, "22023");
+    assert!(message.contains("cursor is not valid"), "{message}");
+
+    // A cursor is opaque but not trusted: altered values are bound and checked like any
+    // other value, and a wrong number of them is refused.
+    let doc: Value = serde_json::from_str(
+        &su.query_one(
+            "SELECT convert_from(decode(rpad(translate($1, '-_', '+/'), (length($1) + 3) / 4 * 4, '='), 'base64'), 'UTF8')",
+            &[&cursor],
+        )
+        .unwrap()
+        .get::<_, String>(0),
+    )
+    .unwrap();
+    assert_eq!(doc["v"], json!(["50", "5"]), "the last row's sort values: v, then the key");
+    let encode = |doc: &Value, su: &mut Client| -> String {
+        su.query_one(
+            "SELECT rtrim(translate(replace(encode(convert_to($1, 'UTF8'), 'base64'), E'\\n', ''), '+/', '-_'), '=')",
+            &[&doc.to_string()],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let mut altered = doc.clone();
+    altered["v"] = json!(["50'); DROP TABLE public.events; --", "5"]);
+    let (state, message) = failure(ex.try_browse("public", "events", &req().sort(json!([{"column": "v", "direction": "asc", "nulls": "last"}])).size(5).cursor(Some(encode(&altered, &mut su)))));
+    assert_eq!(state, "22P02", "{message}");
+    assert!(message.starts_with("column v (integer)"), "{message}");
+    altered["v"] = json!(["50"]);
+    let (state, _) = failure(ex.try_browse("public", "events", &req().sort(json!([{"column": "v", "direction": "asc", "nulls": "last"}])).size(5).cursor(Some(encode(&altered, &mut su)))));
+    assert_eq!(state, "22023");
+    altered["v"] = json!([null, "7"]);
+    let from_null = ex.browse("public", "events", &req().sort(json!([{"column": "v", "direction": "asc", "nulls": "last"}])).size(5).cursor(Some(encode(&altered, &mut su))));
+    assert_eq!(ids(&from_null), [19, 20, 105], "after a NULL (nulls last): only the NULLs with a higher id");
+    let events: i64 = su.query_one("SELECT count(*) FROM public.events", &[]).unwrap().get(0);
+    assert_eq!(events, 26);
+}
+
+#[test]
+fn a_cursor_made_on_one_connection_reads_back_on_another_with_other_settings() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.typed (id int PRIMARY KEY, ts timestamptz, f float8, n numeric, u uuid, b bytea, iv interval, d date, j jsonb, tags text[]);
+             INSERT INTO public.typed
+             SELECT g,
+                    CASE WHEN g % 5 = 0 THEN NULL ELSE timestamptz '2024-03-10 01:59:59.123456+00' + (g % 7) * interval '37 minutes 0.5 seconds' END,
+                    CASE WHEN g % 6 = 0 THEN NULL ELSE (g % 4) / 3.0::float8 + 0.1 END,
+                    CASE WHEN g % 4 = 0 THEN NULL ELSE (g % 5) * 1.10 END,
+                    CASE WHEN g % 7 = 0 THEN NULL ELSE md5((g % 3)::text)::uuid END,
+                    CASE WHEN g % 3 = 0 THEN NULL ELSE decode(lpad(to_hex(g % 4), 4, '0'), 'hex') END,
+                    CASE WHEN g % 5 = 1 THEN NULL ELSE (g % 6) * interval '-1 day +2 hours 3 minutes' END,
+                    CASE WHEN g % 8 = 0 THEN NULL ELSE date '1999-12-30' + g % 5 END,
+                    CASE WHEN g % 9 = 0 THEN NULL ELSE jsonb_build_object('k', g % 3) END,
+                    CASE WHEN g % 10 = 0 THEN NULL ELSE ARRAY['t' || (g % 2), 'x'] END
+               FROM generate_series(1, 40) g;",
+        )
+        .unwrap();
+    let mut a = sign_in(&db, "ann@example.com", "admin");
+    let mut b = Explorer { web: db.connect(Caller::Dashboard), token: a.token.clone() };
+    b.web
+        .batch_execute("SET TimeZone = 'Pacific/Chatham'; SET DateStyle = 'SQL, DMY'; SET extra_float_digits = -2; SET IntervalStyle = 'sql_standard'; SET bytea_output = 'escape'")
+        .unwrap();
+    for column in ["ts", "f", "n", "u", "b", "iv", "d", "j", "tags"] {
+        for (direction, nulls) in [("asc", "last"), ("desc", "last"), ("asc", "first")] {
+            let sort = json!([{"column": column, "direction": direction, "nulls": nulls}]);
+            let whole = ids(&a.browse("public", "typed", &req().sort(sort.clone()).size(1000)));
+            let mut paged = Vec::new();
+            let mut cursor = None;
+            for turn in 0.. {
+                let explorer = if turn % 2 == 0 { &mut a } else { &mut b };
+                let page = explorer
+                    .try_browse("public", "typed", &req().sort(sort.clone()).size(3).cursor(cursor))
+                    .unwrap_or_else(|e| panic!("sort {sort}, page {turn}: {}", describe(&e)));
+                paged.extend(ids(&page));
+                cursor = page["next_cursor"].as_str().map(String::from);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(paged, whole, "sort {sort}: pages alternating between the two connections");
+        }
+    }
+}
+
+#[test]
+fn offset_paging_of_a_table_without_a_key_shows_every_row_once_when_the_sort_has_ties() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.heap_ties (id int, grp int);
+             INSERT INTO public.heap_ties SELECT g, g % 3 FROM generate_series(1, 300) g;
+             ANALYZE public.heap_ties;",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let sort = json!([{"column": "grp"}]);
+    let first = ex.browse("public", "heap_ties", &req().sort(sort.clone()).size(7));
+    assert_eq!(first["paging"]["method"], "offset");
+    let pages = ex.all_pages("public", "heap_ties", &req().sort(sort).size(7));
+    let mut seen: Vec<i64> = pages.concat();
+    assert_eq!(seen.len(), 300);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 300, "every row once");
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Counts
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn exact_counts_stop_at_100000_and_small_tables_count_exactly() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.big (id int PRIMARY KEY, v int);
+             INSERT INTO public.big SELECT g, g % 10 FROM generate_series(1, 100050) g;
+             CREATE TABLE public.small (id int PRIMARY KEY);
+             INSERT INTO public.small SELECT generate_series(1, 30);
+             ANALYZE public.big, public.small;",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+
+    let page = ex.browse("public", "big", &req().size(10).total("exact"));
+    assert_eq!(ids(&page), (1..=10).collect::<Vec<_>>());
+    let total = &page["total"];
+    assert_eq!(total["kind"], "at_least", "{total}");
+    assert_eq!(total["count"], 100_000, "{total}");
+    assert_eq!(total["text"], "more than 100,000 rows", "{total}");
+    let estimate = total["estimate"].as_i64().unwrap_or_else(|| panic!("an estimate with the capped count: {total}"));
+    assert!((90_000..=110_000).contains(&estimate), "{total}");
+
+    // Under the cap, exact is exact, also with a filter and on a later page.
+    let filtered = ex.browse("public", "big", &req().size(10).total("exact").filter(cond("id", "lte", json!(12345))));
+    assert_eq!(filtered["total"], json!({"kind": "exact", "count": 12345, "text": "12,345 rows"}));
+    let later = ex.browse("public", "big", &req().size(10).total("exact").filter(cond("v", "eq", json!(3))).cursor(None));
+    assert_eq!(later["total"], json!({"kind": "exact", "count": 10005, "text": "10,005 rows"}));
+    let page2 = ex.browse("public", "big", &req().size(10).total("exact").filter(cond("v", "eq", json!(3))).cursor(later["next_cursor"].as_str().map(String::from)));
+    assert_eq!(page2["total"]["count"], 10005);
+    assert_eq!(ids(&page2)[0], 103);
+
+    let estimated = ex.browse("public", "big", &req().size(10).total("estimate"));
+    assert_eq!(estimated["total"]["kind"], "estimate", "{}", estimated["total"]);
+    let count = estimated["total"]["count"].as_i64().unwrap();
+    assert!((90_000..=110_000).contains(&count), "{}", estimated["total"]);
+    assert!(estimated["total"]["text"].as_str().unwrap().starts_with("about "), "{}", estimated["total"]);
+    let estimated = ex.browse("public", "big", &req().size(10).total("estimate").filter(cond("v", "eq", json!(3))));
+    let count = estimated["total"]["count"].as_i64().unwrap();
+    assert!((5_000..=20_000).contains(&count), "the filter is estimated too: {}", estimated["total"]);
+    // auto: a big table is estimated, a small one counted.
+    assert_eq!(ex.browse("public", "big", &req().size(10))["total"]["kind"], "estimate");
+    assert_eq!(ex.browse("public", "small", &req().size(10))["total"], json!({"kind": "exact", "count": 30, "text": "30 rows"}));
+    assert_eq!(ex.browse("public", "small", &req().size(10).total("exact"))["total"], json!({"kind": "exact", "count": 30, "text": "30 rows"}));
+    // The first page holding every row is exact whatever was asked, even on the big table.
+    assert_eq!(ex.browse("public", "small", &req().total("estimate"))["total"], json!({"kind": "exact", "count": 30, "text": "30 rows"}));
+    let one = ex.browse("public", "big", &req().total("estimate").filter(cond("id", "eq", json!(7))));
+    assert_eq!(one["total"], json!({"kind": "exact", "count": 1, "text": "1 row"}));
+    assert!(ex.browse("public", "small", &req().size(10).total("none"))["total"].is_null());
+}
+
+// A table never analysed has no planner figure (reltuples = -1); auto counts it rather
+// than showing the planner's guess (about 1,270 rows for these 60).
+#[test]
+fn auto_counts_a_small_table_exactly_before_it_is_first_analysed() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.fresh (id int PRIMARY KEY, s text) WITH (autovacuum_enabled = false);
+             INSERT INTO public.fresh SELECT g, 'x' FROM generate_series(1, 60) g;",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let reltuples: f32 = db.connect(Caller::Superuser).query_one("SELECT reltuples FROM pg_class WHERE relname = 'fresh'", &[]).unwrap().get(0);
+    assert_eq!(reltuples, -1.0, "never analysed");
+    let page = ex.browse("public", "fresh", &req());
+    assert_eq!(ids(&page).len(), 50);
+    assert_eq!(page["total"], json!({"kind": "exact", "count": 60, "text": "60 rows"}));
+}
+
+// ---------------------------------------------------------------------------------
+// 6. Previews of large values
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn large_values_come_as_previews_with_their_full_length() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.blobs (id int PRIMARY KEY, t text, j jsonb, b bytea, a text[], n int);
+         INSERT INTO public.blobs VALUES
+           (1, repeat('x', 10000),
+               (SELECT jsonb_object_agg('key' || g, repeat('v', 50)) FROM generate_series(1, 100) g),
+               decode(repeat('ab', 5000), 'hex'), (SELECT array_agg(repeat('e', 100)) FROM generate_series(1, 30)), 1),
+           (2, 'short', '{\"small\": true}', '\\x0102', '{a,b}', 2),
+           (3, repeat('é', 1500), NULL, decode(repeat('cd', 2000), 'hex'), NULL, 3),
+           (4, repeat('é', 2500), ('\"' || repeat('s', 2100) || '\"')::jsonb, decode(repeat('ef', 2001), 'hex'), NULL, 4);",
+    )
+    .unwrap();
+    let json_text: String = su.query_one("SELECT j::text FROM public.blobs WHERE id = 1", &[]).unwrap().get(0);
+    let array_text: String = su.query_one("SELECT a::text FROM public.blobs WHERE id = 1", &[]).unwrap().get(0);
+    assert!(json_text.chars().count() > 2000 && array_text.len() > 2000);
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let page = ex.browse("public", "blobs", &req());
+    let rows = page["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+
+    let big = &rows[0];
+    assert_eq!(big["values"]["t"], "x".repeat(2000));
+    assert_eq!(big["values"]["j"], json_text.chars().take(2000).collect::<String>(), "jsonb comes as a preview of its text");
+    assert_eq!(big["values"]["b"], format!("\\x{}", "ab".repeat(2000)));
+    assert_eq!(big["values"]["a"], array_text.chars().take(2000).collect::<String>());
+    assert_eq!(big["values"]["n"], 1);
+    assert_eq!(
+        big["truncated"],
+        json!({"t": 10000, "j": json_text.chars().count(), "b": 5000, "a": array_text.chars().count()})
+    );
+
+    assert_eq!(rows[1]["values"], json!({"id": 2, "t": "short", "j": {"small": true}, "b": "\\x0102", "a": ["a", "b"], "n": 2}));
+    assert_eq!(rows[1]["truncated"], json!({}));
+    // Characters, not bytes: 1,500 two-byte characters are whole; 2,000 bytes of bytea too.
+    assert_eq!(rows[2]["values"]["t"], "é".repeat(1500));
+    assert_eq!(rows[2]["values"]["b"], format!("\\x{}", "cd".repeat(2000)));
+    assert_eq!(rows[2]["truncated"], json!({}));
+    assert_eq!(rows[3]["values"]["t"], "é".repeat(2000));
+    assert_eq!(rows[3]["values"]["j"], format!("\"{}", "s".repeat(1999)));
+    assert_eq!(rows[3]["values"]["b"], format!("\\x{}", "ef".repeat(2000)));
+    assert_eq!(rows[3]["truncated"], json!({"t": 2500, "j": 2102, "b": 2001}));
+}
+
+// ---------------------------------------------------------------------------------
+// 7. Following foreign keys
+// ---------------------------------------------------------------------------------
+
+const SHOP: &str = r#"
+    CREATE SCHEMA shop;
+    CREATE TABLE shop.customers (id bigint PRIMARY KEY, email text NOT NULL);
+    CREATE TABLE shop.addresses (customer_id bigint REFERENCES shop.customers, label text, city text,
+                                 PRIMARY KEY (customer_id, label));
+    CREATE TABLE shop.orders (
+        id bigint PRIMARY KEY,
+        customer_id bigint CONSTRAINT orders_customer_fk REFERENCES shop.customers (id),
+        ship_customer bigint, ship_label text,
+        user_id uuid CONSTRAINT orders_user_fk REFERENCES auth.users (id),
+        CONSTRAINT orders_ship_fk FOREIGN KEY (ship_customer, ship_label) REFERENCES shop.addresses
+    );
+    INSERT INTO shop.customers VALUES (1, 'one@example.com'), (2, 'two@example.com'), (3, 'three@example.com');
+    INSERT INTO shop.addresses VALUES (2, 'home', 'Oslo'), (2, 'work', 'Bergen'), (3, 'home', 'Turku');
+    INSERT INTO shop.orders VALUES (10, 2, 2, 'work', NULL), (11, NULL, NULL, NULL, NULL);
+"#;
+
+fn follow(ex: &mut Explorer, fk: &str, row: &Value) -> Result<Value, postgres::Error> {
+    let rows = as_dashboard(
+        &mut ex.web,
+        "SELECT fluxbase_admin.follow_foreign_key($1, 'shop', 'orders', $2, $3)",
+        &[&ex.token, &fk, row],
+    )?;
+    Ok(rows[0].get(0))
+}
+
+/// The row of shop.orders with `id`, as a page gives it.
+fn order_row(ex: &mut Explorer, id: i64) -> Value {
+    ex.browse("shop", "orders", &req().filter(cond("id", "eq", json!(id))))["rows"][0]["values"].clone()
+}
+
+#[test]
+fn following_a_foreign_key_returns_the_referenced_row() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(SHOP).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let order = order_row(&mut ex, 10);
+    let customer = follow(&mut ex, "orders_customer_fk", &order).unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!((customer["schema"].clone(), customer["name"].clone()), (json!("shop"), json!("customers")));
+    assert_eq!(customer["rows"], json!([{"values": {"id": 2, "email": "two@example.com"}, "truncated": {}}]));
+    assert_eq!(customer["followed"], json!({"schema": "shop", "table": "orders", "foreign_key": "orders_customer_fk"}));
+    assert!(customer["next_cursor"].is_null());
+    // Two columns.
+    let address = follow(&mut ex, "orders_ship_fk", &order).unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(address["name"], "addresses");
+    assert_eq!(address["rows"], json!([{"values": {"customer_id": 2, "label": "work", "city": "Bergen"}, "truncated": {}}]));
+}
+
+#[test]
+fn following_a_null_foreign_key_or_one_into_a_hidden_schema_is_refused() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(SHOP).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    // A NULL key refers to nothing.
+    let null_order = order_row(&mut ex, 11);
+    let (state, message) = failure(follow(&mut ex, "orders_customer_fk", &null_order));
+    assert_eq!(state, "22023", "{message}");
+    assert!(message.contains("customer_id"), "{message}");
+    assert_eq!(failure(follow(&mut ex, "orders_customer_fk", &json!({"id": 10}))).0, "22023", "a missing key is NULL");
+    assert_eq!(failure(follow(&mut ex, "orders_ship_fk", &json!({"ship_customer": 2, "ship_label": null}))).0, "22023");
+    // A value that does not fit names the referenced column.
+    let (state, message) = failure(follow(&mut ex, "orders_customer_fk", &json!({"customer_id": "two"})));
+    assert_eq!(state, "22P02", "{message}");
+    assert!(message.starts_with("column id (bigint)"), "{message}");
+    // A key into a schema the explorer does not show.
+    let user_id: String = db
+        .connect(Caller::Superuser)
+        .query_one("INSERT INTO auth.users (email, confirmed_at) VALUES ('joe@example.com', now()) RETURNING id::text", &[])
+        .unwrap()
+        .get(0);
+    let (state, message) = failure(follow(&mut ex, "orders_user_fk", &json!({"id": 10, "user_id": user_id})));
+    assert_eq!(state, "42P01", "{message}");
+    assert!(message.contains("auth"), "{message}");
+}
+
+#[test]
+fn following_an_unknown_foreign_key_is_refused() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(SHOP).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let order = order_row(&mut ex, 10);
+    // Unknown names, another table's key, a constraint that is not a foreign key.
+    for fk in ["nope", "addresses_customer_id_fkey", "orders_pkey", "ORDERS_CUSTOMER_FK", ""] {
+        let (state, message) = failure(follow(&mut ex, fk, &order));
+        assert_eq!(state, "42704", "{fk}: {message}");
+        assert!(message.contains("has no foreign key"), "{message}");
+    }
+    // And a table the explorer does not show has no keys to follow.
+    let (state, _) = failure(
+        as_dashboard(
+            &mut ex.web,
+            "SELECT fluxbase_admin.follow_foreign_key($1, 'auth', 'users', 'users_pkey', '{}')",
+            &[&ex.token],
+        )
+        .map(|rows| rows[0].get::<_, Value>(0)),
+    );
+    assert_eq!(state, "42P01");
+}
+
+// ---------------------------------------------------------------------------------
+// 8. The paging report
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn keyset_paging_names_the_index_that_matches_the_sort_or_says_none_does() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.logs (id int PRIMARY KEY, at int, kind text, msg text);
+             CREATE INDEX logs_at ON public.logs (at, id);
+             CREATE INDEX logs_kind_at ON public.logs (kind, at DESC NULLS LAST, id DESC);
+             INSERT INTO public.logs SELECT g, g % 7, CASE WHEN g % 2 = 0 THEN 'x' ELSE 'y' END, 'm' || g FROM generate_series(1, 40) g;",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let paging = |ex: &mut Explorer, r: Req| ex.browse("public", "logs", &r.size(5))["paging"].clone();
+
+    let p = paging(&mut ex, req());
+    assert_eq!((p["method"].clone(), p["index"].clone(), p["note"].clone()), (json!("keyset"), json!("logs_pkey"), Value::Null));
+    assert_eq!(p["key"], json!(["id"]));
+    assert_eq!(p["key_source"], "primary key logs_pkey");
+    assert_eq!(paging(&mut ex, req().sort(json!([{"column": "id", "direction": "desc"}])))["index"], "logs_pkey", "read backwards");
+    let p = paging(&mut ex, req().sort(json!([{"column": "at"}])));
+    assert_eq!((p["index"].clone(), p["note"].clone()), (json!("logs_at"), Value::Null));
+    assert_eq!(paging(&mut ex, req().sort(json!([{"column": "at", "direction": "desc"}, {"column": "id", "direction": "desc"}])))["index"], "logs_at");
+    // Pinned by the filter: kind = 'x', then at desc nulls last, id desc (or all reversed).
+    let pinned = req().filter(cond("kind", "eq", json!("x")));
+    let p = paging(&mut ex, pinned.clone().sort(json!([{"column": "at", "direction": "desc", "nulls": "last"}, {"column": "id", "direction": "desc"}])));
+    assert_eq!(p["index"], "logs_kind_at", "{p}");
+    assert_eq!(paging(&mut ex, pinned.clone().sort(json!([{"column": "at", "nulls": "first"}])))["index"], "logs_kind_at");
+
+    for sort in [
+        json!([{"column": "msg"}]),
+        json!([{"column": "at", "nulls": "first"}]),
+        json!([{"column": "at", "direction": "desc"}]),
+        json!([{"column": "at", "direction": "desc", "nulls": "last"}, {"column": "id", "direction": "desc"}]),
+    ] {
+        let p = paging(&mut ex, req().sort(sort.clone()));
+        assert_eq!(p["method"], "keyset", "{sort}");
+        assert!(p["index"].is_null(), "{sort}: {p}");
+        assert!(p["note"].as_str().unwrap_or("").starts_with("no index matches this sort"), "{sort}: {p}");
+    }
+}
+
+#[test]
+fn tables_without_a_key_and_views_page_by_offset_with_a_note() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.loose (id int, label text);
+             INSERT INTO public.loose SELECT g, 'l' || g FROM generate_series(1, 11) g;
+             CREATE VIEW public.loose_view AS SELECT id, label FROM public.loose WHERE id > 2;
+             CREATE TABLE public.coded (id int, code text NOT NULL UNIQUE, maybe text UNIQUE);
+             INSERT INTO public.coded VALUES (1, 'c', 'z'), (2, 'a', NULL), (3, 'b', 'y');",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+
+    let sort = json!([{"column": "id", "direction": "desc"}]);
+    let page = ex.browse("public", "loose", &req().sort(sort.clone()).size(4));
+    let p = &page["paging"];
+    assert_eq!(p["method"], "offset");
+    assert!(p["key"].is_null() && p["index"].is_null(), "{p}");
+    assert!(p["note"].as_str().unwrap().contains("\"public\".\"loose\" has no primary key or unique NOT NULL key"), "{p}");
+    let pages = ex.all_pages("public", "loose", &req().sort(sort.clone()).size(4));
+    assert_eq!(pages, [vec![11, 10, 9, 8], vec![7, 6, 5, 4], vec![3, 2, 1]]);
+
+    let view = ex.browse("public", "loose_view", &req().sort(json!([{"column": "id"}])).size(4));
+    assert_eq!(view["kind"], "view");
+    assert_eq!(view["paging"]["method"], "offset");
+    assert!(view["paging"]["key"].is_null());
+    assert!(view["paging"]["note"].as_str().unwrap().contains("has no primary key or unique NOT NULL key"), "{}", view["paging"]);
+    assert_eq!(ex.all_pages("public", "loose_view", &req().sort(json!([{"column": "id"}])).size(4)), [vec![3, 4, 5, 6], vec![7, 8, 9, 10], vec![11]]);
+    // A view's count: its first page of all rows is exact; later, counted on request.
+    assert_eq!(view["total"]["kind"], "estimate", "{}", view["total"]);
+    assert_eq!(ex.browse("public", "loose_view", &req().size(4).total("exact"))["total"]["count"], 9);
+
+    // A unique index on a NOT NULL column is a key (a nullable one is not).
+    let coded = ex.browse("public", "coded", &req().size(2));
+    assert_eq!(coded["paging"]["method"], "keyset");
+    assert_eq!(coded["paging"]["key"], json!(["code"]));
+    assert_eq!(coded["paging"]["key_source"], "unique index coded_code_key");
+    assert_eq!(coded["paging"]["index"], "coded_code_key");
+    assert_eq!(ex.all_pages("public", "coded", &req().size(2)), [vec![2, 3], vec![1]]);
+}
+
+#[test]
+fn hostile_table_and_column_names_are_browsed_filtered_sorted_and_exported_as_data() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            r#"CREATE TABLE public."Weird ""Name""; DROP TABLE public.keep; --" ("select" int PRIMARY KEY, "MixedCase" text, "a,""b" text);
+               CREATE TABLE public.keep (id int);
+               INSERT INTO public."Weird ""Name""; DROP TABLE public.keep; --" VALUES (1, 'One', 'x'), (2, 'two', NULL), (3, 'Three', 'y');"#,
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let table = "Weird \"Name\"; DROP TABLE public.keep; --";
+    let page = ex.browse(
+        "public",
+        table,
+        &req().filter(json!({"or": [cond("MixedCase", "ilike", json!("t%")), cond("a,\"b", "eq", json!("x"))]}))
+            .sort(json!([{"column": "select", "direction": "desc"}]))
+            .search("o"),
+    );
+    assert_eq!(page["name"], table);
+    let selected: Vec<i64> = page["rows"].as_array().unwrap().iter().map(|r| r["values"]["select"].as_i64().unwrap()).collect();
+    assert_eq!(selected, [2, 1]);
+    assert_eq!(page["rows"][1]["values"]["a,\"b"], "x");
+    assert_eq!(page["paging"]["key"], json!(["select"]));
+    let (state, message) = failure(ex.try_browse("public", table, &req().filter(cond("select", "eq", json!("x")))));
+    assert_eq!(state, "22P02");
+    assert!(message.starts_with("column \"select\" (integer)"), "{message}");
+    let id = ex.start_export("public", table, None, None, None);
+    let (header, lines) = ex.export("open_export", id).unwrap();
+    assert_eq!(parse_line(&header), [q("select"), q("MixedCase"), q("a,\"b")]);
+    assert_eq!(parse_line(&lines[1]), [q("2"), q("two"), None]);
+    let kept: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM pg_class WHERE relname = 'keep'", &[]).unwrap().get(0);
+    assert_eq!(kept, 1);
+}
+
+#[test]
+fn partitioned_tables_materialized_views_and_uncomparable_columns_browse() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.measures (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+             CREATE TABLE public.measures_n PARTITION OF public.measures FOR VALUES IN ('n');
+             CREATE TABLE public.measures_s PARTITION OF public.measures FOR VALUES IN ('s');
+             INSERT INTO public.measures SELECT g, CASE WHEN g % 2 = 0 THEN 'n' ELSE 's' END, g % 4 FROM generate_series(1, 30) g;
+             INSERT INTO public.measures VALUES (1, 'n', NULL);
+             ANALYZE public.measures;
+             CREATE MATERIALIZED VIEW public.measure_totals AS SELECT region, sum(v) AS total FROM public.measures GROUP BY region;
+             CREATE UNIQUE INDEX ON public.measure_totals (region);
+             CREATE TABLE public.odd (id int PRIMARY KEY, gone text, j json, p point, x xml, t text);
+             ALTER TABLE public.odd DROP COLUMN gone;
+             INSERT INTO public.odd VALUES (1, (SELECT json_agg(g) FROM generate_series(1, 1000) g), '(1,2)', '<a>b</a>', 'one'),
+                                           (2, '{\"k\": 1}', NULL, NULL, 'two');",
+        )
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+
+    let page = ex.browse("public", "measures", &req().size(4));
+    assert_eq!(page["kind"], "partitioned_table");
+    assert_eq!(page["paging"]["method"], "keyset");
+    assert_eq!(page["paging"]["key"], json!(["id", "region"]));
+    assert_eq!(page["paging"]["index"], "measures_pkey");
+    assert_eq!(page["total"], json!({"kind": "exact", "count": 31, "text": "31 rows"}), "counted: the partitions hold 31 rows");
+    let sort = json!([{"column": "v", "direction": "desc", "nulls": "last"}]);
+    let whole = ids(&ex.browse("public", "measures", &req().sort(sort.clone()).size(100)));
+    assert_eq!(whole.len(), 31);
+    assert_eq!(ex.all_pages("public", "measures", &req().sort(sort).size(4)).concat(), whole);
+    // Partitions are browsed through their parent.
+    assert_eq!(failure(ex.try_browse("public", "measures_n", &req())).0, "42P01");
+
+    let totals = ex.browse("public", "measure_totals", &req().sort(json!([{"column": "region"}])));
+    assert_eq!(totals["kind"], "materialized_view");
+    assert_eq!(totals["rows"].as_array().unwrap().iter().map(|r| r["values"]["region"].clone()).collect::<Vec<_>>(), [json!("n"), json!("s")]);
+
+    let odd = ex.browse("public", "odd", &req());
+    let names: Vec<&str> = odd["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["id", "j", "p", "x", "t"], "no dropped column");
+    assert_eq!(odd["rows"][0]["values"]["p"], "(1,2)");
+    assert_eq!(odd["rows"][0]["values"]["x"], "<a>b</a>");
+    assert!(odd["rows"][0]["truncated"]["j"].as_i64().unwrap() > 2000, "{}", odd["rows"][0]["truncated"]);
+    assert_eq!(odd["rows"][1]["values"]["j"], json!({"k": 1}));
+    for r in [
+        req().filter(cond("j", "eq", json!({"k": 1}))),
+        req().filter(cond("j", "contains", json!({"k": 1}))),
+        req().filter(cond("p", "lt", json!("(0,0)"))),
+        req().sort(json!([{"column": "p"}])),
+        req().sort(json!([{"column": "j"}])),
+    ] {
+        let (state, message) = failure(ex.try_browse("public", "odd", &r));
+        assert_eq!(state, "22023", "{message}");
+    }
+    assert_eq!(ids(&ex.browse("public", "odd", &req().filter(json!({"column": "p", "op": "is_null"})))), [2]);
+    assert_eq!(ids(&ex.browse("public", "odd", &req().search("TWO"))), [2]);
+}
+
+// ---------------------------------------------------------------------------------
+// 9. CSV export
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_200_mb_export_streams_in_flat_memory_and_reads_back_as_csv() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.wide (id int PRIMARY KEY, body text, note text);
+         INSERT INTO public.wide SELECT g, left(repeat(md5(g::text), 63), 2000), 'n' || g FROM generate_series(1, 100000) g;
+         UPDATE public.wide SET body = E'say \"hi\", then\\nbye, \"\"twice\"\"' WHERE id = 1;
+         UPDATE public.wide SET note = NULL WHERE id = 2;
+         UPDATE public.wide SET note = '' WHERE id = 3;
+         -- The web's role cannot read pg_backend_memory_contexts; this reads it for the
+         -- backend that calls it.
+         CREATE FUNCTION public.backend_memory_bytes() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+             SET search_path = pg_catalog AS $$ SELECT sum(total_bytes)::bigint FROM pg_catalog.pg_backend_memory_contexts $$;
+         GRANT EXECUTE ON FUNCTION public.backend_memory_bytes() TO fluxbase_dashboard;",
+    )
+    .unwrap();
+    su.batch_execute("VACUUM ANALYZE public.wide").unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let id = ex.start_export("public", "wide", None, None, None);
+
+    let mut tx = ex.web.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+    let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export($1, $2)", &[&ex.token, &id]).unwrap();
+    assert_eq!(opened.get::<_, String>(0), "fluxbase_export");
+    let header: String = opened.get(1);
+    assert_eq!(parse_line(&header), [q("id"), q("body"), q("note")]);
+    let mut count = 0usize;
+    let mut bytes = 0usize;
+    let mut fetches = 0;
+    let mut peak = 0i64;
+    let mut previous_id = 0i64;
+    let mut specials = Vec::new();
+    loop {
+        let batch = tx.query("FETCH 1000 FROM fluxbase_export", &[]).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        fetches += 1;
+        for row in &batch {
+            let line: String = row.get(0);
+            bytes += line.len() + 1;
+            count += 1;
+            let fields = parse_line(&line);
+            assert_eq!(fields.len(), 3, "line {count}");
+            let id: i64 = fields[0].as_deref().unwrap().parse().unwrap();
+            assert_eq!(id, previous_id + 1, "in key order, none missing");
+            previous_id = id;
+            if id <= 3 || id == 77_777 {
+                specials.push(fields);
+            }
+        }
+        if fetches % 25 == 0 {
+            let used: i64 = tx.query_one("SELECT public.backend_memory_bytes()", &[]).unwrap().get(0);
+            peak = peak.max(used);
+            assert!(used < 64 * 1024 * 1024, "backend memory after {count} lines: {used} bytes");
+        }
+    }
+    tx.commit().unwrap();
+    assert_eq!(fetches, 100);
+    assert!(peak > 0);
+    eprintln!("exported {count} lines, {bytes} bytes; backend memory peaked at {peak} bytes");
+    assert_eq!(count, 100_000);
+    assert!(bytes > 200_000_000, "{bytes} bytes exported");
+
+    assert_eq!(specials[0], [q("1"), q("say \"hi\", then\nbye, \"\"twice\"\""), q("n1")]);
+    assert_eq!(specials[1][2], None, "NULL is an empty field");
+    assert_eq!(specials[2][2], q(""), "an empty string is \"\"");
+    let md5: String = su.query_one("SELECT left(repeat(md5('77777'), 63), 2000)", &[]).unwrap().get(0);
+    assert_eq!(specials[3], [q("77777"), Some(md5), q("n77777")]);
+
+    // Audited once, when started; it opens once.
+    let exports: Vec<(i64, String)> = su
+        .query("SELECT id, target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(exports.len(), 1);
+    assert_eq!(exports[0].0, id);
+    let err = ex.export("open_export", id).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "55000", "{}", describe(&err));
+    assert!(err.as_db_error().unwrap().message().contains("opened already"), "{}", describe(&err));
+}
+
+#[test]
+fn an_export_follows_its_filter_and_sort_and_reads_back_as_one_csv_document() {
+    let db = TestDb::new();
+    db.connect(Caller::Superuser).batch_execute(ITEMS).unwrap();
+    db.connect(Caller::Superuser)
+        .batch_execute(r#"UPDATE public.items SET name = E'multi\nline, "quoted"' WHERE id = 4; UPDATE public.items SET code = '' WHERE id = 5"#)
+        .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let id = ex.start_export(
+        "public",
+        "items",
+        Some(json!({"or": [cond("qty", "gte", json!(5)), cond("name", "ilike", json!("%line%"))]})),
+        Some(json!([{"column": "qty", "direction": "desc", "nulls": "last"}])),
+        None,
+    );
+    let (header, lines) = ex.export("open_export", id).unwrap();
+    assert_eq!(lines.len(), 5);
+    let document = format!("{header}\n{}\n", lines.join("\n"));
+    let records = parse_csv(&document);
+    assert_eq!(records.len(), 6, "a header and five rows, newlines inside values notwithstanding");
+    assert_eq!(
+        records[0],
+        ["id", "name", "qty", "price", "born", "flag", "tags", "meta", "code"].map(q).to_vec()
+    );
+    let column = |i: usize| records[1..].iter().map(|r| r[i].clone()).collect::<Vec<_>>();
+    assert_eq!(column(0), ["5", "3", "1", "6", "4"].map(q).to_vec(), "qty desc nulls last, then id");
+    assert_eq!(records[5][1], q("multi\nline, \"quoted\""));
+    assert_eq!(records[1][1], None, "NULL name");
+    assert_eq!(records[1][8], q(""), "empty code");
+    assert_eq!(records[2][3], None, "NULL price");
+    assert_eq!(records[3][6], q("{red,fruit}"));
+    assert_eq!(records[3][3], q("1.50"));
+    // The other opener refuses it, and it does not open twice.
+    let id2 = ex.start_export("public", "items", None, None, None);
+    assert_eq!(ex.export("open_export_as", id2).unwrap_err().code().unwrap().code(), "22023");
+    assert_eq!(ex.export("open_export", id2).unwrap().1.len(), 6, "the refused opener did not use it up");
+    assert_eq!(ex.export("open_export", id).unwrap_err().code().unwrap().code(), "55000");
+    // Someone else's export is not found.
+    let mut other = sign_in(&db, "bob@example.com", "admin");
+    let id3 = ex.start_export("public", "items", None, None, None);
+    assert_eq!(other.export("open_export", id3).unwrap_err().code().unwrap().code(), "P0002");
+    // A bad request is refused when started, and nothing is recorded.
+    let err = as_dashboard(
+        &mut ex.web,
+        "SELECT fluxbase_admin.start_export($1, 'public', 'items', $2)",
+        &[&ex.token, &cond("qty", "eq", json!("five"))],
+    )
+    .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22P02");
+    let recorded: i64 = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 3);
+}
+
+// ---------------------------------------------------------------------------------
+// 10. Viewers and the browse audit
+// ---------------------------------------------------------------------------------
+
+fn browse_audits(db: &TestDb) -> Vec<(String, String)> {
+    db.connect(Caller::Superuser)
+        .query("SELECT actor_id::text, target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.browse' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn a_viewer_browses_and_exports_and_each_table_is_audited_once_per_session() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(ITEMS).unwrap();
+    su.batch_execute(PEOPLE).unwrap();
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    let vic_id: String = su.query_one("SELECT id::text FROM dashboard_auth.dashboard_users WHERE email = 'vic@example.com'", &[]).unwrap().get(0);
+
+    assert_eq!(ids(&vic.browse("public", "items", &req())), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(ids(&vic.browse("public", "items", &req().filter(cond("qty", "eq", json!(5))))), [1, 6]);
+    assert_eq!(browse_audits(&db).len(), 1, "two browses of one table in one session: one entry");
+    vic.browse("public", "people", &req().size(3));
+    assert_eq!(browse_audits(&db).len(), 2, "another table: another entry");
+    // A failed browse of a table records nothing.
+    assert!(vic.try_browse("public", "nope", &req()).is_err());
+    assert_eq!(browse_audits(&db).len(), 2);
+
+    let id = vic.start_export("public", "items", None, None, None);
+    let (_, lines) = vic.export("open_export", id).unwrap();
+    assert_eq!(lines.len(), 6);
+
+    // A new sign-in is a new session: the same table is audited again, once.
+    let token = login(&mut vic.web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    vic.token = token;
+    vic.browse("public", "items", &req());
+    vic.browse("public", "items", &req().sort(json!([{"column": "qty"}])));
+    let audits = browse_audits(&db);
+    assert_eq!(audits.len(), 3, "{audits:?}");
+    assert!(audits.iter().all(|(actor, _)| actor == &vic_id), "{audits:?}");
+    let items: Vec<&(String, String)> = audits.iter().filter(|(_, target)| target.contains("items")).collect();
+    assert_eq!(items.len(), 2);
+    let details: Value = su
+        .query_one("SELECT details FROM dashboard_auth.audit_log WHERE action = 'explorer.browse' ORDER BY id LIMIT 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(details, json!({"schema": "public", "table": "items", "kind": "table"}));
+    // A signed-out token browses nothing.
+    let (state, _) = failure(Explorer { web: db.connect(Caller::Dashboard), token: "fbs_not_a_session".into() }.try_browse("public", "items", &req()));
+    assert_eq!(state, "28000");
+}
+
+#[test]
+fn the_browse_audit_names_the_relation_schema_qualified_and_quoted() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(ITEMS).unwrap();
+    su.batch_execute(r#"CREATE TABLE public."Mixed Case" (id int PRIMARY KEY)"#).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    ex.browse("public", "items", &req());
+    ex.browse("public", "Mixed Case", &req());
+    let row = su
+        .query_one("SELECT target_type, target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.browse' ORDER BY id LIMIT 1", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "relation");
+    let targets: Vec<String> = browse_audits(&db).into_iter().map(|(_, t)| t).collect();
+    // The brief: target_id is "schema"."table", quoted.
+    assert_eq!(targets, ["public.items", r#"public."Mixed Case""#]);
+}
+
+// ---------------------------------------------------------------------------------
+// 11. Impersonation
+// ---------------------------------------------------------------------------------
+
+/// The RLS fixture of impersonation.rs: todos readable by their owner. Returns joe's id.
+fn todos(db: &TestDb) -> String {
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.todos (id bigserial PRIMARY KEY, owner uuid, title text NOT NULL, public boolean NOT NULL DEFAULT false);
+         ALTER TABLE public.todos ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY owner_all ON public.todos TO authenticated
+             USING (owner = (select auth.uid())) WITH CHECK (owner = (select auth.uid()));
+         CREATE POLICY public_read ON public.todos FOR SELECT TO anon USING (public);
+         GRANT SELECT ON public.todos TO anon;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON public.todos TO authenticated, service_role;
+         GRANT USAGE ON SEQUENCE public.todos_id_seq TO authenticated, service_role;",
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for email in ["joe@example.com", "bea@example.com"] {
+        let id: String = su
+            .query_one("INSERT INTO auth.users (email, confirmed_at) VALUES ($1, now()) RETURNING id::text", &[&email])
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+    su.execute(
+        "INSERT INTO public.todos (owner, title, public) VALUES
+            ($1::text::uuid, 'joe private', false), ($1::text::uuid, 'joe public', true),
+            ($2::text::uuid, 'bea private', false), (NULL, 'nobody public', true),
+            ($1::text::uuid, 'joe third', false)",
+        &[&ids[0], &ids[1]],
+    )
+    .unwrap();
+    ids.remove(0)
+}
+
+fn titles(page: &Value) -> Vec<String> {
+    page["rows"].as_array().unwrap().iter().map(|r| r["values"]["title"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn an_impersonated_browse_sees_only_the_targets_rows_and_is_audited() {
+    let db = TestDb::new();
+    let joe = todos(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    // Unimpersonated, RLS hides nothing.
+    let all = ann.browse("public", "todos", &req());
+    assert_eq!(titles(&all), ["joe private", "joe public", "bea private", "nobody public", "joe third"]);
+
+    let imp = ann.impersonate("joe@example.com");
+    assert_eq!(ids(&ann.browse("public", "todos", &req())).len(), 5, "browse is unimpersonated even while an impersonation runs");
+    let intent = ann.record_intent(&imp).unwrap();
+    let page = ann.try_browse_as(&imp, intent, "todos", &req()).unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(titles(&page), ["joe private", "joe public", "joe third"]);
+    assert_eq!(page["total"], json!({"kind": "exact", "count": 3, "text": "3 rows"}));
+    assert_eq!(page["impersonation_id"], imp.as_str());
+    assert!(page["rows"].as_array().unwrap().iter().all(|r| r["values"]["owner"] == joe.as_str()));
+
+    // Paged, filtered and counted as joe.
+    let intent2 = ann.record_intent(&imp).unwrap();
+    let first = ann.try_browse_as(&imp, intent2, "todos", &req().size(2).total("exact")).unwrap();
+    assert_eq!(titles(&first), ["joe private", "joe public"]);
+    assert_eq!(first["total"]["count"], 3, "counted as joe: {}", first["total"]);
+    let intent3 = ann.record_intent(&imp).unwrap();
+    let second = ann
+        .try_browse_as(&imp, intent3, "todos", &req().size(2).total("exact").cursor(first["next_cursor"].as_str().map(String::from)))
+        .unwrap();
+    assert_eq!(titles(&second), ["joe third"]);
+    assert!(second["next_cursor"].is_null());
+    let intent4 = ann.record_intent(&imp).unwrap();
+    let searched = ann.try_browse_as(&imp, intent4, "todos", &req().search("private")).unwrap();
+    assert_eq!(titles(&searched), ["joe private"]);
+
+    // The connection is itself again afterwards.
+    let row = ann.web.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("fluxbase_web".into(), String::new()));
+
+    // Audited: each intent, and its result with the row count.
+    let su = &mut db.connect(Caller::Superuser);
+    let entries: Vec<(String, Value)> = su
+        .query("SELECT action, details FROM dashboard_auth.audit_log WHERE action LIKE 'impersonated.explorer.browse.%' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let actions: Vec<&str> = entries.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["impersonated.explorer.browse.intent", "impersonated.explorer.browse.result", "impersonated.explorer.browse.intent",
+         "impersonated.explorer.browse.result", "impersonated.explorer.browse.intent", "impersonated.explorer.browse.result",
+         "impersonated.explorer.browse.intent", "impersonated.explorer.browse.result"]
+    );
+    assert_eq!(entries[1].1["rows"], 3);
+    assert_eq!(entries[1].1["table"], "todos");
+    assert_eq!(entries[1].1["intent_id"], intent);
+    assert_eq!(entries[5].1["rows"], 1);
+
+    // browse_as without an impersonation is refused; browse shows everything.
+    let err = as_dashboard(
+        &mut ann.web,
+        "SELECT fluxbase_admin.browse_as($1, NULL, $2, 'public', 'todos')",
+        &[&ann.token, &intent],
+    )
+    .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023", "{}", describe(&err));
+}
+
+#[test]
+fn a_viewer_cannot_browse_as_an_impersonated_user() {
+    let db = TestDb::new();
+    todos(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let imp = ann.impersonate("joe@example.com");
+    let intent = ann.record_intent(&imp).unwrap();
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    // Neither its own intent nor the admin's impersonation.
+    let err = vic.record_intent(&imp).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
+    let (state, message) = failure(vic.try_browse_as(&imp, intent, "todos", &req()));
+    assert_eq!(state, "42501", "{message}");
+    let err = as_dashboard(
+        &mut vic.web,
+        "SELECT fluxbase_admin.start_export($1, 'public', 'todos', NULL, NULL, NULL, $2::text::uuid)",
+        &[&vic.token, &imp],
+    )
+    .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
+    let results: i64 = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action LIKE 'impersonated.%.result'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(results, 0);
+}
+
+#[test]
+fn an_impersonated_export_sees_only_the_targets_rows() {
+    let db = TestDb::new();
+    todos(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let imp = ann.impersonate("joe@example.com");
+    let id = ann.start_export("public", "todos", None, Some(json!([{"column": "title", "direction": "desc"}])), Some(&imp));
+    let action: String = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT action FROM dashboard_auth.audit_log WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(action, "impersonated.explorer.export.intent");
+    // Not through the unimpersonated opener.
+    assert_eq!(ann.export("open_export", id).unwrap_err().code().unwrap().code(), "22023");
+    let (header, lines) = ann.export("open_export_as", id).unwrap();
+    assert_eq!(header, r#""id","owner","title","public""#);
+    let titles: Vec<Field> = lines.iter().map(|l| parse_line(l)[2].clone()).collect();
+    assert_eq!(titles, ["joe third", "joe public", "joe private"].map(q).to_vec());
+    let row = ann.web.query_one("SELECT current_user::text", &[]).unwrap();
+    assert_eq!(row.get::<_, String>(0), "fluxbase_web");
+    // The same table unimpersonated: every row.
+    let all = ann.start_export("public", "todos", None, None, None);
+    assert_eq!(ann.export("open_export", all).unwrap().1.len(), 5);
+}
+
+// ---------------------------------------------------------------------------------
+// 12. RLS never hides rows from the unimpersonated admin
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn forced_row_level_security_hides_nothing_from_the_unimpersonated_admin() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "DO $$ BEGIN CREATE ROLE explorer_browse_owner NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         CREATE TABLE public.secrets (id int PRIMARY KEY, s text);
+         INSERT INTO public.secrets SELECT g, 's' || g FROM generate_series(1, 7) g;
+         ALTER TABLE public.secrets ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE public.secrets FORCE ROW LEVEL SECURITY;
+         CREATE POLICY nothing ON public.secrets USING (false);
+         GRANT SELECT ON public.secrets TO authenticated;
+         ALTER TABLE public.secrets OWNER TO explorer_browse_owner;",
+    )
+    .unwrap();
+    // The application's own role sees nothing, as the policy says.
+    let seen: i64 = db.connect(Caller::App).query_one("SELECT count(*) FROM public.secrets", &[]).unwrap().get(0);
+    assert_eq!(seen, 0);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let page = ann.browse("public", "secrets", &req().size(5).total("exact"));
+    assert_eq!(ids(&page), [1, 2, 3, 4, 5]);
+    assert_eq!(page["total"]["count"], 7);
+    let rest = ann.browse("public", "secrets", &req().size(5).cursor(page["next_cursor"].as_str().map(String::from)));
+    assert_eq!(ids(&rest), [6, 7]);
+    assert_eq!(ids(&ann.browse("public", "secrets", &req().filter(cond("s", "eq", json!("s3"))))), [3]);
+    let id = ann.start_export("public", "secrets", None, None, None);
+    assert_eq!(ann.export("open_export", id).unwrap().1.len(), 7);
+    // The owner itself would see nothing: FORCE applies to it.
+    su.batch_execute("SET ROLE explorer_browse_owner").unwrap();
+    let owner_sees: i64 = su.query_one("SELECT count(*) FROM public.secrets", &[]).unwrap().get(0);
+    su.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(owner_sees, 0);
+}
