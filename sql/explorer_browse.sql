@@ -165,7 +165,7 @@ AS $$
 DECLARE
     plan  jsonb := fluxbase_admin.build_browse(
                        fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
-                       filter, sort, search, page_size, cursor);
+                       filter::text, sort::text, search, page_size, cursor);
     value_check jsonb;
     value text;
 BEGIN
@@ -206,10 +206,10 @@ $$;
 -- function: whatever plan it is handed, it can do no more than its caller could with
 -- plain SQL. Request values are read in the caller's DateStyle, as plan_for checked them
 -- and as an export reads them; cursor positions are written so that any style reads them
--- back (dates and times in ISO 8601, floats exactly).
+-- back (dates and times in ISO 8601, intervals in one fixed style, floats exactly).
 CREATE FUNCTION fluxbase_admin.read_page(plan jsonb, total text, session_token text, impersonation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 SET bytea_output = 'hex'
+SET search_path = pg_catalog, pg_temp SET "IntervalStyle" = 'postgres' SET extra_float_digits = 1 SET bytea_output = 'hex'
 AS $$
 DECLARE
     caller        text := current_user;

@@ -16,6 +16,7 @@ mod install;
 mod metrics;
 mod passwords;
 mod settings;
+mod sql_runner;
 mod tokens;
 mod two_factor;
 

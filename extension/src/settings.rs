@@ -14,6 +14,9 @@ pub enum Kind {
     /// Database roles, written `editor, support`; each must exist and must be an
     /// ordinary role (see `forbidden_role`).
     Roles,
+    /// One database role, checked by `check` (a function of the extension that returns
+    /// why the role may not be used, or NULL).
+    Role { check: &'static str },
 }
 
 #[derive(Debug)]
@@ -101,6 +104,24 @@ pub const DEFINITIONS: &[Definition] = &[
         kind: Kind::Duration { min: 5 * MINUTE, max: 90 * DAY },
         default: "7d",
         description: "How long an app user's session from auth.sign_in lasts",
+    },
+    Definition {
+        key: "runner.role",
+        kind: Kind::Role { check: "fluxbase_admin.forbidden_runner_role" },
+        default: "service_role",
+        description: "The role the SQL runner runs statements as; never a superuser (the login role must be a member)",
+    },
+    Definition {
+        key: "runner.row_limit",
+        kind: Kind::Integer { min: 1, max: 50_000 },
+        default: "1000",
+        description: "The most rows the SQL runner returns from one statement; the result says when it cut some",
+    },
+    Definition {
+        key: "runner.timeout",
+        kind: Kind::Duration { min: 1, max: HOUR },
+        default: "30s",
+        description: "The longest one statement in the SQL runner may run",
     },
     Definition {
         key: "users.password_min_length",
@@ -195,6 +216,12 @@ pub fn parse(key: &str, value: &str) -> Result<serde_json::Value, String> {
             max,
         ),
         Kind::Roles => return Ok(serde_json::json!(parse_roles(value)?)),
+        Kind::Role { .. } => {
+            return match parse_roles(value)?.as_slice() {
+                [one] => Ok(serde_json::json!(one)),
+                _ => Err(format!("{key} is one role name")),
+            }
+        }
     };
     if number < min || number > max {
         return Err(format!(
@@ -215,6 +242,7 @@ pub fn format(def: &Definition, value: &serde_json::Value) -> String {
             roles.iter().filter_map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
         }
         (Kind::Roles, other) => other.to_string(),
+        (Kind::Role { .. }, v) => v.as_str().map_or_else(|| v.to_string(), str::to_string),
     }
 }
 
@@ -248,6 +276,7 @@ mod dashboard_auth {
                 super::Kind::Duration { .. } => "duration",
                 super::Kind::Integer { .. } => "integer",
                 super::Kind::Roles => "roles",
+                super::Kind::Role { .. } => "role",
             };
             let default = super::parse(d.key, d.default).expect("defaults are valid");
             (d.key.to_string(), kind.to_string(), JsonB(default), d.description.to_string())
@@ -258,6 +287,15 @@ mod dashboard_auth {
     #[pg_extern(stable, strict)]
     fn parse_setting(key: &str, value: &str) -> JsonB {
         let parsed = super::parse(key, value).unwrap_or_else(|reason| invalid_value(reason));
+        if let (Ok(super::Definition { kind: super::Kind::Role { check }, .. }), Some(role)) =
+            (super::definition(key), parsed.as_str())
+        {
+            let refusal = Spi::get_one_with_args::<String>(&format!("SELECT {check}($1)"), &[role.into()])
+                .unwrap_or_else(|e| Some(format!("cannot check role {role}: {e}")));
+            if let Some(reason) = refusal {
+                invalid_value(format!("{key}: {reason}"));
+            }
+        }
         if let serde_json::Value::Array(roles) = &parsed {
             for role in roles.iter().filter_map(|r| r.as_str()) {
                 if let Some(reason) = super::forbidden_role(role) {

@@ -22,20 +22,28 @@ mod fluxbase_admin {
     /// describes (fluxbase_admin.relation_shape). A request that does not fit the
     /// relation is refused with the reason (22023).
     #[pg_extern(immutable, parallel_safe)]
+    ///
+    /// The filter and sort come as jsonb's text: read here, a number keeps every digit
+    /// (serde_json's arbitrary precision), and JSON too deep to read is a refusal, not an
+    /// internal error.
     fn build_browse(
         shape: JsonB,
-        filter: Option<JsonB>,
-        sort: Option<JsonB>,
+        filter: Option<&str>,
+        sort: Option<&str>,
         search: Option<&str>,
         page_size: Option<i32>,
         cursor: Option<&str>,
     ) -> JsonB {
         let shape: super::shape::Shape =
             serde_json::from_value(shape.0).unwrap_or_else(|e| invalid(format!("malformed relation shape: {e}")));
-        let null = serde_json::Value::Null;
+        let read = |what: &str, text: Option<&str>| -> serde_json::Value {
+            text.map_or(serde_json::Value::Null, |t| {
+                serde_json::from_str(t).unwrap_or_else(|e| invalid(format!("the {what} cannot be read: {e}")))
+            })
+        };
         let request = super::builder::Request {
-            filter: super::request::parse_filter(filter.as_ref().map_or(&null, |f| &f.0)).unwrap_or_else(|e| invalid(e)),
-            sort: super::request::parse_sort(sort.as_ref().map_or(&null, |s| &s.0)).unwrap_or_else(|e| invalid(e)),
+            filter: super::request::parse_filter(&read("filter", filter)).unwrap_or_else(|e| invalid(e)),
+            sort: super::request::parse_sort(&read("sort", sort)).unwrap_or_else(|e| invalid(e)),
             search: search.map(str::to_string),
             page_size: page_size.map_or(50, i64::from),
             cursor: cursor.filter(|c| !c.trim().is_empty()).map(str::to_string),

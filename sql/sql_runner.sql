@@ -1,0 +1,388 @@
+-- The SQL runner: one statement at a time, as the runner role (setting runner.role,
+-- default service_role, never a superuser) or as an impersonated user, read-only unless
+-- a write is asked for, with EXPLAIN, cancel and a history.
+--
+-- A run takes three calls on ONE connection (fluxbase serve makes them; psql can too):
+--   1. SELECT * FROM fluxbase_admin.sql_begin(token, statement, ...);   -- commits the intent
+--   2. BEGIN; SET LOCAL statement_timeout = <timeout_ms>;
+--      SELECT fluxbase_admin.sql_execute(token, run_id, statement);     -- the statement
+--   3. write runs:  SELECT fluxbase_admin.sql_finish(token, run_id, outcome); COMMIT;
+--      read runs, and any failure:  ROLLBACK; SELECT fluxbase_admin.sql_finish(...);
+
+CREATE TABLE dashboard_auth.sql_runs (
+    id               uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    admin_id         uuid NOT NULL REFERENCES dashboard_auth.dashboard_users (id) ON DELETE CASCADE,
+    -- The statement with PASSWORD literals redacted: the history shows this.
+    statement        text NOT NULL,
+    command          text,
+    mode             text NOT NULL CHECK (mode IN ('read', 'write')),
+    explain          text CHECK (explain IN ('plan', 'analyze')),
+    run_as           text NOT NULL,
+    impersonation_id uuid,
+    intent_id        bigint,
+    -- The backend that runs it: a cancel from any copy of fluxbase serve finds it here.
+    backend_pid      integer NOT NULL,
+    status           text NOT NULL DEFAULT 'running'
+                     CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'rolled_back')),
+    started_at       timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at      timestamptz,
+    row_count        bigint,
+    affected         bigint,
+    truncated        boolean,
+    error_code       text,
+    error_message    text
+);
+CREATE INDEX sql_runs_admin_started ON dashboard_auth.sql_runs (admin_id, started_at DESC);
+COMMENT ON TABLE dashboard_auth.sql_runs IS 'Each admin''s last 100 SQL runner statements, redacted';
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.sql_runs', '');
+REVOKE ALL ON dashboard_auth.sql_runs FROM PUBLIC;
+
+CREATE TYPE fluxbase_admin.sql_run AS (
+    ok               boolean,
+    code             text,
+    message          text,
+    run_id           uuid,
+    run_as           text,
+    read_only        boolean,
+    timeout_ms       bigint,
+    row_limit        integer
+);
+
+-- Why `role` may not be the runner's role, or NULL: it must exist, and neither be nor
+-- be able to become a superuser, the dashboard's or operators' role, or a role that
+-- reads or writes the server's files or runs programs there.
+CREATE FUNCTION fluxbase_admin.forbidden_runner_role(role text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN r.oid IS NULL THEN pg_catalog.format('role %s does not exist', pg_catalog.quote_ident(role))
+        WHEN r.rolsuper THEN pg_catalog.format('%s is a superuser: the SQL runner never runs as one', r.rolname)
+        WHEN r.rolcreaterole THEN pg_catalog.format('%s has CREATEROLE, which can grant itself any role', r.rolname)
+        ELSE (SELECT pg_catalog.format('%s is a member of %s', r.rolname, pg_catalog.string_agg(s.rolname::text, ', ' ORDER BY s.rolname))
+                FROM pg_catalog.pg_roles s
+               WHERE s.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, s.oid, 'MEMBER')
+                 AND (s.rolsuper OR s.rolcreaterole
+                      OR s.rolname IN ('fluxbase_dashboard', 'fluxbase_operator', 'pg_read_server_files',
+                                       'pg_write_server_files', 'pg_execute_server_program'))
+              HAVING pg_catalog.count(*) > 0)
+    END
+      FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = role
+$$;
+
+-- `EXPLAIN (...) ` for an explain mode.
+CREATE FUNCTION fluxbase_admin.sql_explain_prefix(explain text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE explain WHEN 'plan' THEN 'EXPLAIN (VERBOSE, FORMAT TEXT) '
+                        WHEN 'analyze' THEN 'EXPLAIN (ANALYZE, VERBOSE, BUFFERS, FORMAT TEXT) '
+                        ELSE '' END
+$$;
+
+-- Step 1: checks the statement and the caller, and commits the intent (audited, with the
+-- redacted text) before anything runs. A refused run is audited too and comes back with
+-- ok = false and the reason.
+CREATE FUNCTION fluxbase_admin.sql_begin(
+    session_token text, statement text, allow_writes boolean DEFAULT false, explain text DEFAULT NULL,
+    impersonation_id uuid DEFAULT NULL
+) RETURNS fluxbase_admin.sql_run
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who      dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    actor    dashboard_auth.actor := dashboard_auth.session_actor(who);
+    redacted text;
+    kind     jsonb;
+    run_as   text;
+    refusal  text;
+    code     text := 'refused';
+    details  jsonb;
+    run      dashboard_auth.sql_runs;
+BEGIN
+    IF statement IS NULL OR pg_catalog.btrim(statement) = '' THEN
+        RAISE EXCEPTION 'the statement is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF explain IS NOT NULL AND explain NOT IN ('plan', 'analyze') THEN
+        RAISE EXCEPTION 'explain is plan or analyze, not %', pg_catalog.quote_literal(explain)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    redacted := fluxbase_admin.redact_secrets(statement);
+    BEGIN
+        kind := fluxbase_admin.classify_statement(statement);
+    EXCEPTION WHEN syntax_error THEN
+        -- Left to the run, which reports the error with its position in the text.
+        kind := pg_catalog.jsonb_build_object('statements', 1, 'unparsed', true);
+    END;
+
+    IF coalesce(allow_writes, false) AND who.role <> 'admin' THEN
+        refusal := 'viewers are read-only: a viewer cannot make a write run';
+        code := 'forbidden';
+    ELSIF impersonation_id IS NOT NULL AND who.role <> 'admin' THEN
+        refusal := 'viewers cannot run statements as an impersonated user';
+        code := 'forbidden';
+    ELSIF kind ->> 'refusal' IS NOT NULL THEN
+        refusal := kind ->> 'refusal';
+    ELSIF explain IS NOT NULL AND (kind ->> 'is_explain')::boolean THEN
+        refusal := 'the statement is an EXPLAIN already: run it without the explain option';
+    ELSIF explain IS NOT NULL AND NOT coalesce((kind ->> 'explainable')::boolean, true) THEN
+        refusal := pg_catalog.format('EXPLAIN works on SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES and EXECUTE, not %s', kind ->> 'command');
+    END IF;
+    IF refusal IS NULL THEN
+        IF impersonation_id IS NULL THEN
+            run_as := dashboard_auth.setting('runner.role') #>> '{}';
+            refusal := fluxbase_admin.forbidden_runner_role(run_as);
+            IF refusal IS NOT NULL THEN
+                refusal := 'the runner role is not usable: ' || refusal || ' (setting runner.role)';
+            END IF;
+        ELSE
+            run_as := (auth.impersonation_context(session_token, impersonation_id)).role;
+        END IF;
+    END IF;
+    details := pg_catalog.jsonb_build_object('statement', redacted, 'command', kind ->> 'command',
+                   'mode', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, 'explain', explain, 'run_as', run_as);
+    IF refusal IS NOT NULL THEN
+        PERFORM dashboard_auth.audit_by(actor, 'sql.refused', 'sql', NULL, details || pg_catalog.jsonb_build_object('refusal', refusal));
+        RETURN ROW(false, code, refusal, NULL, run_as, NULL, NULL, NULL)::fluxbase_admin.sql_run;
+    END IF;
+
+    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, command, mode, explain, run_as, impersonation_id, backend_pid)
+    VALUES (who.admin_id, redacted, kind ->> 'command', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, explain,
+            run_as, impersonation_id, pg_catalog.pg_backend_pid())
+    RETURNING * INTO run;
+    IF impersonation_id IS NOT NULL THEN
+        run.intent_id := auth.record_impersonated_intent(session_token, impersonation_id, 'sql.run',
+                                                         details || pg_catalog.jsonb_build_object('run_id', run.id));
+    ELSE
+        run.intent_id := dashboard_auth.audit_by(actor, 'sql.run.intent', 'sql_run', run.id::text, details);
+    END IF;
+    UPDATE dashboard_auth.sql_runs r SET intent_id = run.intent_id WHERE r.id = run.id;
+    -- The history keeps each admin's last 100 statements.
+    DELETE FROM dashboard_auth.sql_runs r
+     WHERE r.admin_id = who.admin_id
+       AND r.id NOT IN (SELECT k.id FROM dashboard_auth.sql_runs k WHERE k.admin_id = who.admin_id
+                         ORDER BY k.started_at DESC LIMIT 100);
+    RETURN ROW(true, 'ok', 'Run it on this connection with fluxbase_admin.sql_execute.', run.id, run_as,
+               NOT coalesce(allow_writes, false),
+               (pg_catalog.date_part('epoch', dashboard_auth.setting_interval('runner.timeout')) * 1000)::bigint,
+               dashboard_auth.setting_int('runner.row_limit')::integer)::fluxbase_admin.sql_run;
+END
+$$;
+
+-- What step 2 needs: checks that the run is the caller's, still running, begun on this
+-- very connection, and that the statement is the one recorded.
+CREATE FUNCTION fluxbase_admin.sql_run_context(session_token text, run_id uuid, statement text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who  dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    run  dashboard_auth.sql_runs;
+    kind jsonb;
+    refusal text;
+BEGIN
+    SELECT * INTO run FROM dashboard_auth.sql_runs r WHERE r.id = run_id AND r.admin_id = who.admin_id;
+    IF run.id IS NULL OR run.status <> 'running' THEN
+        RAISE EXCEPTION 'no running SQL run % of yours', coalesce(run_id::text, 'NULL')
+              USING ERRCODE = 'no_data_found', HINT = 'Begin one with fluxbase_admin.sql_begin.';
+    END IF;
+    IF run.backend_pid <> pg_catalog.pg_backend_pid() THEN
+        RAISE EXCEPTION 'SQL run % was begun on another connection: run it where it was begun', run_id
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF fluxbase_admin.redact_secrets(statement) IS DISTINCT FROM run.statement THEN
+        RAISE EXCEPTION 'the statement is not the one SQL run % recorded', run_id
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF run.impersonation_id IS NULL THEN
+        -- Grants and attributes may have changed since the run began.
+        refusal := fluxbase_admin.forbidden_runner_role(run.run_as);
+        IF refusal IS NOT NULL THEN
+            RAISE EXCEPTION 'the runner role is not usable: %', refusal USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    BEGIN
+        kind := fluxbase_admin.classify_statement(statement);
+    EXCEPTION WHEN syntax_error THEN
+        kind := '{}';
+    END;
+    RETURN pg_catalog.jsonb_build_object(
+        'run_as', run.run_as, 'impersonation_id', run.impersonation_id, 'read_only', run.mode = 'read',
+        'returns_rows', coalesce((kind ->> 'returns_rows')::boolean, false) OR run.explain IS NOT NULL,
+        'command', kind ->> 'command',
+        'prefix', fluxbase_admin.sql_explain_prefix(run.explain),
+        'row_limit', dashboard_auth.setting_int('runner.row_limit'));
+END
+$$;
+
+-- Step 2: runs the statement as the run's role, inside the caller's transaction (whose
+-- statement_timeout the caller set), and switches back. A read run's transaction is made
+-- READ ONLY here. If the statement changed the current role, the run fails (42501) and
+-- the caller's rollback undoes everything. An invoker function, so that the statement
+-- runs with the run role's rights and nothing more.
+CREATE FUNCTION fluxbase_admin.sql_execute(session_token text, run_id uuid, statement text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller    text := current_user;
+    context   jsonb := fluxbase_admin.sql_run_context(session_token, run_id, statement);
+    row_limit integer := (context ->> 'row_limit')::integer;
+    run_as    text := context ->> 'run_as';
+    portal    refcursor := 'fluxbase_sql_run';
+    fetched   record;
+    rows      jsonb := '[]';
+    columns   jsonb := '[]';
+    truncated boolean := false;
+    affected  bigint;
+    more      bigint;
+BEGIN
+    -- Held while the statement runs: fluxbase_admin.sql_cancel finds the backend by it.
+    PERFORM pg_catalog.pg_advisory_xact_lock(1179408452, pg_catalog.hashtext(run_id::text));
+    IF (context ->> 'read_only')::boolean THEN
+        PERFORM pg_catalog.set_config('transaction_read_only', 'on', true);
+    END IF;
+    IF context ->> 'impersonation_id' IS NOT NULL THEN
+        PERFORM auth.apply_impersonation(session_token, (context ->> 'impersonation_id')::uuid);
+    ELSE
+        EXECUTE pg_catalog.format('SET LOCAL ROLE %I', run_as);
+    END IF;
+    -- The session's own search_path, as the application's connections have it.
+    PERFORM pg_catalog.set_config('search_path',
+        (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
+
+    IF (context ->> 'returns_rows')::boolean THEN
+        OPEN portal FOR EXECUTE (context ->> 'prefix') || statement;
+        -- Fetched here, as the run's role: a query runs as its rows are fetched, so
+        -- fetching as anyone else would run its functions with another role's rights.
+        -- Each value comes as the text of its JSON form; duplicate column names stay.
+        LOOP
+            FETCH portal INTO fetched;
+            EXIT WHEN NOT FOUND;
+            IF pg_catalog.jsonb_array_length(rows) = row_limit THEN
+                truncated := true;
+                EXIT;
+            END IF;
+            rows := rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(coalesce(
+                (SELECT pg_catalog.jsonb_agg(e.value ORDER BY e.ordinality)
+                   FROM pg_catalog.json_each_text(pg_catalog.row_to_json(fetched)) WITH ORDINALITY AS e),
+                '[]'::pg_catalog.jsonb));
+        END LOOP;
+        IF context ->> 'command' IN ('INSERT', 'UPDATE', 'DELETE') THEN
+            -- A write with RETURNING ran in full; count what it changed beyond the page.
+            MOVE FORWARD ALL IN portal;
+            GET DIAGNOSTICS more = ROW_COUNT;
+            affected := pg_catalog.jsonb_array_length(rows) + CASE WHEN truncated THEN 1 ELSE 0 END + more;
+        END IF;
+    ELSE
+        EXECUTE (context ->> 'prefix') || statement;
+        GET DIAGNOSTICS affected = ROW_COUNT;
+    END IF;
+
+    IF current_user <> run_as THEN
+        RAISE EXCEPTION 'the statement changed the current role from % to %: the run is rolled back', run_as, current_user
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXECUTE pg_catalog.format('SET LOCAL ROLE %I', caller);
+    IF (context ->> 'returns_rows')::boolean THEN
+        columns := fluxbase_admin.portal_columns('fluxbase_sql_run');
+        CLOSE portal;
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'run_id', run_id, 'run_as', run_as, 'command', context ->> 'command', 'columns', columns, 'rows', rows,
+        'row_count', pg_catalog.jsonb_array_length(rows), 'truncated', truncated, 'affected', affected,
+        'plan', CASE WHEN context ->> 'prefix' <> '' THEN
+                    (SELECT pg_catalog.string_agg(r ->> 0, E'\n') FROM pg_catalog.jsonb_array_elements(rows) r) END);
+END
+$$;
+
+-- Step 3: records how the run ended. outcome: {"status": "succeeded" | "failed" |
+-- "cancelled" | "rolled_back", "row_count", "affected", "truncated", "error_code",
+-- "error_message"}. Call it in the write's own transaction before COMMIT, or after the
+-- rollback of a read or a failure.
+CREATE FUNCTION fluxbase_admin.sql_finish(session_token text, run_id uuid, outcome jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who    dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    run    dashboard_auth.sql_runs;
+    ended  text := coalesce(outcome ->> 'status', 'succeeded');
+BEGIN
+    IF ended NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back') THEN
+        RAISE EXCEPTION 'status is succeeded, failed, cancelled or rolled_back, not %', pg_catalog.quote_literal(ended)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE dashboard_auth.sql_runs r
+       SET status = ended, finished_at = pg_catalog.clock_timestamp(),
+           row_count = (outcome ->> 'row_count')::bigint, affected = (outcome ->> 'affected')::bigint,
+           truncated = (outcome ->> 'truncated')::boolean, error_code = outcome ->> 'error_code',
+           error_message = pg_catalog.left(outcome ->> 'error_message', 2000)
+     WHERE r.id = run_id AND r.admin_id = who.admin_id AND r.status = 'running'
+    RETURNING * INTO run;
+    IF run.id IS NULL THEN
+        RAISE EXCEPTION 'no running SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    IF run.impersonation_id IS NOT NULL THEN
+        PERFORM auth.record_impersonated_result(session_token, run.impersonation_id, run.intent_id,
+            pg_catalog.jsonb_build_object('run_id', run.id, 'status', run.status, 'row_count', run.row_count,
+                                          'affected', run.affected, 'error_code', run.error_code));
+    ELSE
+        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'sql.run.' || run.status, 'sql_run', run.id::text,
+            pg_catalog.jsonb_build_object('intent_id', run.intent_id, 'row_count', run.row_count, 'affected', run.affected,
+                                          'error_code', run.error_code));
+    END IF;
+END
+$$;
+
+-- Cancels a running statement of the caller's, from any connection: the run's backend
+-- is the one holding its advisory lock right now.
+CREATE FUNCTION fluxbase_admin.sql_cancel(session_token text, run_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    run dashboard_auth.sql_runs;
+    cancelled boolean := false;
+BEGIN
+    SELECT * INTO run FROM dashboard_auth.sql_runs r WHERE r.id = run_id AND r.admin_id = who.admin_id;
+    IF run.id IS NULL THEN
+        RAISE EXCEPTION 'no SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    IF run.status = 'running' AND EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.pid = run.backend_pid
+           AND l.classid = 1179408452::oid AND l.objid = pg_catalog.hashtext(run.id::text)::oid AND l.objsubid = 2) THEN
+        cancelled := pg_catalog.pg_cancel_backend(run.backend_pid);
+    END IF;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'sql.cancel', 'sql_run', run.id::text,
+        pg_catalog.jsonb_build_object('cancelled', cancelled));
+    RETURN cancelled;
+END
+$$;
+
+-- The caller's last statements, newest first (at most 100 are kept).
+CREATE FUNCTION fluxbase_admin.sql_history(session_token text, max_rows integer DEFAULT 100)
+RETURNS TABLE (run_id uuid, started_at timestamptz, finished_at timestamptz, statement text, command text, mode text,
+               explain text, run_as text, impersonation_id uuid, status text, row_count bigint, affected bigint,
+               truncated boolean, error_code text, error_message text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+BEGIN
+    RETURN QUERY
+    SELECT r.id, r.started_at, r.finished_at, r.statement, r.command, r.mode, r.explain, r.run_as, r.impersonation_id,
+           r.status, r.row_count, r.affected, r.truncated, r.error_code, r.error_message
+      FROM dashboard_auth.sql_runs r
+     WHERE r.admin_id = who.admin_id
+     ORDER BY r.started_at DESC
+     LIMIT greatest(least(coalesce(max_rows, 100), 100), 0);
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    fluxbase_admin.sql_begin(text, text, boolean, text, uuid),
+    fluxbase_admin.sql_run_context(text, uuid, text),
+    fluxbase_admin.sql_execute(text, uuid, text),
+    fluxbase_admin.sql_finish(text, uuid, jsonb),
+    fluxbase_admin.sql_cancel(text, uuid),
+    fluxbase_admin.sql_history(text, integer),
+    fluxbase_admin.portal_columns(text)
+TO fluxbase_dashboard;
