@@ -72,9 +72,9 @@ pub fn tls_connector(verify: TlsVerify) -> Result<MakeTlsConnector> {
 /// reset (`SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ...`) before reuse, so even a
 /// session-level setting that slipped through cannot reach the next request.
 pub fn pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         settings.config.clone(),
-        tls_connector(settings.tls_verify)?,
+        crate::notices::NoticeKeepingConnect { tls: tls_connector(settings.tls_verify)? },
         ManagerConfig { recycling_method: RecyclingMethod::Clean },
     );
     Pool::builder(manager)

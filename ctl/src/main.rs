@@ -2,10 +2,13 @@
 //! a `fluxbase_admin` extension function.
 
 mod admin;
+mod api;
 mod config;
 mod db;
 mod extension;
+mod notices;
 mod server;
+mod sql_runner;
 mod telemetry;
 
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use deadpool_postgres::Pool;
 use serde_json::json;
@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeSettings;
 use crate::db::{self, DbRole};
+use crate::sql_runner;
 use crate::telemetry;
 
 /// Connections the dashboard keeps open at most. Small on purpose: an admin dashboard
@@ -104,12 +105,18 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let bounded = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics))
+        .route("/api/sql/runs/{run_id}/cancel", post(sql_runner::cancel))
+        .route("/api/sql/history", get(sql_runner::history))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    // A SQL run is bounded by the runner's own statement timeout (runner.timeout).
+    let runs = Router::new().route("/api/sql/runs", post(sql_runner::run));
+    bounded
+        .merge(runs)
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::count_requests))
         .layer(TraceLayer::new_for_http())
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .with_state(state)
 }
 

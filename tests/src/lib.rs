@@ -267,14 +267,17 @@ impl Server {
         format!("{}{}", self.base_url, path)
     }
 
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
     /// GET `path` with an optional bearer token, returning the status and the body.
     pub fn get_text(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut request = agent.get(&self.url(path));
+        let mut request = Self::agent().get(&self.url(path));
         if let Some(token) = bearer {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
@@ -285,15 +288,27 @@ impl Server {
 
     /// GET `path`, returning the status and the body parsed as JSON.
     pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut response = agent.get(&self.url(path)).call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let (status, body) = self.get_text(path, None);
+        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}: {body}")))
+    }
+
+    /// GET `path` with a bearer token, returning the status and the body parsed as JSON.
+    pub fn get_json_with(&self, path: &str, bearer: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get_text(path, Some(bearer));
+        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}: {body}")))
+    }
+
+    /// POST `body` as JSON to `path` with an optional bearer token, returning the status
+    /// and the answer parsed as JSON.
+    pub fn post_json(&self, path: &str, bearer: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let mut request = Self::agent().post(&self.url(path));
+        if let Some(token) = bearer {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.send_json(body).unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let status = response.status().as_u16();
-        let body: serde_json::Value = response.body_mut().read_json().unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
-        (status, body)
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}: {text}")))
     }
 }
 
