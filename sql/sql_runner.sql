@@ -14,6 +14,8 @@ CREATE TABLE dashboard_auth.sql_runs (
     admin_id         uuid NOT NULL REFERENCES dashboard_auth.dashboard_users (id) ON DELETE CASCADE,
     -- The statement with PASSWORD literals redacted: the history shows this.
     statement        text NOT NULL,
+    -- SHA-256 of the statement as given: sql_execute runs only that very text.
+    statement_hash   bytea NOT NULL,
     command          text,
     mode             text NOT NULL CHECK (mode IN ('read', 'write')),
     explain          text CHECK (explain IN ('plan', 'analyze')),
@@ -58,9 +60,9 @@ AS $$
         WHEN r.oid IS NULL THEN pg_catalog.format('role %s does not exist', pg_catalog.quote_ident(role))
         WHEN r.rolsuper THEN pg_catalog.format('%s is a superuser: the SQL runner never runs as one', r.rolname)
         WHEN r.rolcreaterole THEN pg_catalog.format('%s has CREATEROLE, which can grant itself any role', r.rolname)
-        ELSE (SELECT pg_catalog.format('%s is a member of %s', r.rolname, pg_catalog.string_agg(s.rolname::text, ', ' ORDER BY s.rolname))
+        ELSE (SELECT pg_catalog.format('%s is, or is a member of, %s', r.rolname, pg_catalog.string_agg(s.rolname::text, ', ' ORDER BY s.rolname))
                 FROM pg_catalog.pg_roles s
-               WHERE s.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, s.oid, 'MEMBER')
+               WHERE pg_catalog.pg_has_role(r.oid, s.oid, 'MEMBER')
                  AND (s.rolsuper OR s.rolcreaterole
                       OR s.rolname IN ('fluxbase_dashboard', 'fluxbase_operator', 'pg_read_server_files',
                                        'pg_write_server_files', 'pg_execute_server_program'))
@@ -144,8 +146,8 @@ BEGIN
         RETURN ROW(false, code, refusal, NULL, run_as, NULL, NULL, NULL)::fluxbase_admin.sql_run;
     END IF;
 
-    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, command, mode, explain, run_as, impersonation_id, backend_pid)
-    VALUES (who.admin_id, redacted, kind ->> 'command', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, explain,
+    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, statement_hash, command, mode, explain, run_as, impersonation_id, backend_pid)
+    VALUES (who.admin_id, redacted, pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')), kind ->> 'command', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, explain,
             run_as, impersonation_id, pg_catalog.pg_backend_pid())
     RETURNING * INTO run;
     IF impersonation_id IS NOT NULL THEN
@@ -187,7 +189,7 @@ BEGIN
         RAISE EXCEPTION 'SQL run % was begun on another connection: run it where it was begun', run_id
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF fluxbase_admin.redact_secrets(statement) IS DISTINCT FROM run.statement THEN
+    IF pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')) IS DISTINCT FROM run.statement_hash THEN
         RAISE EXCEPTION 'the statement is not the one SQL run % recorded', run_id
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -264,7 +266,7 @@ BEGIN
                    FROM pg_catalog.json_each_text(pg_catalog.row_to_json(fetched)) WITH ORDINALITY AS e),
                 '[]'::pg_catalog.jsonb));
         END LOOP;
-        IF context ->> 'command' IN ('INSERT', 'UPDATE', 'DELETE') THEN
+        IF context ->> 'command' IN ('INSERT', 'UPDATE', 'DELETE') AND context ->> 'prefix' = '' THEN
             -- A write with RETURNING ran in full; count what it changed beyond the page.
             MOVE FORWARD ALL IN portal;
             GET DIAGNOSTICS more = ROW_COUNT;

@@ -7,69 +7,165 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::ffi::{CStr, CString};
 
-/// `PASSWORD '...'` (also `E'...'` and dollar-quoted) with the literal replaced by
-/// `'***'`, so that the audit log and the history never hold a password.
+/// The statement with the string literal after each `PASSWORD` keyword shown as
+/// `'***'`, so that the audit log and the history never hold a password. It reads the
+/// text as Postgres's lexer does: comments, quoted identifiers and every kind of string
+/// literal (`'...'`, `E'...'`, `U&'...'`, `$tag$...$tag$`, and literals continued on the
+/// next line) are tokens, so a keyword inside a comment or a string is no keyword.
 pub fn redact_secrets(sql: &str) -> String {
-    let lower = sql.to_ascii_lowercase();
-    let bytes = sql.as_bytes();
+    let tokens = lex(sql);
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
-    let mut search = 0;
-    while let Some(found) = lower[search..].find("password") {
-        let start = search + found;
-        let mut i = start + "password".len();
-        search = i;
-        let word_start = start == 0 || !is_word(bytes[start - 1]);
-        if !word_start || bytes.get(i).is_some_and(|b| is_word(*b)) {
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        i += 1;
+        if !(t.kind == Kind::Word && sql[t.start..t.end].eq_ignore_ascii_case("password")) {
             continue;
         }
-        while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
-            i += 1;
+        // The literal: the next token that is not a comment, with its continuations.
+        let mut j = i;
+        while j < tokens.len() && tokens[j].kind == Kind::Comment {
+            j += 1;
         }
-        let Some(end) = literal_end(sql, i) else { continue };
-        out.push_str(&sql[copied..i]);
+        if j >= tokens.len() || tokens[j].kind != Kind::Literal {
+            continue;
+        }
+        let start = tokens[j].start;
+        let mut end = tokens[j].end;
+        while j + 1 < tokens.len() && tokens[j + 1].kind == Kind::Literal && sql[end..tokens[j + 1].start].contains('\n') {
+            j += 1;
+            end = tokens[j].end;
+        }
+        out.push_str(&sql[copied..start]);
         out.push_str("'***'");
         copied = end;
-        search = end;
+        i = j + 1;
     }
     out.push_str(&sql[copied..]);
     out
 }
 
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Word,
+    Literal,
+    Comment,
+    Other,
 }
 
-/// Where the string literal starting at `i` ends (exclusive), if one starts there.
-fn literal_end(sql: &str, i: usize) -> Option<usize> {
-    let bytes = sql.as_bytes();
-    match bytes.get(i)? {
-        b'\'' => quoted_end(bytes, i + 1, false),
-        b'e' | b'E' if bytes.get(i + 1) == Some(&b'\'') => quoted_end(bytes, i + 2, true),
-        b'$' => {
-            let tag_end = i + 1 + sql[i + 1..].find('$')?;
-            let tag = &sql[i..=tag_end];
-            if !tag[1..tag.len() - 1].bytes().all(is_word) {
-                return None;
+struct Token {
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+/// SQL's tokens, as far as redaction needs them. Unterminated comments and literals run
+/// to the end of the text, as Postgres would read them (and then refuse them).
+fn lex(sql: &str) -> Vec<Token> {
+    let b = sql.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let kind = match b[i] {
+            c if c.is_ascii_whitespace() => {
+                i += 1;
+                continue;
             }
-            let close = sql[tag_end + 1..].find(tag)?;
-            Some(tag_end + 1 + close + tag.len())
-        }
-        _ => None,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+                Kind::Comment
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                // Comments nest in Postgres.
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                Kind::Comment
+            }
+            b'\'' => {
+                i = quoted_end(b, i + 1, b'\'', false);
+                Kind::Literal
+            }
+            b'e' | b'E' if b.get(i + 1) == Some(&b'\'') => {
+                i = quoted_end(b, i + 2, b'\'', true);
+                Kind::Literal
+            }
+            b'u' | b'U' if b.get(i + 1) == Some(&b'&') && b.get(i + 2) == Some(&b'\'') => {
+                i = quoted_end(b, i + 3, b'\'', false);
+                Kind::Literal
+            }
+            b'"' => {
+                i = quoted_end(b, i + 1, b'"', false);
+                Kind::Other
+            }
+            b'$' => match dollar_tag(sql, i) {
+                Some(tag) => {
+                    i = sql[i + tag.len()..].find(tag).map_or(b.len(), |n| i + tag.len() + n + tag.len());
+                    Kind::Literal
+                }
+                None => {
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    Kind::Other
+                }
+            },
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
+                    i += 1;
+                }
+                Kind::Word
+            }
+            _ => {
+                i += 1;
+                Kind::Other
+            }
+        };
+        tokens.push(Token { kind, start, end: i });
     }
+    tokens
 }
 
-fn quoted_end(bytes: &[u8], mut i: usize, backslashes: bool) -> Option<usize> {
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if backslashes => i += 2,
-            b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return Some(i + 1),
-            _ => i += 1,
+/// The end (exclusive) of a quoted token whose body starts at `i`; `''` (or `""`) is a
+/// quote inside it, and with `backslashes` a backslash escapes the next byte.
+fn quoted_end(b: &[u8], mut i: usize, quote: u8, backslashes: bool) -> usize {
+    while i < b.len() {
+        if backslashes && b[i] == b'\\' {
+            i += 2;
+        } else if b[i] == quote && b.get(i + 1) == Some(&quote) {
+            i += 2;
+        } else if b[i] == quote {
+            return i + 1;
+        } else {
+            i += 1;
         }
     }
-    // An unterminated literal: redact to the end rather than leak it.
-    Some(bytes.len())
+    b.len()
+}
+
+/// `$tag$` (or `$$`) starting at `i`, if one does.
+fn dollar_tag(sql: &str, i: usize) -> Option<&str> {
+    let rest = &sql[i + 1..];
+    let close = rest.find('$')?;
+    let tag = &rest[..close];
+    let valid = tag.is_empty()
+        || (!tag.starts_with(|c: char| c.is_ascii_digit()) && tag.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    valid.then(|| &sql[i..i + close + 2])
 }
 
 /// A `set_config('role', ...)` or `set_config('session_authorization', ...)` call
@@ -120,6 +216,9 @@ fn classify(sql: &str) -> Value {
                 .then(|| format!("changing the role or session authorization ({command} {name}) is refused: the run keeps its role").replace("  ", " ").replace(" )", ")"))
         }
         pg_sys::NodeTag::T_DiscardStmt => Some("DISCARD is refused: it would reset the run's role".into()),
+        pg_sys::NodeTag::T_SelectStmt if unsafe { !(*(node as *mut pg_sys::SelectStmt)).intoClause.is_null() } => {
+            Some("SELECT ... INTO is not supported here: write CREATE TABLE ... AS SELECT".into())
+        }
         _ if sets_role_by_function(sql) => Some("set_config('role', ...) is refused: the run keeps its role".into()),
         _ => None,
     };
@@ -213,12 +312,23 @@ mod unit_tests {
 
     #[test]
     fn password_literals_are_redacted_in_every_quoting() {
-        assert_eq!(redact_secrets("ALTER ROLE a PASSWORD 'se''cret' VALID UNTIL 'x'"), "ALTER ROLE a PASSWORD '***' VALID UNTIL 'x'");
-        assert_eq!(redact_secrets("create role b with encrypted password E'a\\'b' login"), "create role b with encrypted password '***' login");
-        assert_eq!(redact_secrets("ALTER USER c PASSWORD $p$x'y$p$;"), "ALTER USER c PASSWORD '***';");
-        assert_eq!(redact_secrets("SELECT password FROM t WHERE password = 'x'"), "SELECT password FROM t WHERE password = 'x'");
-        assert_eq!(redact_secrets("ALTER ROLE d PASSWORD 'unterminated"), "ALTER ROLE d PASSWORD '***'");
-        assert_eq!(redact_secrets("ALTER ROLE ü PASSWORD 'ß'"), "ALTER ROLE ü PASSWORD '***'");
+        for (sql, redacted) in [
+            ("ALTER ROLE a PASSWORD 'se''cret' VALID UNTIL 'x'", "ALTER ROLE a PASSWORD '***' VALID UNTIL 'x'"),
+            ("create role b with encrypted password E'a\\'b' login", "create role b with encrypted password '***' login"),
+            ("ALTER USER c PASSWORD $p$x'y$p$;", "ALTER USER c PASSWORD '***';"),
+            ("ALTER ROLE d PASSWORD U&'hunter2'", "ALTER ROLE d PASSWORD '***'"),
+            ("ALTER ROLE d PASSWORD /* the new one */ 'hunter2'", "ALTER ROLE d PASSWORD /* the new one */ '***'"),
+            ("ALTER ROLE d PASSWORD 'hun'\n'ter2' LOGIN", "ALTER ROLE d PASSWORD '***' LOGIN"),
+            ("ALTER ROLE d PASSWORD 'unterminated", "ALTER ROLE d PASSWORD '***'"),
+            ("ALTER ROLE ü PASSWORD 'ß'", "ALTER ROLE ü PASSWORD '***'"),
+            // Not a keyword: in a comment, a string, an identifier, or a column compared.
+            ("SELECT password FROM t WHERE password = 'x'", "SELECT password FROM t WHERE password = 'x'"),
+            ("/* password '*/ DELETE FROM t /*' */", "/* password '*/ DELETE FROM t /*' */"),
+            ("SELECT 'password ''x''', \"password\" FROM t", "SELECT 'password ''x''', \"password\" FROM t"),
+            ("-- password 'x'\nSELECT 1", "-- password 'x'\nSELECT 1"),
+        ] {
+            assert_eq!(redact_secrets(sql), redacted, "{sql}");
+        }
     }
 
     #[test]
@@ -227,5 +337,49 @@ mod unit_tests {
         assert!(sets_role_by_function("select pg_catalog.SET_CONFIG ( 'Role' , 'x', false)"));
         assert!(sets_role_by_function("SELECT set_config(E'session_authorization', 'x', false)"));
         assert!(!sets_role_by_function("SELECT set_config('search_path', 'x', true)"));
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn classify(sql: &str) -> serde_json::Value {
+        Spi::get_one_with_args::<pgrx::JsonB>("SELECT fluxbase_admin.classify_statement($1)", &[sql.into()])
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[pg_test]
+    fn statements_are_read_with_the_postgres_parser() {
+        assert!(classify("select 1; select 2")["refusal"].as_str().unwrap().contains("one statement at a time"));
+        assert!(classify("-- only a comment")["refusal"].as_str().unwrap().contains("empty"));
+        for refused in ["BEGIN", "commit", "SAVEPOINT a", "SET ROLE postgres", "set local role postgres", "RESET ROLE",
+                        "SET SESSION AUTHORIZATION postgres", "RESET ALL", "DISCARD ALL", "SELECT set_config('role', 'x', true)"] {
+            assert!(classify(refused)["refusal"].is_string(), "{refused}");
+        }
+        // A semicolon inside a string is not a second statement.
+        let one = classify("SELECT 'a; b', $$c;d$$");
+        assert_eq!((one["refusal"].clone(), one["command"].clone()), (serde_json::Value::Null, serde_json::json!("SELECT")));
+        assert_eq!(classify("SET work_mem = '8MB'")["refusal"], serde_json::Value::Null);
+        assert_eq!(classify("UPDATE t SET a = 1 RETURNING a")["returns_rows"], true);
+        assert_eq!(classify("UPDATE t SET a = 1")["returns_rows"], false);
+        assert!(classify("SELECT 1 INTO new_table")["refusal"].as_str().unwrap().contains("CREATE TABLE ... AS"));
+        assert_eq!(classify("CREATE TABLE x (a int)")["explainable"], false);
+    }
+
+    #[pg_test]
+    fn the_runner_role_is_never_a_superuser() {
+        let refusal = |role: &str| {
+            Spi::get_one_with_args::<String>("SELECT fluxbase_admin.forbidden_runner_role($1)", &[role.into()]).unwrap()
+        };
+        assert_eq!(refusal("service_role"), None);
+        assert!(refusal("postgres").unwrap().contains("superuser"));
+        assert!(refusal("fluxbase_operator").is_some());
+        assert!(refusal("no_such_role").unwrap().contains("does not exist"));
+        Spi::run("CREATE ROLE runner_helper; GRANT fluxbase_operator TO runner_helper").unwrap();
+        assert!(refusal("runner_helper").unwrap().contains("a member of, fluxbase_operator"));
     }
 }

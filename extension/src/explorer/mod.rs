@@ -63,3 +63,48 @@ pgrx::extension_sql_file!(
     name = "explorer_browse",
     requires = ["explorer_catalog", "impersonation", build_browse, next_page_cursor]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn the_shape_comes_from_the_catalogs() {
+        Spi::run(
+            "CREATE DOMAIN public.positive AS integer CHECK (VALUE > 0);
+             CREATE TABLE public.items (id bigint PRIMARY KEY, code public.positive NOT NULL, doc json, tags text[]);
+             CREATE INDEX items_code_id ON public.items (code DESC, id);",
+        )
+        .unwrap();
+        let shape = Spi::get_one::<pgrx::JsonB>("SELECT fluxbase_admin.relation_shape('public.items'::regclass)").unwrap().unwrap().0;
+        assert_eq!(shape["key"]["columns"], serde_json::json!(["id"]));
+        let code = &shape["columns"][1];
+        // A domain is compared as its base type, so its CHECK never runs on a request value.
+        assert_eq!((code["cast"].as_str(), code["type"].as_str()), (Some("pg_catalog.int4"), Some("positive")));
+        assert_eq!(code["ops"]["eq"], "OPERATOR(pg_catalog.=)");
+        assert_eq!(code["builtin_order"], true);
+        assert!(shape["columns"][2]["ops"].is_null(), "json has no ordering");
+        assert_eq!(shape["indexes"][1]["columns"][0], serde_json::json!({"name": "code", "descending": true, "nulls_first": true}));
+    }
+
+    #[pg_test]
+    fn a_plan_binds_values_and_checks_them_against_their_column() {
+        Spi::run("CREATE TABLE public.n (id int PRIMARY KEY, body text)").unwrap();
+        let plan = Spi::get_one::<pgrx::JsonB>(
+            "SELECT fluxbase_admin.plan_for('public', 'n', '{\"column\": \"body\", \"op\": \"eq\", \"value\": \"x'' OR 1=1 --\"}', NULL, NULL, 50, NULL)",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(plan["params"], serde_json::json!(["x' OR 1=1 --"]));
+        assert!(!plan["page_sql"].as_str().unwrap().contains("OR 1=1"));
+    }
+
+    #[pg_test(error = "column id (integer): invalid input syntax for type integer: \"ten\"")]
+    fn a_value_that_does_not_fit_names_its_column() {
+        Spi::run("CREATE TABLE public.n (id int PRIMARY KEY)").unwrap();
+        Spi::run("SELECT fluxbase_admin.plan_for('public', 'n', '{\"column\": \"id\", \"op\": \"eq\", \"value\": \"ten\"}', NULL, NULL, 50, NULL)")
+            .unwrap();
+    }
+}
