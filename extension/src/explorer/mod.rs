@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(shape["key"]["columns"], serde_json::json!(["id"]));
         let code = &shape["columns"][1];
         // A domain is compared as its base type, so its CHECK never runs on a request value.
-        assert_eq!((code["cast"].as_str(), code["type"].as_str()), (Some("pg_catalog.int4"), Some("positive")));
+        assert_eq!((code["cast"].as_str(), code["type"].as_str()), (Some("pg_catalog.int4"), Some("public.positive")));
         assert_eq!(code["ops"]["eq"], "OPERATOR(pg_catalog.=)");
         assert_eq!(code["builtin_order"], true);
         assert!(shape["columns"][2]["ops"].is_null(), "json has no ordering");
