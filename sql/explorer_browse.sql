@@ -56,6 +56,12 @@ BEGIN
     -- PL/pgSQL, so that this query is planned once per connection, not at every call.
     RETURN (WITH cols AS (
         SELECT a.attnum, a.attname, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod) AS display_type,
+               (SELECT pg_catalog.format('%I.%I', dn.nspname, dt.typname) FROM pg_catalog.pg_type dt
+                  JOIN pg_catalog.pg_namespace dn ON dn.oid = dt.typnamespace WHERE dt.oid = a.atttypid) AS declared_cast,
+               a.attgenerated <> '' AS generated,
+               CASE WHEN a.atttypid IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.bpchar'::pg_catalog.regtype)
+                         AND a.atttypmod > 4 THEN a.atttypmod - 4 END AS max_length,
+               CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END AS identity,
                bt.oid AS base_oid, bt.typname, bt.typcategory, bn.nspname AS base_schema,
                fluxbase_admin.default_btree_opclass(bt.oid) AS opclass
           FROM pg_catalog.pg_attribute a
@@ -93,6 +99,8 @@ BEGIN
                        'name', cols.attname, 'type', cols.display_type,
                        'cast', pg_catalog.format('%I.%I', cols.base_schema, cols.typname),
                        'category', cols.typcategory, 'base', cols.typname, 'not_null', cols.attnotnull,
+                       'declared_cast', cols.declared_cast, 'generated', cols.generated, 'identity', cols.identity,
+                       'max_length', cols.max_length,
                        'builtin_order', coalesce((SELECT oc.opcnamespace = 'pg_catalog'::pg_catalog.regnamespace
                                                     FROM pg_catalog.pg_opclass oc WHERE oc.oid = cols.opclass), false),
                        'ops', CASE WHEN cols.opclass IS NOT NULL THEN pg_catalog.jsonb_build_object(

@@ -26,9 +26,11 @@ pub struct Request {
 
 /// Values bound so far, and the checks that name a column when a value does not fit it.
 #[derive(Default)]
-struct Bindings {
-    params: Vec<String>,
-    checks: Vec<Value>,
+pub(super) struct Bindings {
+    pub(super) params: Vec<String>,
+    pub(super) checks: Vec<Value>,
+    /// Field errors found while building (edits): reported together with the checks'.
+    pub(super) errors: Vec<Value>,
 }
 
 impl Bindings {
@@ -39,23 +41,28 @@ impl Bindings {
     }
 
     /// `$1[n]::type`: the value cast to the column's base type.
-    fn typed(&mut self, value: String, column: &Column) -> String {
+    pub(super) fn typed(&mut self, value: String, column: &Column) -> String {
+        self.typed_as(value, column, &column.cast)
+    }
+
+    /// `$1[n]::cast`, checked before anything runs as a value of `column`.
+    pub(super) fn typed_as(&mut self, value: String, column: &Column, cast: &str) -> String {
         let param = self.text(value);
         self.checks.push(json!({
-            "param": self.params.len(), "column": column.name, "type": column.display_type, "cast": column.cast,
+            "param": self.params.len(), "column": column.name, "type": column.display_type, "cast": cast,
         }));
-        format!("{param}::{}", column.cast)
+        format!("{param}::{cast}")
     }
 }
 
-fn col(column: &Column) -> String {
+pub(super) fn col(column: &Column) -> String {
     format!("t.{}", quote_ident(&column.name))
 }
 
 /// A request value as the text Postgres reads for the column's type. JSON numbers and
 /// booleans become their text; objects and arrays are JSON text for json columns, and
 /// array literals for array columns.
-fn value_text(column: &Column, value: &Value) -> Result<String, String> {
+pub(super) fn value_text(column: &Column, value: &Value) -> Result<String, String> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -141,7 +148,7 @@ fn condition(shape: &Shape, b: &mut Bindings, name: &str, op: Op, value: &Value)
     })
 }
 
-fn filter_sql(shape: &Shape, b: &mut Bindings, filter: &Filter) -> Result<String, String> {
+pub(super) fn filter_sql(shape: &Shape, b: &mut Bindings, filter: &Filter) -> Result<String, String> {
     let group = |b: &mut Bindings, items: &[Filter], joiner: &str| -> Result<String, String> {
         let parts = items.iter().map(|f| filter_sql(shape, b, f)).collect::<Result<Vec<_>, _>>()?;
         Ok(format!("({})", parts.join(joiner)))
@@ -476,6 +483,7 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
             })).collect::<Vec<_>>(),
             "key": shape.key.as_ref().map(|k| &k.columns),
             "key_source": shape.key.as_ref().map(|k| &k.source),
+            "read_only_reason": super::edits::read_only_reason(shape),
             "index": index,
             "note": note,
         },

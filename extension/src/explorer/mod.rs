@@ -4,6 +4,7 @@
 
 mod builder;
 mod cursor;
+mod edits;
 mod request;
 mod shape;
 
@@ -51,6 +52,22 @@ mod fluxbase_admin {
         JsonB(super::builder::build(&shape, &request).unwrap_or_else(|e| invalid(e)))
     }
 
+    /// The statements and parameters of one edit (see edits.rs) on the relation `shape`
+    /// describes. An edit that does not fit is refused with the reason: a read-only
+    /// relation with 55000, a malformed payload with 22023.
+    #[pg_extern(immutable, parallel_safe)]
+    fn build_edit(shape: JsonB, operation: &str, payload: Option<&str>) -> JsonB {
+        let shape: super::shape::Shape =
+            serde_json::from_value(shape.0).unwrap_or_else(|e| invalid(format!("malformed relation shape: {e}")));
+        if let Some(reason) = super::edits::read_only_reason(&shape) {
+            pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, reason);
+        }
+        let payload: serde_json::Value = payload.map_or(serde_json::Value::Null, |t| {
+            serde_json::from_str(t).unwrap_or_else(|e| invalid(format!("the edit cannot be read: {e}")))
+        });
+        JsonB(super::edits::build_edit(&shape, operation, &payload).unwrap_or_else(|e| invalid(e)))
+    }
+
     /// The cursor of the page after the one `plan` read, whose last row sorts at `position`.
     #[pg_extern(immutable, parallel_safe, strict)]
     fn next_page_cursor(plan: JsonB, position: Vec<Option<String>>) -> String {
@@ -62,6 +79,12 @@ pgrx::extension_sql_file!(
     "../../../sql/explorer_browse.sql",
     name = "explorer_browse",
     requires = ["explorer_catalog", "impersonation", build_browse, next_page_cursor]
+);
+
+pgrx::extension_sql_file!(
+    "../../../sql/explorer_edit.sql",
+    name = "explorer_edit",
+    requires = ["explorer_browse", build_edit]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -34,6 +34,19 @@ pub struct Column {
     /// `pg_type.typname` of the base type (`jsonb`, `bytea`, `int4`, ...).
     pub base: String,
     pub not_null: bool,
+    /// The declared type, schema-qualified, without a type modifier: what written values
+    /// are cast to, so that a domain's checks run (assignment applies the modifier).
+    #[serde(default)]
+    pub declared_cast: String,
+    /// A generated column (Postgres computes it).
+    #[serde(default)]
+    pub generated: bool,
+    /// The most characters a `character varying(n)` or `character(n)` column holds.
+    #[serde(default)]
+    pub max_length: Option<i64>,
+    /// `always` or `by default` for an identity column.
+    #[serde(default)]
+    pub identity: Option<String>,
     /// The comparison operators of the type's default btree operator class, as
     /// `OPERATOR("schema".op)`; absent when the type has none (json, point, ...).
     pub ops: Option<Operators>,
