@@ -7,6 +7,7 @@ mod config;
 mod db;
 mod extension;
 mod notices;
+mod realtime;
 mod server;
 mod sql_runner;
 mod telemetry;

@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeSettings;
 use crate::db::{self, DbRole};
+use crate::realtime;
 use crate::sql_runner;
 use crate::telemetry;
 
@@ -32,6 +33,7 @@ pub struct AppState {
 
 struct Inner {
     pool: Pool,
+    realtime: realtime::Hub,
     settings: ServeSettings,
     instance_id: String,
     requests: telemetry::RequestCounters,
@@ -52,6 +54,10 @@ impl AppState {
 
     pub fn requests(&self) -> &telemetry::RequestCounters {
         &self.inner.requests
+    }
+
+    pub fn realtime(&self) -> &realtime::Hub {
+        &self.inner.realtime
     }
 
     pub fn metrics_token(&self) -> Option<&str> {
@@ -81,7 +87,13 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
 
     let heartbeat = settings.heartbeat_interval;
     let state = AppState {
-        inner: Arc::new(Inner { pool, settings, instance_id: telemetry::instance_id(), requests: Default::default() }),
+        inner: Arc::new(Inner {
+            pool,
+            realtime: realtime::Hub::start(settings.database.clone()),
+            settings,
+            instance_id: telemetry::instance_id(),
+            requests: Default::default(),
+        }),
     };
     tokio::spawn(telemetry::run_ticker(state.clone(), heartbeat));
     let app = router(state);
@@ -111,8 +123,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sql/runs/{run_id}/cancel", post(sql_runner::cancel))
         .route("/api/sql/history", get(sql_runner::history))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
-    // A SQL run is bounded by the runner's own statement timeout (runner.timeout).
-    let runs = Router::new().route("/api/sql/runs", post(sql_runner::run));
+    // A SQL run is bounded by the runner's own statement timeout (runner.timeout), and an
+    // event stream lasts as long as its page.
+    let runs = Router::new()
+        .route("/api/sql/runs", post(sql_runner::run))
+        .route("/api/realtime/{schema}/{table}", get(realtime::stream));
     bounded
         .merge(runs)
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::count_requests))

@@ -1,6 +1,7 @@
-//! The database explorer: the catalog (`sql/explorer_catalog.sql`) and browsing
-//! (`sql/explorer_browse.sql`). Rust holds the one query builder; SQL reads the
-//! catalogs, checks sessions, runs the statements and audits.
+//! The database explorer: the catalog (`sql/explorer_catalog.sql`), browsing
+//! (`sql/explorer_browse.sql`), edits (`sql/explorer_edit.sql`) and real-time updates
+//! (`sql/explorer_realtime.sql`). Rust holds the one builder of statements; SQL reads
+//! the catalogs, checks sessions, runs the statements and audits.
 
 mod builder;
 mod cursor;
@@ -86,6 +87,8 @@ pgrx::extension_sql_file!(
     name = "explorer_edit",
     requires = ["explorer_browse", build_edit]
 );
+
+pgrx::extension_sql_file!("../../../sql/explorer_realtime.sql", name = "explorer_realtime", requires = ["explorer_catalog"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
