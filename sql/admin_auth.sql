@@ -864,7 +864,8 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id) $$;
 
 CREATE FUNCTION dashboard_auth.list_settings(session_token text)
-RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text)
+RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text,
+               changed_by text, changed_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -874,7 +875,9 @@ BEGIN
            dashboard_auth.format_setting(d.key, coalesce(s.value, d.default_value)),
            dashboard_auth.format_setting(d.key, d.default_value),
            s.key IS NULL,
-           d.description
+           d.description,
+           s.updated_by,
+           s.updated_at
       FROM dashboard_auth.setting_definitions() d
       LEFT JOIN dashboard_auth.settings s ON s.key = d.key
      ORDER BY d.key;

@@ -120,14 +120,24 @@ BEGIN
 END
 $$;
 
+-- The transactions in which the retention function (operator_purge_audit) deletes: it
+-- writes its own transaction's id here and removes it before it returns. Only the
+-- extension's owner can write it, so no setting and no role opens the log's DELETE.
+CREATE TABLE dashboard_auth.audit_purges_in_progress (xact xid8 PRIMARY KEY);
+REVOKE ALL ON dashboard_auth.audit_purges_in_progress FROM PUBLIC;
+
 -- Append-only: the one change allowed is sealing a pending entry, leaving its content as
--- it was. DELETE is refused outright until the retention function exists; TRUNCATE always.
--- No setting opens this: the trigger checks the change itself, not who asks.
+-- it was. DELETE is allowed only inside the retention function; TRUNCATE never. The
+-- trigger checks the change itself, not a setting anyone could set.
 CREATE FUNCTION dashboard_auth.audit_log_guard() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'DELETE' AND pg_catalog.has_table_privilege('dashboard_auth.audit_purges_in_progress', 'SELECT')
+       AND EXISTS (SELECT 1 FROM dashboard_auth.audit_purges_in_progress p WHERE p.xact = pg_catalog.pg_current_xact_id()) THEN
+        RETURN OLD;
+    END IF;
     IF TG_OP = 'UPDATE'
        AND OLD.chain_seq IS NULL AND NEW.chain_seq IS NOT NULL
        AND (NEW.id, NEW.occurred_at, NEW.actor_type, NEW.actor_id, NEW.actor, NEW.action,
@@ -139,7 +149,7 @@ BEGIN
     END IF;
     RAISE EXCEPTION 'the audit log is append-only: % is refused', pg_catalog.lower(TG_OP)
           USING ERRCODE = 'insufficient_privilege',
-                HINT = 'Entries are never changed or deleted by hand.';
+                HINT = 'Entries are never changed by hand; old ones are removed by dashboard_auth.operator_purge_audit (fluxbase audit purge).';
 END
 $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON dashboard_auth.audit_log
@@ -181,7 +191,21 @@ BEGIN
         PERFORM pg_catalog.pg_sleep(0.1);
     END LOOP;
     entries := 0;
-    FOR entry IN SELECT * FROM dashboard_auth.audit_log WHERE chain_seq IS NOT NULL ORDER BY chain_seq LOOP
+    -- After a purge the chain starts later: the purge's own entry (further on, and
+    -- itself covered by the chain) says where the removed range ended and its last hash.
+    SELECT pg_catalog.min(a.chain_seq) - 1 INTO expected_seq FROM dashboard_auth.audit_log a WHERE a.chain_seq IS NOT NULL;
+    expected_seq := coalesce(expected_seq, 0);
+    IF expected_seq > 0 THEN
+        SELECT pg_catalog.decode(a.details ->> 'last_hash', 'hex') INTO expected_prev
+          FROM dashboard_auth.audit_log a
+         WHERE a.action = 'audit.purged' AND (a.details ->> 'removed_to_seq')::bigint = expected_seq
+         ORDER BY a.chain_seq DESC LIMIT 1;
+        IF expected_prev IS NULL THEN
+            valid := false; first_invalid_seq := 1;
+            message := pg_catalog.format('entries 1 to %s are missing, and no purge recorded their removal', expected_seq);
+        END IF;
+    END IF;
+    FOR entry IN SELECT * FROM dashboard_auth.audit_log WHERE chain_seq IS NOT NULL AND valid IS NULL ORDER BY chain_seq LOOP
         expected_seq := expected_seq + 1;
         IF entry.chain_seq <> expected_seq THEN
             valid := false; first_invalid_seq := expected_seq;
@@ -191,8 +215,11 @@ BEGIN
         IF entry.prev_hash <> expected_prev
            OR entry.hash <> dashboard_auth.audit_entry_hash(entry.prev_hash, entry.chain_seq, entry) THEN
             valid := false; first_invalid_seq := entry.chain_seq;
-            message := pg_catalog.format('entry %s (audit_log.id %s) does not match its hash: it or its predecessor was altered',
-                                         entry.chain_seq, entry.id);
+            message := pg_catalog.format('entry %s (audit_log.id %s) does not match its hash: %s',
+                                         entry.chain_seq, entry.id,
+                                         CASE WHEN entry.prev_hash <> expected_prev
+                                              THEN 'the entry before it was altered or removed'
+                                              ELSE 'its content was altered' END);
             EXIT;
         END IF;
         expected_prev := entry.hash;
@@ -203,7 +230,7 @@ BEGIN
         valid := true;
         head_seq := expected_seq;
         head_hash := pg_catalog.encode(expected_prev, 'hex');
-        message := pg_catalog.format('%s entries verified; head %s', entries, head_hash);
+        message := pg_catalog.format('intact, %s entries, head %s', entries, head_hash);
     END IF;
     -- Verification is itself an audited read.
     PERFORM dashboard_auth.audit('operator', NULL, session_user::text, 'audit.verified', NULL, NULL,

@@ -235,7 +235,7 @@ fn read_password_stdin() -> Result<String> {
 
 /// An operator command's failure as one line: the extension's own message (which says
 /// what to do), or what the caller's role lacks.
-fn operator_error(settings: &crate::config::DatabaseSettings, e: tokio_postgres::Error) -> anyhow::Error {
+pub(crate) fn operator_error(settings: &crate::config::DatabaseSettings, e: tokio_postgres::Error) -> anyhow::Error {
     let target = db::describe_target(&settings.config);
     let role = settings.config.get_user().unwrap_or("?");
     match e.code() {

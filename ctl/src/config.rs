@@ -36,6 +36,9 @@ pub enum Command {
     /// Operator commands: create admins, reset passwords, unlock (needs fluxbase_operator)
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
+    /// The audit log: verify, export, purge old entries (needs fluxbase_operator)
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCommand),
     /// Manage the fluxbase_admin extension in a database (needs a superuser)
     #[command(subcommand)]
     Extension(ExtensionCommand),

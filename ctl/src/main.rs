@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod audit;
 mod config;
 mod db;
 mod extension;
@@ -49,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => server::serve(args.validate()?).await,
         Command::Admin(command) => admin::run(command).await,
+        Command::Audit(command) => audit::run(command).await,
         Command::Extension(ExtensionCommand::Install(args)) => extension::install(&args.validate()?).await,
     }
 }

@@ -1,7 +1,9 @@
 //! The audit log: append-only, hash-chained, and never blocking a sign-in
 //! (`sql/audit.sql`). Every other module writes to it through `dashboard_auth.audit`.
+//! Search, export and retention are in `sql/audit_compliance.sql`.
 
 pgrx::extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../../sql/audit_compliance.sql", name = "audit_compliance", requires = ["admin_auth"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

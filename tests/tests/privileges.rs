@@ -155,7 +155,7 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
         "begin_2fa_enrolment", "change_password", "confirm_2fa_enrolment", "create_setup_link", "delete_admin",
         "disable_2fa", "disable_admin", "enable_admin", "invite_admin", "link_info", "list_admins", "list_settings",
         "login", "login_second_factor", "logout", "logout_others", "needs_setup", "redeem_link",
-        "regenerate_recovery_codes", "reset_setting", "set_admin_role", "set_setting", "setup", "two_factor_status",
+        "regenerate_recovery_codes", "reset_setting", "search_audit", "set_admin_role", "set_setting", "setup", "two_factor_status",
         "whoami",
     ];
     assert_eq!(granted, expected);

@@ -1,0 +1,198 @@
+-- The audit log as a compliance tool: search (admins and viewers, with a session),
+-- export as CSV or JSON Lines, and retention (operators). Verification is
+-- dashboard_auth.operator_verify_audit_chain (sql/audit.sql).
+
+-- Entries newest first, filtered by actor, action, target and time, one page at a time:
+--   actor:  the actor exactly (an admin's email or a database role), case-insensitive
+--   action: an action (admin.created), or a prefix ending in a dot (explorer.)
+--   target: the target's id exactly (a user id, "public.orders", ...)
+--   cursor: next_cursor of the previous page
+CREATE FUNCTION dashboard_auth.search_audit(
+    session_token text, actor text DEFAULT NULL, action text DEFAULT NULL, target text DEFAULT NULL,
+    since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    after_at timestamptz;
+    after_id bigint;
+    entries  jsonb;
+    found_rows integer;
+BEGIN
+    PERFORM dashboard_auth.check_session(session_token);
+    IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'page size is between 1 and 1000, not %', coalesce(page_size::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cursor IS NOT NULL THEN
+        BEGIN
+            SELECT (d.c ->> 'at')::timestamptz, (d.c ->> 'id')::bigint INTO STRICT after_at, after_id
+              FROM (SELECT pg_catalog.convert_from(pg_catalog.decode(cursor, 'base64'), 'UTF8')::jsonb AS c) d;
+            IF after_at IS NULL OR after_id IS NULL THEN
+                RAISE EXCEPTION 'incomplete cursor';
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'the cursor is not valid: start from the first page' USING ERRCODE = 'invalid_parameter_value';
+        END;
+    END IF;
+    WITH page AS (
+        SELECT a.* FROM dashboard_auth.audit_log a
+         WHERE (search_audit.actor IS NULL OR pg_catalog.lower(a.actor) = pg_catalog.lower(search_audit.actor))
+           AND (search_audit.action IS NULL
+                OR a.action = search_audit.action
+                OR (search_audit.action LIKE '%.' AND pg_catalog.starts_with(a.action, search_audit.action)))
+           AND (search_audit.target IS NULL OR a.target_id = search_audit.target)
+           AND (since IS NULL OR a.occurred_at >= since)
+           AND (until IS NULL OR a.occurred_at < until)
+           AND (after_at IS NULL OR (a.occurred_at, a.id) < (after_at, after_id))
+         ORDER BY a.occurred_at DESC, a.id DESC
+         LIMIT page_size + 1
+    )
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'id', p.id, 'occurred_at', p.occurred_at, 'actor_type', p.actor_type, 'actor_id', p.actor_id,
+               'actor', p.actor, 'action', p.action, 'target_type', p.target_type, 'target_id', p.target_id,
+               'details', p.details, 'ip', p.ip, 'user_agent', p.user_agent, 'chain_seq', p.chain_seq)
+               ORDER BY p.occurred_at DESC, p.id DESC),
+           pg_catalog.count(*)
+      INTO entries, found_rows
+      FROM page p;
+    entries := coalesce(entries, '[]');
+    IF found_rows > page_size THEN
+        entries := entries - (-1);
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'entries', entries,
+        'next_cursor', CASE WHEN found_rows > page_size THEN
+            pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(pg_catalog.jsonb_build_object(
+                'at', entries -> -1 ->> 'occurred_at', 'id', entries -> -1 -> 'id')::text, 'UTF8'), 'base64'), E'\n', '') END);
+END
+$$;
+
+-- The export's lines, in the log's order, for entries in [since, until): JSON Lines
+-- (every column, hashes in hex) or CSV rows (the header is audit_export_header). An
+-- invoker SQL function, so that a cursor over it streams: operators read the table.
+CREATE FUNCTION dashboard_auth.audit_export_lines(since timestamptz, until timestamptz, format text)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE format
+               WHEN 'jsonl' THEN pg_catalog.jsonb_build_object(
+                   'id', a.id, 'occurred_at', a.occurred_at, 'actor_type', a.actor_type, 'actor_id', a.actor_id,
+                   'actor', a.actor, 'action', a.action, 'target_type', a.target_type, 'target_id', a.target_id,
+                   'details', a.details, 'ip', a.ip, 'user_agent', a.user_agent, 'chain_seq', a.chain_seq,
+                   'prev_hash', pg_catalog.encode(a.prev_hash, 'hex'), 'hash', pg_catalog.encode(a.hash, 'hex'))::text
+               ELSE pg_catalog.array_to_string(ARRAY(
+                   SELECT CASE WHEN v IS NULL THEN '' ELSE '"' OPERATOR(pg_catalog.||) pg_catalog.replace(v, '"', '""') OPERATOR(pg_catalog.||) '"' END
+                     FROM pg_catalog.unnest(ARRAY[
+                         a.id::text, pg_catalog.to_char(a.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                         a.actor_type, a.actor_id::text, a.actor, a.action, a.target_type, a.target_id, a.details::text,
+                         a.ip::text, a.user_agent, a.chain_seq::text, pg_catalog.encode(a.prev_hash, 'hex'),
+                         pg_catalog.encode(a.hash, 'hex')]) WITH ORDINALITY AS f(v, n)
+                    ORDER BY f.n), ',')
+           END
+      FROM dashboard_auth.audit_log a
+     WHERE (since IS NULL OR a.occurred_at >= since) AND (until IS NULL OR a.occurred_at < until)
+     ORDER BY a.id
+$$;
+
+CREATE FUNCTION dashboard_auth.audit_export_header() RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT 'id,occurred_at,actor_type,actor_id,actor,action,target_type,target_id,details,ip,user_agent,chain_seq,prev_hash,hash' $$;
+
+-- Records an export before it runs (operators): what range, what format, and where to.
+CREATE FUNCTION dashboard_auth.operator_record_audit_export(since timestamptz, until timestamptz, format text, destination text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF format IS NULL OR format NOT IN ('csv', 'jsonl') THEN
+        RAISE EXCEPTION 'format is csv or jsonl, not %', coalesce(pg_catalog.quote_literal(format), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN dashboard_auth.audit('operator', NULL, session_user::text, 'audit.exported', NULL, NULL,
+        pg_catalog.jsonb_build_object('since', since, 'until', until, 'format', format, 'destination', destination,
+            'entries', (SELECT pg_catalog.count(*) FROM dashboard_auth.audit_log a
+                         WHERE (since IS NULL OR a.occurred_at >= since) AND (until IS NULL OR a.occurred_at < until))));
+END
+$$;
+
+-- The range a purge before `before` would remove: the chain's oldest entries, up to the
+-- first one at or after `before` (the chain stays one piece).
+CREATE FUNCTION dashboard_auth.operator_audit_purge_range(before timestamptz)
+RETURNS TABLE (from_seq bigint, to_seq bigint, entries bigint, last_hash text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    first_seq bigint;
+    stop_seq  bigint;
+BEGIN
+    IF before IS NULL THEN
+        RAISE EXCEPTION 'purge needs a date: entries before it are removed' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM dashboard_auth.audit_seal(true);
+    SELECT pg_catalog.min(a.chain_seq) INTO first_seq FROM dashboard_auth.audit_log a WHERE a.chain_seq IS NOT NULL;
+    SELECT pg_catalog.min(a.chain_seq) INTO stop_seq FROM dashboard_auth.audit_log a
+     WHERE a.chain_seq IS NOT NULL AND a.occurred_at >= before;
+    to_seq := coalesce(stop_seq, (SELECT pg_catalog.max(a.chain_seq) + 1 FROM dashboard_auth.audit_log a)) - 1;
+    from_seq := first_seq;
+    IF first_seq IS NULL OR to_seq < first_seq THEN
+        from_seq := NULL; to_seq := NULL; entries := 0;
+    ELSE
+        entries := to_seq - from_seq + 1;
+        SELECT pg_catalog.encode(a.hash, 'hex') INTO last_hash FROM dashboard_auth.audit_log a WHERE a.chain_seq = to_seq;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+-- Retention (operators): removes the chain's oldest entries, up to `to_seq`, that
+-- operator_audit_purge_range gave, after the caller exported them to `exported_to`, and
+-- appends a sealing entry that carries the removed range and its last hash, so that the
+-- rest of the chain still verifies. Refused (55000) if that range is no longer the
+-- chain's start, is not all older than `before`, or its last hash differs.
+CREATE FUNCTION dashboard_auth.operator_purge_audit(before timestamptz, to_seq bigint, last_hash text, exported_to text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    from_seq bigint;
+    removed  bigint;
+    entry    bigint;
+BEGIN
+    IF exported_to IS NULL OR pg_catalog.btrim(exported_to) = '' THEN
+        RAISE EXCEPTION 'export the range first and say where: exported_to names the file'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One purge at a time, and no sealing while it runs.
+    PERFORM pg_catalog.pg_advisory_xact_lock(dashboard_auth.audit_chain_lock_key(), 1);
+    SELECT pg_catalog.min(a.chain_seq) INTO from_seq FROM dashboard_auth.audit_log a WHERE a.chain_seq IS NOT NULL;
+    IF from_seq IS NULL OR to_seq IS NULL OR to_seq < from_seq
+       OR NOT EXISTS (SELECT 1 FROM dashboard_auth.audit_log a
+                       WHERE a.chain_seq = to_seq AND pg_catalog.encode(a.hash, 'hex') = last_hash)
+       OR EXISTS (SELECT 1 FROM dashboard_auth.audit_log a
+                   WHERE a.chain_seq BETWEEN from_seq AND to_seq AND a.occurred_at >= before) THEN
+        RAISE EXCEPTION 'the range to purge is not the one exported: ask operator_audit_purge_range again and export again'
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    INSERT INTO dashboard_auth.audit_purges_in_progress VALUES (pg_catalog.pg_current_xact_id());
+    DELETE FROM dashboard_auth.audit_log a WHERE a.chain_seq BETWEEN from_seq AND to_seq;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    DELETE FROM dashboard_auth.audit_purges_in_progress p WHERE p.xact = pg_catalog.pg_current_xact_id();
+    entry := dashboard_auth.audit('operator', NULL, session_user::text, 'audit.purged', NULL, NULL,
+        pg_catalog.jsonb_build_object('before', before, 'removed_from_seq', from_seq, 'removed_to_seq', to_seq,
+                                      'removed_count', removed, 'last_hash', last_hash, 'exported_to', exported_to));
+    PERFORM dashboard_auth.audit_seal(true);
+    RETURN pg_catalog.jsonb_build_object('removed', removed, 'from_seq', from_seq, 'to_seq', to_seq,
+                                         'last_hash', last_hash, 'entry', entry);
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION dashboard_auth.search_audit(text, text, text, text, timestamptz, timestamptz, integer, text)
+    TO fluxbase_dashboard;
+GRANT EXECUTE ON FUNCTION
+    dashboard_auth.audit_export_lines(timestamptz, timestamptz, text),
+    dashboard_auth.audit_export_header(),
+    dashboard_auth.operator_record_audit_export(timestamptz, timestamptz, text, text),
+    dashboard_auth.operator_audit_purge_range(timestamptz),
+    dashboard_auth.operator_purge_audit(timestamptz, bigint, text, text)
+TO fluxbase_operator;
