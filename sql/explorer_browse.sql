@@ -59,12 +59,19 @@ BEGIN
                (SELECT pg_catalog.format('%I.%I', dn.nspname, dt.typname) FROM pg_catalog.pg_type dt
                   JOIN pg_catalog.pg_namespace dn ON dn.oid = dt.typnamespace WHERE dt.oid = a.atttypid) AS declared_cast,
                a.attgenerated <> '' AS generated,
-               CASE WHEN a.atttypid IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.bpchar'::pg_catalog.regtype)
-                         AND a.atttypmod > 4 THEN a.atttypmod - 4 END AS max_length,
+               -- A domain keeps its base type's modifier in typtypmod.
+               CASE WHEN bt_of.base IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.bpchar'::pg_catalog.regtype)
+                         AND bt_of.typmod > 4 THEN bt_of.typmod - 4 END AS max_length,
+               CASE WHEN a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype AND a.atttypmod >= 0
+                    THEN pg_catalog.format_type(a.atttypid, a.atttypmod) END AS checked_cast,
                CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END AS identity,
                bt.oid AS base_oid, bt.typname, bt.typcategory, bn.nspname AS base_schema,
                fluxbase_admin.default_btree_opclass(bt.oid) AS opclass
           FROM pg_catalog.pg_attribute a
+          CROSS JOIN LATERAL (
+              SELECT coalesce(nullif(dt.typbasetype, 0), a.atttypid) AS base,
+                     CASE WHEN dt.typtype = 'd' THEN dt.typtypmod ELSE a.atttypmod END AS typmod
+                FROM pg_catalog.pg_type dt WHERE dt.oid = a.atttypid) bt_of
           JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN (SELECT t.typtype FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid) = 'd'
                                                       THEN (SELECT t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid)
                                                       ELSE a.atttypid END
@@ -100,7 +107,7 @@ BEGIN
                        'cast', pg_catalog.format('%I.%I', cols.base_schema, cols.typname),
                        'category', cols.typcategory, 'base', cols.typname, 'not_null', cols.attnotnull,
                        'declared_cast', cols.declared_cast, 'generated', cols.generated, 'identity', cols.identity,
-                       'max_length', cols.max_length,
+                       'max_length', cols.max_length, 'checked_cast', cols.checked_cast,
                        'builtin_order', coalesce((SELECT oc.opcnamespace = 'pg_catalog'::pg_catalog.regnamespace
                                                     FROM pg_catalog.pg_opclass oc WHERE oc.oid = cols.opclass), false),
                        'ops', CASE WHEN cols.opclass IS NOT NULL THEN pg_catalog.jsonb_build_object(

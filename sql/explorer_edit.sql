@@ -18,6 +18,13 @@ AS $$
            JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
           WHERE n.nspname = schema_name AND r.relname = relation_name AND c.conname = constraint_name
           LIMIT 1),
+        -- A foreign key of another table that refers to this one (a delete or a key change).
+        (SELECT fluxbase_admin.column_names(c.confrelid, c.confkey)
+           FROM pg_catalog.pg_constraint c
+           JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+          WHERE n.nspname = schema_name AND r.relname = relation_name AND c.conname = constraint_name AND c.contype = 'f'
+          LIMIT 1),
         (SELECT fluxbase_admin.column_names(i.indrelid, i.indkey::smallint[])
            FROM pg_catalog.pg_index i
            JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -50,7 +57,8 @@ BEGIN
         EXCEPTION WHEN data_exception OR check_violation OR not_null_violation THEN
             GET STACKED DIAGNOSTICS failed_constraint = CONSTRAINT_NAME;
             errors := errors || pg_catalog.jsonb_build_object(
-                'field', value_check ->> 'column', 'code', CASE WHEN SQLSTATE LIKE '22%' THEN 'type' ELSE 'check' END,
+                'field', value_check ->> 'column', 'fields', pg_catalog.jsonb_build_array(value_check ->> 'column'),
+                'code', CASE WHEN SQLSTATE LIKE '22%' THEN 'type' WHEN SQLSTATE = '23502' THEN 'not_null' ELSE 'check' END,
                 'sqlstate', SQLSTATE, 'message', SQLERRM, 'value', value, 'type', value_check ->> 'type',
                 'constraint', nullif(failed_constraint, ''));
         END;
@@ -111,6 +119,16 @@ BEGIN
             END IF;
         END IF;
         EXECUTE plan ->> 'apply_sql' INTO after, changed USING params;
+        IF plan ->> 'lock_sql' IS NULL AND expected IS NOT NULL AND changed <> expected THEN
+            RAISE EXCEPTION '% now, not the % expected: nothing was changed',
+                  CASE WHEN changed = 1 THEN '1 row matches' ELSE changed || ' rows match' END, expected
+                  USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        IF plan ->> 'operation' LIKE 'delete%' THEN
+            -- A delete returns the rows as they were: they are the before, and there is no after.
+            before := after;
+            after := '[]';
+        END IF;
     EXCEPTION WHEN integrity_constraint_violation OR data_exception OR insufficient_privilege
                    OR object_not_in_prerequisite_state OR raise_exception THEN
         GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,

@@ -27,7 +27,8 @@ pub struct Request {
 /// Values bound so far, and the checks that name a column when a value does not fit it.
 #[derive(Default)]
 pub(super) struct Bindings {
-    pub(super) params: Vec<String>,
+    /// The values; None binds NULL.
+    pub(super) params: Vec<Option<String>>,
     pub(super) checks: Vec<Value>,
     /// Field errors found while building (edits): reported together with the checks'.
     pub(super) errors: Vec<Value>,
@@ -36,18 +37,20 @@ pub(super) struct Bindings {
 impl Bindings {
     /// `$1[n]`: the value as text.
     fn text(&mut self, value: String) -> String {
-        self.params.push(value);
+        self.params.push(Some(value));
         format!("$1[{}]", self.params.len())
     }
 
     /// `$1[n]::type`: the value cast to the column's base type.
     pub(super) fn typed(&mut self, value: String, column: &Column) -> String {
-        self.typed_as(value, column, &column.cast)
+        self.typed_as(Some(value), column, &column.cast)
     }
 
-    /// `$1[n]::cast`, checked before anything runs as a value of `column`.
-    pub(super) fn typed_as(&mut self, value: String, column: &Column, cast: &str) -> String {
-        let param = self.text(value);
+    /// `$1[n]::cast`, checked before anything runs as a value of `column` (None: NULL,
+    /// which a NOT NULL domain refuses).
+    pub(super) fn typed_as(&mut self, value: Option<String>, column: &Column, cast: &str) -> String {
+        self.params.push(value);
+        let param = format!("$1[{}]", self.params.len());
         self.checks.push(json!({
             "param": self.params.len(), "column": column.name, "type": column.display_type, "cast": cast,
         }));

@@ -43,20 +43,27 @@ pub fn read_only_reason(shape: &Shape) -> Option<String> {
 /// A value for a column that is written: cast to the declared type, so that a domain's
 /// checks and the column's length limit apply as in any INSERT.
 fn written(b: &mut Bindings, column: &Column, value: &Value) -> Result<String, String> {
+    let cast = column.checked_cast.as_deref().unwrap_or(if column.declared_cast.is_empty() { &column.cast } else { &column.declared_cast });
     if value.is_null() {
-        return Ok("NULL".into());
+        if column.not_null {
+            b.errors.push(json!({
+                "field": column.name, "fields": [column.name], "code": "not_null", "sqlstate": "23502", "type": column.display_type,
+                "message": format!("column {} may not be NULL", quote_ident(&column.name)),
+            }));
+        }
+        // Cast and checked too: a NOT NULL domain refuses it, by the column's name.
+        return Ok(b.typed_as(None, column, cast));
     }
     let text = value_text(column, value)?;
     // An explicit cast would cut a long text to the column's length; the INSERT would
     // refuse it without naming the column. Say so here, by name.
     if let Some(max) = column.max_length.filter(|max| text.chars().count() as i64 > *max) {
         b.errors.push(json!({
-            "field": column.name, "code": "type", "sqlstate": "22001", "value": text, "type": column.display_type,
+            "field": column.name, "fields": [column.name], "code": "type", "sqlstate": "22001", "value": text, "type": column.display_type,
             "message": format!("value too long for {} ({} characters, at most {max})", column.display_type, text.chars().count()),
         }));
     }
-    let cast = if column.declared_cast.is_empty() { &column.cast } else { &column.declared_cast };
-    Ok(b.typed_as(text, column, cast))
+    Ok(b.typed_as(Some(text), column, cast))
 }
 
 fn object<'a>(payload: &'a Value, key: &str) -> Result<&'a Map<String, Value>, String> {
@@ -103,6 +110,11 @@ fn writable<'a>(shape: &'a Shape, name: &str) -> Result<&'a Column, String> {
 /// `(t."id" = $1[1]::int8) OR (...)`: the rows named by their primary keys.
 fn keys_sql(shape: &Shape, b: &mut Bindings, keys: &[Value]) -> Result<String, String> {
     let key = &shape.key.as_ref().expect("editable relations have a primary key").columns;
+    for (i, k) in keys.iter().enumerate() {
+        if keys[..i].contains(k) {
+            return Err(format!("the key {} is given twice", json_text(k)));
+        }
+    }
     let parts = keys
         .iter()
         .map(|k| {
@@ -150,7 +162,9 @@ pub fn build_edit(shape: &Shape, operation: &str, payload: &Value) -> Result<Val
             } else {
                 format!("DELETE FROM {relation} AS t WHERE {predicate} RETURNING pg_catalog.to_jsonb(t.*) AS row")
             };
-            (Some(predicate), Some(keys.len() as i64), apply)
+            // A delete needs no lock first: it returns the rows as they were, and a count
+            // that differs undoes it (SELECT ... FOR UPDATE would need UPDATE rights).
+            (if operation == "update" { Some(predicate) } else { None }, Some(keys.len() as i64), apply)
         }
         "update_where" | "delete_where" => {
             let filter = parse_filter(payload.get("filter").unwrap_or(&Value::Null))?
@@ -167,7 +181,7 @@ pub fn build_edit(shape: &Shape, operation: &str, payload: &Value) -> Result<Val
             } else {
                 format!("DELETE FROM {relation} AS t WHERE {predicate} RETURNING pg_catalog.to_jsonb(t.*) AS row")
             };
-            (Some(predicate), Some(expected), apply)
+            (if operation == "update_where" { Some(predicate) } else { None }, Some(expected), apply)
         }
         "insert" => {
             let new_rows = rows(payload, "rows")?;

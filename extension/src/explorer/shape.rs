@@ -41,7 +41,12 @@ pub struct Column {
     /// A generated column (Postgres computes it).
     #[serde(default)]
     pub generated: bool,
-    /// The most characters a `character varying(n)` or `character(n)` column holds.
+    /// The type with its modifier where a cast with it checks what the column would
+    /// refuse (`numeric(10,2)`): set only for plain numeric columns.
+    #[serde(default)]
+    pub checked_cast: Option<String>,
+    /// The most characters a `character varying(n)` or `character(n)` column holds
+    /// (through a domain too).
     #[serde(default)]
     pub max_length: Option<i64>,
     /// `always` or `by default` for an identity column.
