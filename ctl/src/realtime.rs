@@ -119,9 +119,15 @@ pub async fn stream(
     let receiver = state.realtime().sender.subscribe();
     let ready = futures_util::stream::once(async { Ok(Event::default().event("ready").data("{}")) });
     let events = futures_util::stream::unfold(
-        (receiver, state, token, schema, table, tokio::time::interval(SESSION_RECHECK)),
+        (
+            receiver,
+            state,
+            token,
+            schema,
+            table,
+            tokio::time::interval_at(tokio::time::Instant::now() + SESSION_RECHECK, SESSION_RECHECK),
+        ),
         |(mut receiver, state, token, schema, table, mut recheck)| async move {
-            recheck.reset();
             loop {
                 let event = tokio::select! {
                     message = receiver.recv() => match message {
