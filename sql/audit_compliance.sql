@@ -111,13 +111,17 @@ BEGIN
     END IF;
     RETURN dashboard_auth.audit('operator', NULL, session_user::text, 'audit.exported', NULL, NULL,
         pg_catalog.jsonb_build_object('since', since, 'until', until, 'format', format, 'destination', destination,
+            -- This entry is exported too when the range takes it in.
             'entries', (SELECT pg_catalog.count(*) FROM dashboard_auth.audit_log a
-                         WHERE (since IS NULL OR a.occurred_at >= since) AND (until IS NULL OR a.occurred_at < until))));
+                         WHERE (since IS NULL OR a.occurred_at >= since) AND (until IS NULL OR a.occurred_at < until))
+                       + CASE WHEN (since IS NULL OR pg_catalog.clock_timestamp() >= since)
+                               AND (until IS NULL OR pg_catalog.clock_timestamp() < until) THEN 1 ELSE 0 END));
 END
 $$;
 
 -- The range a purge before `before` would remove: the chain's oldest entries, up to the
--- first one at or after `before` (the chain stays one piece).
+-- first one at or after `before` (the chain stays one piece), and never the newest
+-- entry, from which the chain goes on.
 CREATE FUNCTION dashboard_auth.operator_audit_purge_range(before timestamptz)
 RETURNS TABLE (from_seq bigint, to_seq bigint, entries bigint, last_hash text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -133,7 +137,8 @@ BEGIN
     SELECT pg_catalog.min(a.chain_seq) INTO first_seq FROM dashboard_auth.audit_log a WHERE a.chain_seq IS NOT NULL;
     SELECT pg_catalog.min(a.chain_seq) INTO stop_seq FROM dashboard_auth.audit_log a
      WHERE a.chain_seq IS NOT NULL AND a.occurred_at >= before;
-    to_seq := coalesce(stop_seq, (SELECT pg_catalog.max(a.chain_seq) + 1 FROM dashboard_auth.audit_log a)) - 1;
+    to_seq := LEAST(coalesce(stop_seq, (SELECT pg_catalog.max(a.chain_seq) + 1 FROM dashboard_auth.audit_log a)),
+                               (SELECT pg_catalog.max(a.chain_seq) FROM dashboard_auth.audit_log a)) - 1;
     from_seq := first_seq;
     IF first_seq IS NULL OR to_seq < first_seq THEN
         from_seq := NULL; to_seq := NULL; entries := 0;
@@ -163,6 +168,9 @@ BEGIN
         RAISE EXCEPTION 'export the range first and say where: exported_to names the file'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF before IS NULL THEN
+        RAISE EXCEPTION 'purge needs a date: entries before it are removed' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- One purge at a time, and no sealing while it runs.
     PERFORM pg_catalog.pg_advisory_xact_lock(dashboard_auth.audit_chain_lock_key(), 1);
     SELECT pg_catalog.min(a.chain_seq) INTO from_seq FROM dashboard_auth.audit_log a WHERE a.chain_seq IS NOT NULL;
@@ -170,7 +178,9 @@ BEGIN
        OR NOT EXISTS (SELECT 1 FROM dashboard_auth.audit_log a
                        WHERE a.chain_seq = to_seq AND pg_catalog.encode(a.hash, 'hex') = last_hash)
        OR EXISTS (SELECT 1 FROM dashboard_auth.audit_log a
-                   WHERE a.chain_seq BETWEEN from_seq AND to_seq AND a.occurred_at >= before) THEN
+                   WHERE a.chain_seq BETWEEN from_seq AND to_seq AND a.occurred_at >= before)
+       -- The newest entry stays: the chain goes on from it.
+       OR to_seq >= (SELECT pg_catalog.max(a.chain_seq) FROM dashboard_auth.audit_log a) THEN
         RAISE EXCEPTION 'the range to purge is not the one exported: ask operator_audit_purge_range again and export again'
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;

@@ -162,11 +162,18 @@ async fn export(args: ExportArgs) -> Result<()> {
     let (since, until) = (args.since.as_deref(), args.until.as_deref());
     match &args.output {
         Some(path) => {
+            let destination = std::path::absolute(path).unwrap_or(path.clone());
             let mut writer = write_new_file(path)?;
-            let written =
-                stream_entries(&settings, since, until, args.format, &path.display().to_string(), &mut writer).await?;
-            finish_file(writer, path)?;
-            eprintln!("exported {written} entries to {}", path.display());
+            let streamed = stream_entries(&settings, since, until, args.format, &destination.display().to_string(), &mut writer).await;
+            let written = match streamed.and_then(|n| finish_file(writer, path).map(|()| n)) {
+                Ok(n) => n,
+                Err(e) => {
+                    // No half-written export left behind, and the name stays free for a retry.
+                    let _ = std::fs::remove_file(path);
+                    return Err(e);
+                }
+            };
+            eprintln!("exported {written} entries to {}", destination.display());
         }
         None => {
             let stdout = std::io::stdout();
@@ -199,8 +206,14 @@ async fn purge(args: PurgeArgs) -> Result<()> {
     // Everything older than the date, which covers the range, goes to the file first.
     let destination = std::path::absolute(&args.export_to).unwrap_or(args.export_to.clone());
     let mut writer = write_new_file(&args.export_to)?;
-    let written = stream_entries(&settings, None, Some(&args.before), Format::Jsonl, &destination.display().to_string(), &mut writer).await?;
-    finish_file(writer, &args.export_to)?;
+    let streamed = stream_entries(&settings, None, Some(&args.before), Format::Jsonl, &destination.display().to_string(), &mut writer).await;
+    let written = match streamed.and_then(|n| finish_file(writer, &args.export_to).map(|()| n)) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.export_to);
+            return Err(e);
+        }
+    };
     let done = client
         .query_one(
             "SELECT dashboard_auth.operator_purge_audit($1::text::timestamptz, $2, $3, $4)::text",
