@@ -929,9 +929,7 @@ fn a_failed_export_leaves_no_file() {
     }
 }
 
-// BUG (minor): the audit.exported entry records --output as given, so a relative path
-// ("audit.jsonl") says nowhere where the file went; `fluxbase audit purge` records its
-// --export-to as an absolute path (std::path::absolute), and an export record should too.
+/// The export's record names the file by its full path, wherever the command ran.
 #[test]
 fn the_export_record_names_the_file_by_its_full_path() {
     let db = TestDb::new();
