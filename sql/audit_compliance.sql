@@ -187,10 +187,10 @@ BEGIN
     INSERT INTO dashboard_auth.audit_purges_in_progress VALUES (pg_catalog.pg_current_xact_id());
     DELETE FROM dashboard_auth.audit_log a WHERE a.chain_seq BETWEEN from_seq AND to_seq;
     GET DIAGNOSTICS removed = ROW_COUNT;
-    DELETE FROM dashboard_auth.audit_purges_in_progress p WHERE p.xact = pg_catalog.pg_current_xact_id();
     entry := dashboard_auth.audit('operator', NULL, session_user::text, 'audit.purged', NULL, NULL,
         pg_catalog.jsonb_build_object('before', before, 'removed_from_seq', from_seq, 'removed_to_seq', to_seq,
                                       'removed_count', removed, 'last_hash', last_hash, 'exported_to', exported_to));
+    DELETE FROM dashboard_auth.audit_purges_in_progress p WHERE p.xact = pg_catalog.pg_current_xact_id();
     PERFORM dashboard_auth.audit_seal(true);
     RETURN pg_catalog.jsonb_build_object('removed', removed, 'from_seq', from_seq, 'to_seq', to_seq,
                                          'last_hash', last_hash, 'entry', entry);

@@ -20,7 +20,8 @@ CREATE FUNCTION fluxbase_admin.realtime_on(rel oid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                    WHERE t.tgrelid = rel AND t.tgname = 'fluxbase_realtime' AND NOT t.tgisinternal)
+                    WHERE t.tgrelid = rel AND t.tgname = 'fluxbase_realtime' AND NOT t.tgisinternal
+                      AND t.tgfoid = 'fluxbase_admin.notify_change()'::pg_catalog.regprocedure)
 $$;
 
 -- Turns real time on or off for a table (admins; audited). Returns whether it is on.
@@ -44,6 +45,12 @@ BEGIN
     -- Names from the catalog (rel), quoted: never request text.
     qualified := (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'fluxbase_realtime')
+       AND NOT fluxbase_admin.realtime_on(rel) THEN
+        RAISE EXCEPTION '%.% has a trigger named fluxbase_realtime that is not the dashboard''s', pg_catalog.quote_ident(schema_name),
+                        pg_catalog.quote_ident(relation_name)
+              USING ERRCODE = 'duplicate_object', HINT = 'Rename that trigger to use real time here.';
+    END IF;
     IF enabled AND NOT fluxbase_admin.realtime_on(rel) THEN
         EXECUTE pg_catalog.format('CREATE TRIGGER fluxbase_realtime AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                                   'FOR EACH STATEMENT EXECUTE FUNCTION fluxbase_admin.notify_change()', qualified);

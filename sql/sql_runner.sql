@@ -88,6 +88,8 @@ CREATE FUNCTION fluxbase_admin.sql_begin(
     impersonation_id uuid DEFAULT NULL
 ) RETURNS fluxbase_admin.sql_run
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Statements are read, checked and run with one setting of how strings are lexed.
+SET standard_conforming_strings = on
 AS $$
 DECLARE
     who      dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
@@ -172,7 +174,7 @@ $$;
 -- What step 2 needs: checks that the run is the caller's, still running, begun on this
 -- very connection, and that the statement is the one recorded.
 CREATE FUNCTION fluxbase_admin.sql_run_context(session_token text, run_id uuid, statement text) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 AS $$
 DECLARE
     who  dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
@@ -205,6 +207,9 @@ BEGIN
     EXCEPTION WHEN syntax_error THEN
         kind := '{}';
     END;
+    IF kind ->> 'refusal' IS NOT NULL THEN
+        RAISE EXCEPTION '%', kind ->> 'refusal' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     RETURN pg_catalog.jsonb_build_object(
         'run_as', run.run_as, 'impersonation_id', run.impersonation_id, 'read_only', run.mode = 'read',
         'returns_rows', coalesce((kind ->> 'returns_rows')::boolean, false) OR run.explain IS NOT NULL,
@@ -220,7 +225,7 @@ $$;
 -- the caller's rollback undoes everything. An invoker function, so that the statement
 -- runs with the run role's rights and nothing more.
 CREATE FUNCTION fluxbase_admin.sql_execute(session_token text, run_id uuid, statement text) RETURNS jsonb
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 AS $$
 DECLARE
     caller    text := current_user;

@@ -163,8 +163,10 @@ fn dollar_tag(sql: &str, i: usize) -> Option<&str> {
     let rest = &sql[i + 1..];
     let close = rest.find('$')?;
     let tag = &rest[..close];
+    // As Postgres's scanner: letters, digits (not first), `_`, and any non-ASCII character.
     let valid = tag.is_empty()
-        || (!tag.starts_with(|c: char| c.is_ascii_digit()) && tag.chars().all(|c| c.is_alphanumeric() || c == '_'));
+        || (!tag.starts_with(|c: char| c.is_ascii_digit())
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii()));
     valid.then(|| &sql[i..i + close + 2])
 }
 
@@ -321,6 +323,7 @@ mod unit_tests {
             ("ALTER ROLE d PASSWORD 'hun'\n'ter2' LOGIN", "ALTER ROLE d PASSWORD '***' LOGIN"),
             ("ALTER ROLE d PASSWORD 'unterminated", "ALTER ROLE d PASSWORD '***'"),
             ("ALTER ROLE ü PASSWORD 'ß'", "ALTER ROLE ü PASSWORD '***'"),
+            ("ALTER ROLE x PASSWORD $€$hunter2$€$", "ALTER ROLE x PASSWORD '***'"),
             // Not a keyword: in a comment, a string, an identifier, or a column compared.
             ("SELECT password FROM t WHERE password = 'x'", "SELECT password FROM t WHERE password = 'x'"),
             ("/* password '*/ DELETE FROM t /*' */", "/* password '*/ DELETE FROM t /*' */"),

@@ -149,3 +149,24 @@ fn changes_arrive_over_the_event_stream_and_it_recovers_when_its_connection_is_k
     let after = stream.next("change", Duration::from_secs(5)).expect("events after recovery");
     assert_eq!(after["change"], "delete");
 }
+
+#[test]
+fn an_apps_own_trigger_of_the_same_name_is_left_alone() {
+    let db = TestDb::new();
+    fixture(&db);
+    let admin = signed_in(&db, "admin");
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE FUNCTION public.app_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+             CREATE TRIGGER fluxbase_realtime AFTER INSERT ON public.todos FOR EACH STATEMENT EXECUTE FUNCTION public.app_audit();",
+        )
+        .unwrap();
+    assert_eq!(sqlstate(set_realtime(&db, &admin, "todos", false).map(|_| Vec::new())), "42710");
+    assert_eq!(sqlstate(set_realtime(&db, &admin, "todos", true).map(|_| Vec::new())), "42710");
+    let kept: i64 = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname = 'fluxbase_realtime' AND tgfoid = 'public.app_audit()'::regprocedure", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "the app's trigger is still there");
+}
