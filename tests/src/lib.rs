@@ -325,3 +325,4 @@ pub fn text(output: &Output) -> (String, String) {
 }
 
 pub mod admin;
+pub mod fixtures;

@@ -1436,37 +1436,11 @@ fn the_browse_audit_names_the_relation_schema_qualified_and_quoted() {
 // 11. Impersonation
 // ---------------------------------------------------------------------------------
 
-/// The RLS fixture of impersonation.rs: todos readable by their owner. Returns joe's id.
+/// The shared RLS fixture, plus a third private todo of joe's. Returns joe's id.
 fn todos(db: &TestDb) -> String {
-    let mut su = db.connect(Caller::Superuser);
-    su.batch_execute(
-        "CREATE TABLE public.todos (id bigserial PRIMARY KEY, owner uuid, title text NOT NULL, public boolean NOT NULL DEFAULT false);
-         ALTER TABLE public.todos ENABLE ROW LEVEL SECURITY;
-         CREATE POLICY owner_all ON public.todos TO authenticated
-             USING (owner = (select auth.uid())) WITH CHECK (owner = (select auth.uid()));
-         CREATE POLICY public_read ON public.todos FOR SELECT TO anon USING (public);
-         GRANT SELECT ON public.todos TO anon;
-         GRANT SELECT, INSERT, UPDATE, DELETE ON public.todos TO authenticated, service_role;
-         GRANT USAGE ON SEQUENCE public.todos_id_seq TO authenticated, service_role;",
-    )
-    .unwrap();
-    let mut ids = Vec::new();
-    for email in ["joe@example.com", "bea@example.com"] {
-        let id: String = su
-            .query_one("INSERT INTO auth.users (email, confirmed_at) VALUES ($1, now()) RETURNING id::text", &[&email])
-            .unwrap()
-            .get(0);
-        ids.push(id);
-    }
-    su.execute(
-        "INSERT INTO public.todos (owner, title, public) VALUES
-            ($1::text::uuid, 'joe private', false), ($1::text::uuid, 'joe public', true),
-            ($2::text::uuid, 'bea private', false), (NULL, 'nobody public', true),
-            ($1::text::uuid, 'joe third', false)",
-        &[&ids[0], &ids[1]],
-    )
-    .unwrap();
-    ids.remove(0)
+    let (joe, _) = fluxbase_tests::fixtures::rls_todos(db);
+    fluxbase_tests::fixtures::add_private_todo(db, &joe, "joe third");
+    joe
 }
 
 fn titles(page: &Value) -> Vec<String> {

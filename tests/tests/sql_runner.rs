@@ -804,36 +804,9 @@ fn the_statement_that_runs_is_the_one_recorded() {
     assert!(last["statement"].as_str().unwrap().contains("DELETE"), "the audit log hides the statement: {last}");
 }
 
-/// The RLS fixture of tests/impersonation.rs: todos owned by joe and bea.
+/// The shared RLS fixture. Returns joe's id.
 fn todos_fixture(db: &TestDb) -> String {
-    let mut su = db.connect(Caller::Superuser);
-    su.batch_execute(
-        "CREATE TABLE public.todos (id bigserial PRIMARY KEY, owner uuid, title text NOT NULL, public boolean NOT NULL DEFAULT false);
-         ALTER TABLE public.todos ENABLE ROW LEVEL SECURITY;
-         CREATE POLICY owner_all ON public.todos TO authenticated
-             USING (owner = (select auth.uid())) WITH CHECK (owner = (select auth.uid()));
-         CREATE POLICY public_read ON public.todos FOR SELECT TO anon USING (public);
-         GRANT SELECT ON public.todos TO anon;
-         GRANT SELECT, INSERT, UPDATE, DELETE ON public.todos TO authenticated, service_role;
-         GRANT USAGE ON SEQUENCE public.todos_id_seq TO authenticated, service_role;",
-    )
-    .unwrap();
-    let mut ids = Vec::new();
-    for email in ["joe@example.com", "bea@example.com"] {
-        let id: String = su
-            .query_one("INSERT INTO auth.users (email, confirmed_at) VALUES ($1, now()) RETURNING id::text", &[&email])
-            .unwrap()
-            .get(0);
-        ids.push(id);
-    }
-    su.execute(
-        "INSERT INTO public.todos (owner, title, public) VALUES
-            ($1::text::uuid, 'joe private', false), ($1::text::uuid, 'joe public', true),
-            ($2::text::uuid, 'bea private', false), (NULL, 'nobody public', true)",
-        &[&ids[0], &ids[1]],
-    )
-    .unwrap();
-    ids.remove(0)
+    fluxbase_tests::fixtures::rls_todos(db).0
 }
 
 fn start_impersonation(web: &mut Client, token: &str, mode: &str, target: Option<&str>) -> String {
