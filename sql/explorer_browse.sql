@@ -170,8 +170,38 @@ REVOKE ALL ON dashboard_auth.explorer_exports FROM PUBLIC;
 -- Planning (internal)
 -- ---------------------------------------------------------------------------------
 
--- The plan for a request on schema_name.relation_name, with every bound value checked
--- against its column's type first, so that a value that does not fit names its column.
+-- Every bound value of a plan that does not fit its column, as field errors: each
+-- value is cast to the type its check names (the column's type, or a domain, whose
+-- checks run). Browsing raises the first; an edit reports them all.
+CREATE FUNCTION fluxbase_admin.value_errors(plan jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    value_check jsonb;
+    value       text;
+    errors      jsonb := '[]';
+    failed_constraint text;
+BEGIN
+    FOR value_check IN SELECT c FROM pg_catalog.jsonb_array_elements(plan -> 'checks') c LOOP
+        value := plan -> 'params' ->> ((value_check ->> 'param')::integer - 1);
+        BEGIN
+            -- The cast is a type name from the catalogs (relation_shape), never request text.
+            EXECUTE pg_catalog.format('SELECT $1::%s', value_check ->> 'cast') USING value;
+        EXCEPTION WHEN data_exception OR check_violation OR not_null_violation THEN
+            GET STACKED DIAGNOSTICS failed_constraint = CONSTRAINT_NAME;
+            errors := errors || pg_catalog.jsonb_build_object(
+                'field', value_check ->> 'column', 'fields', pg_catalog.jsonb_build_array(value_check ->> 'column'),
+                'code', CASE WHEN SQLSTATE LIKE '22%' THEN 'type' WHEN SQLSTATE = '23502' THEN 'not_null' ELSE 'check' END,
+                'sqlstate', SQLSTATE, 'message', SQLERRM, 'value', value, 'type', value_check ->> 'type',
+                'constraint', nullif(failed_constraint, ''));
+        END;
+    END LOOP;
+    RETURN errors;
+END
+$$;
+
+-- The plan for a request on schema_name.relation_name. A bound value that does not fit
+-- its column is refused here, naming the column, before anything runs.
 CREATE FUNCTION fluxbase_admin.plan_for(
     schema_name text, relation_name text, filter jsonb, sort jsonb, search text, page_size integer, cursor text
 ) RETURNS jsonb
@@ -181,19 +211,13 @@ DECLARE
     plan  jsonb := fluxbase_admin.build_browse(
                        fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
                        filter::text, sort::text, search, page_size, cursor);
-    value_check jsonb;
-    value text;
+    first jsonb := fluxbase_admin.value_errors(plan) -> 0;
 BEGIN
-    FOR value_check IN SELECT c FROM pg_catalog.jsonb_array_elements(plan -> 'checks') c LOOP
-        value := plan -> 'params' ->> ((value_check ->> 'param')::integer - 1);
-        BEGIN
-            -- The cast is a type name from the catalogs (relation_shape), never request text.
-            EXECUTE pg_catalog.format('SELECT $1::%s', value_check ->> 'cast') USING value;
-        EXCEPTION WHEN data_exception THEN
-            RAISE EXCEPTION 'column % (%): %', pg_catalog.quote_ident(value_check ->> 'column'), value_check ->> 'type', SQLERRM
-                  USING ERRCODE = SQLSTATE, DETAIL = pg_catalog.format('The value given was %s.', pg_catalog.quote_literal(pg_catalog.left(value, 200)));
-        END;
-    END LOOP;
+    IF first IS NOT NULL THEN
+        RAISE EXCEPTION 'column % (%): %', pg_catalog.quote_ident(first ->> 'field'), first ->> 'type', first ->> 'message'
+              USING ERRCODE = first ->> 'sqlstate',
+                    DETAIL = pg_catalog.format('The value given was %s.', pg_catalog.quote_literal(pg_catalog.left(first ->> 'value', 200)));
+    END IF;
     RETURN plan;
 END
 $$;

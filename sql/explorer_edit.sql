@@ -41,29 +41,13 @@ RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    plan        jsonb := fluxbase_admin.build_edit(
-                             fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
-                             operation, payload::text);
-    value_check jsonb;
-    value       text;
-    errors      jsonb := coalesce(plan -> 'errors', '[]');
-    failed_constraint text;
+    plan jsonb := fluxbase_admin.build_edit(
+                      fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
+                      operation, payload::text);
 BEGIN
-    FOR value_check IN SELECT c FROM pg_catalog.jsonb_array_elements(plan -> 'checks') c LOOP
-        value := plan -> 'params' ->> ((value_check ->> 'param')::integer - 1);
-        BEGIN
-            -- The cast is a type name from the catalogs (relation_shape), never request text.
-            EXECUTE pg_catalog.format('SELECT $1::%s', value_check ->> 'cast') USING value;
-        EXCEPTION WHEN data_exception OR check_violation OR not_null_violation THEN
-            GET STACKED DIAGNOSTICS failed_constraint = CONSTRAINT_NAME;
-            errors := errors || pg_catalog.jsonb_build_object(
-                'field', value_check ->> 'column', 'fields', pg_catalog.jsonb_build_array(value_check ->> 'column'),
-                'code', CASE WHEN SQLSTATE LIKE '22%' THEN 'type' WHEN SQLSTATE = '23502' THEN 'not_null' ELSE 'check' END,
-                'sqlstate', SQLSTATE, 'message', SQLERRM, 'value', value, 'type', value_check ->> 'type',
-                'constraint', nullif(failed_constraint, ''));
-        END;
-    END LOOP;
-    RETURN plan || pg_catalog.jsonb_build_object('errors', errors);
+    -- The builder's own field errors (lengths, NULLs), then every value that does not fit.
+    RETURN plan || pg_catalog.jsonb_build_object('errors',
+        coalesce(plan -> 'errors', '[]') || fluxbase_admin.value_errors(plan));
 END
 $$;
 

@@ -102,3 +102,22 @@ pub fn verify_chain(client: &mut Client) -> (bool, i64, String) {
     let row = client.query_one("SELECT valid, entries, message FROM dashboard_auth.operator_verify_audit_chain()", &[]).unwrap();
     (row.get(0), row.get(1), row.get(2))
 }
+
+/// A database error as its SQLSTATE and messages, for assertion messages.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {} (detail: {:?}, hint: {:?})", d.code().code(), d.message(), d.detail(), d.hint()),
+        None => e.to_string(),
+    }
+}
+
+/// The SQLSTATE and message of a call that must raise.
+pub fn failure<T: std::fmt::Display>(result: Result<T, postgres::Error>) -> (String, String) {
+    match result {
+        Ok(answer) => panic!("expected an error, got {answer}"),
+        Err(e) => {
+            let d = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
+            (d.code().code().to_string(), d.message().to_string())
+        }
+    }
+}

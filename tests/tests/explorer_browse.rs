@@ -4,7 +4,7 @@
 //! report, streaming CSV export in flat memory, auditing, impersonated pages and exports,
 //! and RLS never hiding rows from the unimpersonated admin.
 
-use fluxbase_tests::admin::{as_dashboard, create_admin, login, PASSWORD};
+use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
 use fluxbase_tests::{Caller, TestDb};
 use postgres::Client;
 use serde_json::{json, Value};
@@ -160,24 +160,7 @@ impl Explorer {
     }
 }
 
-/// An error as its SQLSTATE and messages, for assertion messages.
-fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} {} (detail: {:?}, hint: {:?})", d.code().code(), d.message(), d.detail(), d.hint()),
-        None => e.to_string(),
-    }
-}
 
-/// The SQLSTATE and message of a call that must fail.
-fn failure(result: Result<Value, postgres::Error>) -> (String, String) {
-    match result {
-        Ok(page) => panic!("expected an error, got {page}"),
-        Err(e) => {
-            let d = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
-            (d.code().code().to_string(), d.message().to_string())
-        }
-    }
-}
 
 /// The ids of a page's rows, in order.
 fn ids(page: &Value) -> Vec<i64> {

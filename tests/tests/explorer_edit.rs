@@ -6,7 +6,7 @@
 //! impersonated user under RLS (edit_as), viewers refused, the audit entries, and hostile
 //! names and values handled as data.
 
-use fluxbase_tests::admin::{as_dashboard, create_admin, login, PASSWORD};
+use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
 use fluxbase_tests::{Caller, TestDb};
 use postgres::Client;
 use serde_json::{json, Value};
@@ -82,24 +82,7 @@ impl Explorer {
     }
 }
 
-/// An error as its SQLSTATE and messages, for assertion messages.
-fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} {} (detail: {:?}, hint: {:?})", d.code().code(), d.message(), d.detail(), d.hint()),
-        None => e.to_string(),
-    }
-}
 
-/// The SQLSTATE and message of a call that must raise.
-fn failure(result: Result<Value, postgres::Error>) -> (String, String) {
-    match result {
-        Ok(answer) => panic!("expected an error, got {answer}"),
-        Err(e) => {
-            let d = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
-            (d.code().code().to_string(), d.message().to_string())
-        }
-    }
-}
 
 /// A successful answer: asserts ok and the operation, returns (count, before, after),
 /// before and after sorted by `id` when the rows have one.
