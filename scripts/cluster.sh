@@ -55,6 +55,10 @@ port = $CLUSTER_PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$CLUSTER_RUN'
 shared_preload_libraries = 'pg_stat_statements'
+# fluxbase_admin's hooks (data_plane.rs) in every backend from its start, not only once a
+# backend first calls the extension. Per session, so that a reinstalled library is used
+# by the next connection.
+session_preload_libraries = 'fluxbase_admin'
 ssl = on
 ssl_cert_file = 'server.crt'
 ssl_key_file = 'server.key'

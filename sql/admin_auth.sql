@@ -904,6 +904,10 @@ BEGIN
         ON CONFLICT ON CONSTRAINT settings_pkey
         DO UPDATE SET value = EXCLUDED.value, updated_at = pg_catalog.now(), updated_by = EXCLUDED.updated_by;
     END IF;
+    IF setting_key IN ('runner.role', 'users.extra_roles') THEN
+        -- Every data login must still be able to switch to these roles, and no more.
+        PERFORM fluxbase_admin.check_data_logins();
+    END IF;
     IF parsed IS DISTINCT FROM old_value THEN
         PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'settings.changed', 'setting', setting_key,
             pg_catalog.jsonb_build_object('old', dashboard_auth.format_setting(setting_key, old_value),

@@ -102,7 +102,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN r.oid IS NULL THEN pg_catalog.format('role %s does not exist', role)
-        WHEN role IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator') OR role LIKE 'pg\_%'
+        WHEN role IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator', 'fluxbase_explorer') OR role LIKE 'pg\_%'
             THEN pg_catalog.format('role %s is not an app user''s role', role)
         WHEN r.rolsuper THEN pg_catalog.format('role %s is a superuser', role)
         WHEN r.rolbypassrls THEN pg_catalog.format('role %s bypasses row level security', role)
@@ -116,7 +116,7 @@ AS $$
           SELECT g.rolname FROM pg_catalog.pg_roles g
            WHERE g.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')
              AND (g.rolsuper OR g.rolbypassrls OR g.rolcreaterole OR g.rolname LIKE 'pg\_%'
-                  OR g.rolname IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator'))
+                  OR g.rolname IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator', 'fluxbase_explorer'))
            ORDER BY g.rolname LIMIT 1) privileged ON true
 $$;
 

@@ -44,7 +44,10 @@ DECLARE
         ['fluxbase_operator',  'NOLOGIN'],            -- break-glass commands, backups
         ['anon',               'NOLOGIN NOINHERIT'],  -- a request without a user
         ['authenticated',      'NOLOGIN NOINHERIT'],  -- a signed-in end user
-        ['service_role',       'NOLOGIN NOINHERIT BYPASSRLS']  -- the app's backend, as in Supabase
+        ['service_role',       'NOLOGIN NOINHERIT BYPASSRLS'],  -- the app's backend, as in Supabase
+        -- The data plane's role when nobody is impersonated: sees every app row, with
+        -- explicit grants on app schemas only (data_plane.sql), never a pg_* role.
+        ['fluxbase_explorer',  'NOLOGIN NOINHERIT NOSUPERUSER BYPASSRLS']
     ];
     marker  constant text := 'Created by the fluxbase_admin extension';
     i        int;

@@ -2,13 +2,13 @@
 -- cursors and totals; following foreign keys; CSV export.
 --
 -- The SQL itself is written in one place, the Rust builder fluxbase_admin.build_browse,
--- from the relation's shape (read here from the catalogs) and the request. Here are the
--- executors:
--- * unimpersonated (fluxbase_admin.browse, open_export): definer functions owned by the
---   extension's owner, so the admin sees every row, as in Supabase Studio;
--- * impersonated (fluxbase_admin.browse_as, open_export_as): invoker functions that
---   switch to the target's role and claims around the statement, so RLS shows exactly
---   what the target sees, and record the work with the impersonation audit mechanism.
+-- from the relation's shape (read here from the catalogs) and the request. The executors
+-- are data-plane functions (see data_plane.sql): invoker functions run by the data login
+-- after it claimed a ticket. They read the request from the claim and switch, around
+-- each piece of work that touches app objects, to the claim's role: fluxbase_explorer
+-- (BYPASSRLS, explicit grants on app schemas), so the admin sees every row as in
+-- Supabase Studio, or the impersonated target with its claims, so RLS shows exactly what
+-- the target sees. Planning reads only the catalogs, as the data login.
 
 -- The default btree operator class of a type: what ORDER BY and indexes use.
 CREATE FUNCTION fluxbase_admin.default_btree_opclass(type_oid oid) RETURNS oid
@@ -151,6 +151,8 @@ $$;
 
 -- Which relations each admin session has browsed: browsing is audited once per table
 -- per session. Rows go with their session.
+-- Which relations each admin session has browsed: browsing is audited once per table
+-- per session (fluxbase_admin.ticket). Rows go with their session.
 CREATE TABLE dashboard_auth.explorer_reads (
     session_id    uuid NOT NULL REFERENCES dashboard_auth.sessions (id) ON DELETE CASCADE,
     relation      text NOT NULL,
@@ -159,12 +161,48 @@ CREATE TABLE dashboard_auth.explorer_reads (
 );
 REVOKE ALL ON dashboard_auth.explorer_reads FROM PUBLIC;
 
--- Exports that have been opened: each audited export runs once.
-CREATE TABLE dashboard_auth.explorer_exports (
-    audit_id  bigint PRIMARY KEY,
-    opened_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-REVOKE ALL ON dashboard_auth.explorer_exports FROM PUBLIC;
+-- ---------------------------------------------------------------------------------
+-- Switching to the claim's role (data plane)
+-- ---------------------------------------------------------------------------------
+
+-- Becomes the claim's role with its claims (none for the explorer role), for the rest of
+-- the transaction or until SET LOCAL ROLE NONE, and gives app code the session's own
+-- search_path: policies, triggers and defaults may name tables without a schema. The
+-- builder's SQL names everything with its schema, so it reads the same either way.
+-- Called as the data login (SET ROLE checks the session user's memberships).
+CREATE FUNCTION fluxbase_admin.enter_role(bound jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('request.jwt.claims', coalesce(bound ->> 'claims', ''), true);
+    -- The legacy one-setting-per-claim form too, so that an older claim set earlier in the
+    -- session cannot show through (auth.claim falls back to it).
+    PERFORM pg_catalog.set_config('request.jwt.claim', '', true);
+    PERFORM pg_catalog.set_config('request.jwt.claim.sub', coalesce(bound -> 'claims' ->> 'sub', ''), true);
+    PERFORM pg_catalog.set_config('request.jwt.claim.email', coalesce(bound -> 'claims' ->> 'email', ''), true);
+    PERFORM pg_catalog.set_config('request.jwt.claim.role', coalesce(bound -> 'claims' ->> 'role', ''), true);
+    EXECUTE pg_catalog.format('SET LOCAL ROLE %I', bound ->> 'run_as');
+    PERFORM pg_catalog.set_config('search_path',
+        (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
+END
+$$;
+-- No SET clause above: a function's own SET would undo the search_path on return. Every
+-- name in it is schema-qualified, and it is called with search_path pinned.
+
+-- The claimed request, checked to be of `operation`.
+CREATE FUNCTION fluxbase_admin.claimed(operation text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bound jsonb := fluxbase_admin.bound_request();
+BEGIN
+    IF bound ->> 'operation' IS DISTINCT FROM claimed.operation THEN
+        RAISE EXCEPTION 'the claimed ticket is for %, not %', bound ->> 'operation', claimed.operation
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN bound;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------
 -- Planning (internal)
@@ -172,8 +210,10 @@ REVOKE ALL ON dashboard_auth.explorer_exports FROM PUBLIC;
 
 -- Every bound value of a plan that does not fit its column, as field errors: each
 -- value is cast to the type its check names (the column's type, or a domain, whose
--- checks run). Browsing raises the first; an edit reports them all.
-CREATE FUNCTION fluxbase_admin.value_errors(plan jsonb) RETURNS jsonb
+-- checks run). Browsing raises the first; an edit reports them all. A cast may run app
+-- code (a type's input function, a domain's check), so given a claim it runs as the
+-- claim's role, and switches back before returning.
+CREATE FUNCTION fluxbase_admin.value_errors(plan jsonb, bound jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -182,6 +222,12 @@ DECLARE
     errors      jsonb := '[]';
     failed_constraint text;
 BEGIN
+    IF pg_catalog.jsonb_array_length(plan -> 'checks') = 0 THEN
+        RETURN errors;
+    END IF;
+    IF bound IS NOT NULL THEN
+        PERFORM fluxbase_admin.enter_role(bound);
+    END IF;
     FOR value_check IN SELECT c FROM pg_catalog.jsonb_array_elements(plan -> 'checks') c LOOP
         value := plan -> 'params' ->> ((value_check ->> 'param')::integer - 1);
         BEGIN
@@ -196,14 +242,20 @@ BEGIN
                 'constraint', nullif(failed_constraint, ''));
         END;
     END LOOP;
+    IF bound IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        SET LOCAL ROLE NONE;
+    END IF;
     RETURN errors;
 END
 $$;
 
 -- The plan for a request on schema_name.relation_name. A bound value that does not fit
--- its column is refused here, naming the column, before anything runs.
+-- its column is refused here, naming the column, before anything runs. Given a claim,
+-- the values are checked as its role.
 CREATE FUNCTION fluxbase_admin.plan_for(
-    schema_name text, relation_name text, filter jsonb, sort jsonb, search text, page_size integer, cursor text
+    schema_name text, relation_name text, filter jsonb, sort jsonb, search text, page_size integer, cursor text,
+    bound jsonb DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -211,7 +263,7 @@ DECLARE
     plan  jsonb := fluxbase_admin.build_browse(
                        fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
                        filter::text, sort::text, search, page_size, cursor);
-    first jsonb := fluxbase_admin.value_errors(plan) -> 0;
+    first jsonb := fluxbase_admin.value_errors(plan, bound) -> 0;
 BEGIN
     IF first IS NOT NULL THEN
         RAISE EXCEPTION 'column % (%): %', pg_catalog.quote_ident(first ->> 'field'), first ->> 'type', first ->> 'message'
@@ -223,7 +275,8 @@ END
 $$;
 
 -- The plan of a browse request, for a signed-in admin: the statements the explorer would
--- run, with their parameters. browse_as plans with it; from psql it shows the SQL.
+-- run, with their parameters. Catalog work only: values are not checked against their
+-- columns here, since a cast may run app code, which the dashboard plane never does.
 CREATE FUNCTION fluxbase_admin.plan_browse(
     session_token text, schema_name text, relation_name text, filter jsonb DEFAULT NULL, sort jsonb DEFAULT NULL,
     search text DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL
@@ -232,26 +285,27 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM dashboard_auth.check_session(session_token);
-    RETURN fluxbase_admin.plan_for(schema_name, relation_name, filter, sort, search, page_size, cursor);
+    RETURN fluxbase_admin.build_browse(
+               fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
+               filter::text, sort::text, search, page_size, cursor);
 END
 $$;
 
 -- ---------------------------------------------------------------------------------
--- Running a page (the executor both paths share)
+-- Running a page (data plane)
 -- ---------------------------------------------------------------------------------
 
--- Runs a plan's page and total as the current role, or, given an impersonation, as the
--- impersonated role with its claims, switching back before it returns. It is an invoker
--- function: whatever plan it is handed, it can do no more than its caller could with
--- plain SQL. Request values are read in the caller's DateStyle, as plan_for checked them
--- and as an export reads them; cursor positions are written so that any style reads them
--- back (dates and times in ISO 8601, intervals in one fixed style, floats exactly).
-CREATE FUNCTION fluxbase_admin.read_page(plan jsonb, total text, session_token text, impersonation_id uuid) RETURNS jsonb
+-- Runs a plan's page and total as the claim's role with its claims, and switches back to
+-- the data login before it returns. An invoker function: whatever plan it is handed, it
+-- can do no more than its caller could with plain SQL. Request values are read in the
+-- caller's DateStyle, as plan_for checked them and as an export reads them; cursor
+-- positions are written so that any style reads them back (dates and times in ISO 8601,
+-- intervals in one fixed style, floats exactly).
+CREATE FUNCTION fluxbase_admin.read_page(plan jsonb, total text, bound jsonb) RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp SET "IntervalStyle" = 'postgres' SET extra_float_digits = 1 SET bytea_output = 'hex'
 AS $$
 DECLARE
-    caller        text := current_user;
     params        text[] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
     page_size     integer := (plan ->> 'page_size')::integer;
     cap           bigint := (plan ->> 'count_cap')::bigint;
@@ -271,14 +325,7 @@ BEGIN
         RAISE EXCEPTION 'total is auto, exact, estimate or none, not %', pg_catalog.quote_literal(total)
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF impersonation_id IS NOT NULL THEN
-        PERFORM auth.apply_impersonation(session_token, impersonation_id);
-        -- The session's own search_path, as the app's connections have it: policies and
-        -- the functions they call may name tables without a schema. The page's SQL
-        -- names everything with its schema, so it reads the same either way.
-        PERFORM pg_catalog.set_config('search_path',
-            (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
-    END IF;
+    PERFORM fluxbase_admin.enter_role(bound);
 
     FOR row_values, lengths, position IN EXECUTE plan ->> 'page_sql' USING params LOOP
         IF pg_catalog.cardinality(rows) = page_size THEN
@@ -320,10 +367,8 @@ BEGIN
             || CASE WHEN (totals ->> 'count')::bigint = 1 THEN ' row' ELSE ' rows' END);
     END IF;
 
-    IF impersonation_id IS NOT NULL THEN
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        EXECUTE pg_catalog.format('SET LOCAL ROLE %I', caller);
-    END IF;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    SET LOCAL ROLE NONE;
     RETURN pg_catalog.jsonb_build_object(
         'schema', plan -> 'schema', 'name', plan -> 'name', 'kind', plan -> 'kind',
         'columns', plan -> 'columns',
@@ -331,236 +376,64 @@ BEGIN
         'next_cursor', CASE WHEN has_more THEN fluxbase_admin.next_page_cursor(plan, last_position) END,
         'total', totals,
         'paging', plan -> 'paging',
-        'impersonation_id', impersonation_id);
+        'impersonation_id', bound -> 'impersonation_id');
 END
 $$;
 
--- Audits the first read of a relation in an admin session.
-CREATE FUNCTION fluxbase_admin.audit_first_read(who dashboard_auth.session_admin, plan jsonb) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    relation text := pg_catalog.format('%I.%I', plan ->> 'schema', plan ->> 'name');
-BEGIN
-    INSERT INTO dashboard_auth.explorer_reads (session_id, relation) VALUES (who.session_id, relation)
-    ON CONFLICT DO NOTHING;
-    IF FOUND THEN
-        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'explorer.browse', 'relation', relation,
-            pg_catalog.jsonb_build_object('schema', plan -> 'schema', 'table', plan -> 'name', 'kind', plan -> 'kind'));
-    END IF;
-END
-$$;
 
--- ---------------------------------------------------------------------------------
--- Browsing (fluxbase_dashboard; viewers may browse)
--- ---------------------------------------------------------------------------------
-
--- One page of a table or view, as the admin: every row, RLS not hiding any.
+-- One page of the claimed browse (or follow) ticket:
+--   BEGIN; SELECT fluxbase_admin.claim(ticket); SELECT fluxbase_admin.browse(); COMMIT;
+-- The request (fluxbase_admin.ticket):
 --   filter: {"column": "status", "op": "eq", "value": "paid"}, {"and": [...]}, {"or": [...]}
 --   sort:   [{"column": "created_at", "direction": "desc", "nulls": "last"}]
 --   search: text matched (ILIKE) against every text-like column
 --   cursor: next_cursor of the previous page
 --   total:  auto (exact when the table is small, else the planner's estimate), exact
 --           (counted up to 100,000), estimate or none
-CREATE FUNCTION fluxbase_admin.browse(
-    session_token text, schema_name text, relation_name text, filter jsonb DEFAULT NULL, sort jsonb DEFAULT NULL,
-    search text DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL, total text DEFAULT 'auto'
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who  dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    plan jsonb := fluxbase_admin.plan_for(schema_name, relation_name, filter, sort, search, page_size, cursor);
-BEGIN
-    PERFORM fluxbase_admin.audit_first_read(who, plan);
-    RETURN fluxbase_admin.read_page(plan, total, NULL, NULL);
-END
-$$;
-COMMENT ON FUNCTION fluxbase_admin.browse(text, text, text, jsonb, jsonb, text, integer, text, text) IS 'One page of a table or view, filtered, sorted and searched, with a keyset cursor to the next';
-
--- One page as an impersonated user sees it. Record the intent first, in its own
--- transaction, then browse; the result is recorded with the page:
---   SELECT auth.record_impersonated_intent(token, imp, 'explorer.browse', '{"table": "todos"}');
---   SELECT fluxbase_admin.browse_as(token, imp, <intent id>, 'public', 'todos');
-CREATE FUNCTION fluxbase_admin.browse_as(
-    session_token text, impersonation_id uuid, intent_id bigint, schema_name text, relation_name text,
-    filter jsonb DEFAULT NULL, sort jsonb DEFAULT NULL, search text DEFAULT NULL, page_size integer DEFAULT 50,
-    cursor text DEFAULT NULL, total text DEFAULT 'auto'
-) RETURNS jsonb
+CREATE FUNCTION fluxbase_admin.browse() RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    plan jsonb := fluxbase_admin.plan_browse(session_token, schema_name, relation_name, filter, sort, search, page_size, cursor);
-    page jsonb;
+    bound jsonb := fluxbase_admin.claimed('browse');
+    req   jsonb := bound -> 'request';
+    plan  jsonb := fluxbase_admin.plan_for(req ->> 'schema', req ->> 'table', req -> 'filter', req -> 'sort',
+                                           req ->> 'search', coalesce((req ->> 'page_size')::integer, 50),
+                                           req ->> 'cursor', bound);
+    page  jsonb := fluxbase_admin.read_page(plan, coalesce(req ->> 'total', 'auto'), bound);
 BEGIN
-    IF impersonation_id IS NULL THEN
-        RAISE EXCEPTION 'browse_as needs an impersonation; fluxbase_admin.browse shows every row'
-              USING ERRCODE = 'invalid_parameter_value';
+    IF req ? 'followed' THEN
+        page := page || pg_catalog.jsonb_build_object('followed', req -> 'followed');
     END IF;
-    page := fluxbase_admin.read_page(plan, total, session_token, impersonation_id);
-    PERFORM auth.record_impersonated_result(session_token, impersonation_id, intent_id,
-        pg_catalog.jsonb_build_object('schema', plan -> 'schema', 'table', plan -> 'name',
-                                      'rows', pg_catalog.jsonb_array_length(page -> 'rows')));
     RETURN page;
 END
 $$;
-
--- The row a foreign key of `row_values` refers to: a page of the referenced table,
--- filtered on the referenced columns.
-CREATE FUNCTION fluxbase_admin.follow_foreign_key(
-    session_token text, schema_name text, relation_name text, foreign_key text, row_values jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    rel    oid;
-    fk     pg_catalog.pg_constraint;
-    filter jsonb := '[]';
-    pair   record;
-    target record;
-BEGIN
-    PERFORM dashboard_auth.check_session(session_token);
-    rel := fluxbase_admin.browsable_relation(schema_name, relation_name);
-    SELECT * INTO fk FROM pg_catalog.pg_constraint c
-     WHERE c.conrelid = rel AND c.contype = 'f' AND c.conname = foreign_key;
-    IF fk.oid IS NULL THEN
-        RAISE EXCEPTION '%.% has no foreign key %', pg_catalog.quote_ident(schema_name), pg_catalog.quote_ident(relation_name),
-                        pg_catalog.quote_ident(coalesce(foreign_key, ''))
-              USING ERRCODE = 'undefined_object', HINT = 'fluxbase_admin.describe_table lists them.';
-    END IF;
-    FOR pair IN
-        SELECT la.attname AS local_column, ra.attname AS referenced_column
-          FROM ROWS FROM (pg_catalog.unnest(fk.conkey), pg_catalog.unnest(fk.confkey)) AS k(local_attnum, referenced_attnum)
-          JOIN pg_catalog.pg_attribute la ON la.attrelid = fk.conrelid AND la.attnum = k.local_attnum
-          JOIN pg_catalog.pg_attribute ra ON ra.attrelid = fk.confrelid AND ra.attnum = k.referenced_attnum
-    LOOP
-        IF coalesce(row_values -> pair.local_column::text, 'null') = 'null' THEN
-            RAISE EXCEPTION 'the row''s % is NULL: it refers to no row', pg_catalog.quote_ident(pair.local_column)
-                  USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        filter := filter || pg_catalog.jsonb_build_object('column', pair.referenced_column, 'op', 'eq',
-                                                          'value', row_values -> pair.local_column::text);
-    END LOOP;
-    SELECT n.nspname::text AS schema, c.relname::text AS name INTO target
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = fk.confrelid;
-    RETURN fluxbase_admin.browse(session_token, target.schema, target.name, filter, page_size => 1)
-        || pg_catalog.jsonb_build_object('followed', pg_catalog.jsonb_build_object(
-               'schema', schema_name, 'table', relation_name, 'foreign_key', foreign_key));
-END
-$$;
+COMMENT ON FUNCTION fluxbase_admin.browse() IS 'Data plane: one page of the claimed browse ticket, filtered, sorted and searched, with a keyset cursor to the next';
 
 -- ---------------------------------------------------------------------------------
--- CSV export: audited first, then streamed through a cursor
+-- CSV export: recorded by the ticket, then streamed through a cursor
 -- ---------------------------------------------------------------------------------
 
--- Records an export of every row of a filtered, sorted view and returns its id. Call it
--- in a transaction of its own, so that the record stays whatever happens to the export.
--- With an impersonation, the export is recorded as that impersonation's intent and runs
--- as the impersonated user.
-CREATE FUNCTION fluxbase_admin.start_export(
-    session_token text, schema_name text, relation_name text, filter jsonb DEFAULT NULL, sort jsonb DEFAULT NULL,
-    search text DEFAULT NULL, impersonation_id uuid DEFAULT NULL
-) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    plan    jsonb := fluxbase_admin.plan_for(schema_name, relation_name, filter, sort, search, 1, NULL);
-    details jsonb := pg_catalog.jsonb_build_object(
-                         'schema', plan -> 'schema', 'table', plan -> 'name', 'format', 'csv',
-                         'filter', filter, 'sort', sort, 'search', search,
-                         'columns', (SELECT pg_catalog.jsonb_agg(c -> 'name') FROM pg_catalog.jsonb_array_elements(plan -> 'columns') c));
-BEGIN
-    IF impersonation_id IS NOT NULL THEN
-        RETURN auth.record_impersonated_intent(session_token, impersonation_id, 'explorer.export', details);
-    END IF;
-    RETURN dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'explorer.export', 'relation',
-                                   pg_catalog.format('%I.%I', plan ->> 'schema', plan ->> 'name'), details);
-END
-$$;
-
--- The plan of a recorded export, once: the request is read back from its audit entry,
--- so the export runs exactly what was recorded.
-CREATE FUNCTION fluxbase_admin.export_plan(session_token text, export_id bigint) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who   dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    entry dashboard_auth.audit_log;
-BEGIN
-    SELECT * INTO entry FROM dashboard_auth.audit_log a
-     WHERE a.id = export_id AND a.actor_type = 'admin' AND a.actor_id = who.admin_id
-       AND a.action IN ('explorer.export', 'impersonated.explorer.export.intent');
-    IF entry.id IS NULL THEN
-        RAISE EXCEPTION 'no export % of yours', coalesce(export_id::text, 'NULL')
-              USING ERRCODE = 'no_data_found', HINT = 'Start one with fluxbase_admin.start_export.';
-    END IF;
-    IF entry.occurred_at < pg_catalog.now() - interval '10 minutes' THEN
-        RAISE EXCEPTION 'export % was started more than 10 minutes ago', export_id
-              USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Start it again.';
-    END IF;
-    INSERT INTO dashboard_auth.explorer_exports (audit_id) VALUES (export_id) ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'export % was opened already: each recorded export runs once', export_id
-              USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Start a new one.';
-    END IF;
-    RETURN fluxbase_admin.plan_for(entry.details ->> 'schema', entry.details ->> 'table', entry.details -> 'filter',
-                                   entry.details -> 'sort', entry.details ->> 'search', 1, NULL)
-        || pg_catalog.jsonb_build_object('impersonation_id',
-               CASE WHEN entry.action LIKE 'impersonated.%' THEN entry.target_id END);
-END
-$$;
-
--- Opens a recorded export as a cursor of CSV lines, header apart. In one transaction:
---   SELECT * FROM fluxbase_admin.open_export(token, id);  FETCH 1000 FROM fluxbase_export; ...  COMMIT;
+-- Opens the claimed export as a cursor of CSV lines, header apart. In one transaction:
+--   BEGIN; SELECT fluxbase_admin.claim(ticket);
+--   SELECT * FROM fluxbase_admin.open_export();  FETCH 1000 FROM fluxbase_export; ...  COMMIT;
 -- Rows are produced as they are fetched, so memory stays flat however large the table.
-CREATE FUNCTION fluxbase_admin.open_export(session_token text, export_id bigint, portal_name text DEFAULT 'fluxbase_export')
-RETURNS TABLE (portal refcursor, header text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    plan   jsonb := fluxbase_admin.export_plan(session_token, export_id);
-    opened refcursor := portal_name;
-BEGIN
-    IF plan ->> 'impersonation_id' IS NOT NULL THEN
-        RAISE EXCEPTION 'export % runs as an impersonated user: open it with fluxbase_admin.open_export_as', export_id
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    OPEN opened FOR EXECUTE plan ->> 'export_sql' USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
-    RETURN QUERY SELECT opened, plan ->> 'export_header';
-END
-$$;
-
--- As open_export, for an export started with an impersonation: the transaction becomes
--- the impersonated user until it ends, so that fetching sees what the target sees.
-CREATE FUNCTION fluxbase_admin.open_export_as(session_token text, export_id bigint, portal_name text DEFAULT 'fluxbase_export')
+-- The transaction stays the claim's role until it ends, so that fetching runs as it.
+CREATE FUNCTION fluxbase_admin.open_export(portal_name text DEFAULT 'fluxbase_export')
 RETURNS TABLE (portal refcursor, header text)
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    plan   jsonb := fluxbase_admin.export_plan(session_token, export_id);
-    opened refcursor := portal_name;
+    bound  jsonb := fluxbase_admin.claimed('export');
+    req    jsonb := bound -> 'request';
+    plan   jsonb := fluxbase_admin.plan_for(req ->> 'schema', req ->> 'table', req -> 'filter', req -> 'sort',
+                                            req ->> 'search', 1, NULL, bound);
+    opened refcursor := coalesce(portal_name, 'fluxbase_export');
 BEGIN
-    IF plan ->> 'impersonation_id' IS NULL THEN
-        RAISE EXCEPTION 'export % is not impersonated: open it with fluxbase_admin.open_export', export_id
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM auth.apply_impersonation(session_token, (plan ->> 'impersonation_id')::uuid);
+    PERFORM fluxbase_admin.enter_role(bound);
     OPEN opened FOR EXECUTE plan ->> 'export_sql' USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
     RETURN QUERY SELECT opened, plan ->> 'export_header';
 END
 $$;
+COMMENT ON FUNCTION fluxbase_admin.open_export(text) IS 'Data plane: opens the claimed export as a cursor of CSV lines';
 
-GRANT EXECUTE ON FUNCTION
-    fluxbase_admin.browse(text, text, text, jsonb, jsonb, text, integer, text, text),
-    fluxbase_admin.browse_as(text, uuid, bigint, text, text, jsonb, jsonb, text, integer, text, text),
-    fluxbase_admin.plan_browse(text, text, text, jsonb, jsonb, text, integer, text),
-    fluxbase_admin.follow_foreign_key(text, text, text, text, jsonb),
-    fluxbase_admin.start_export(text, text, text, jsonb, jsonb, text, uuid),
-    fluxbase_admin.open_export(text, bigint, text),
-    fluxbase_admin.open_export_as(text, bigint, text),
-    -- The invoker paths call these while still fluxbase_dashboard.
-    fluxbase_admin.export_plan(text, bigint),
-    fluxbase_admin.read_page(jsonb, text, text, uuid),
-    fluxbase_admin.next_page_cursor(jsonb, text[])
-TO fluxbase_dashboard;
+GRANT EXECUTE ON FUNCTION fluxbase_admin.plan_browse(text, text, text, jsonb, jsonb, text, integer, text) TO fluxbase_dashboard;

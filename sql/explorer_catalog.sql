@@ -63,7 +63,8 @@ $$;
 -- Every browsable relation, for the explorer's list (viewers may call it).
 CREATE FUNCTION fluxbase_admin.catalog(session_token text)
 RETURNS TABLE (schema text, name text, kind text, estimated_rows bigint, total_bytes bigint,
-               rls_enabled boolean, rls_forced boolean, has_primary_key boolean, description text)
+               rls_enabled boolean, rls_forced boolean, has_primary_key boolean, description text,
+               explorer_limits text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -74,7 +75,9 @@ BEGIN
            CASE WHEN r.kind IN ('view', 'foreign_table') THEN NULL ELSE pg_catalog.pg_total_relation_size(r.oid) END,
            c.relrowsecurity, c.relforcerowsecurity,
            EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = r.oid AND k.contype = 'p'),
-           pg_catalog.obj_description(r.oid, 'pg_class')
+           pg_catalog.obj_description(r.oid, 'pg_class'),
+           -- What the explorer role cannot do with it, and why (NULL: it can read and write).
+           fluxbase_admin.explorer_limits(r.oid)
       FROM fluxbase_admin.browsable_relations() r
       JOIN pg_catalog.pg_class c ON c.oid = r.oid
      ORDER BY r.schema, r.name;

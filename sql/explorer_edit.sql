@@ -2,10 +2,11 @@
 -- each edit in one transaction, all or nothing. The statements come from the Rust
 -- builder (fluxbase_admin.build_edit); here are the checks, the executor and the audit.
 --
--- Unimpersonated, fluxbase_admin.edit runs as the extension's owner and writes its audit
--- entry, with the rows before and after, in the edit's own transaction. Impersonated,
--- fluxbase_admin.edit_as runs the statements as the target, so RLS and WITH CHECK apply,
--- and records the result against an intent committed before.
+-- An edit is data-plane work (data_plane.sql): fluxbase_admin.ticket records the intent
+-- on the dashboard plane, then the data login claims the ticket and fluxbase_admin.edit()
+-- runs the statements as fluxbase_explorer, or impersonated as the target, so that RLS
+-- and WITH CHECK apply, and records the result, with the rows before and after, in the
+-- edit's own transaction.
 
 -- The columns a constraint or unique index covers, for naming the fields of an error.
 CREATE FUNCTION fluxbase_admin.constraint_columns(schema_name text, relation_name text, constraint_name text) RETURNS jsonb
@@ -34,9 +35,11 @@ AS $$
         '[]'::jsonb)
 $$;
 
--- The plan of an edit, with every written value checked against its column: a value
--- that does not fit, or breaks a domain's check, is a field error, all of them at once.
-CREATE FUNCTION fluxbase_admin.plan_edit_for(schema_name text, relation_name text, operation text, payload jsonb)
+-- The plan of an edit, with every written value checked against its column (as the
+-- claim's role, given one): a value that does not fit, or breaks a domain's check, is a
+-- field error, all of them at once.
+CREATE FUNCTION fluxbase_admin.plan_edit_for(schema_name text, relation_name text, operation text, payload jsonb,
+                                             bound jsonb DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -47,31 +50,19 @@ DECLARE
 BEGIN
     -- The builder's own field errors (lengths, NULLs), then every value that does not fit.
     RETURN plan || pg_catalog.jsonb_build_object('errors',
-        coalesce(plan -> 'errors', '[]') || fluxbase_admin.value_errors(plan));
+        coalesce(plan -> 'errors', '[]') || fluxbase_admin.value_errors(plan, bound));
 END
 $$;
 
--- The plan of an edit for a signed-in admin (viewers are refused): edit_as plans with it.
-CREATE FUNCTION fluxbase_admin.plan_edit(session_token text, schema_name text, relation_name text, operation text, payload jsonb)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM dashboard_auth.require_admin(session_token);
-    RETURN fluxbase_admin.plan_edit_for(schema_name, relation_name, operation, payload);
-END
-$$;
-
--- Runs an edit plan as the current role, or with an impersonation as the target, in a
--- subtransaction: a failure changes nothing and comes back as errors naming the fields
--- and the constraint. A filtered edit first locks the rows it matches, and changes
--- nothing unless they are as many as the caller expected. An invoker function: whatever
--- plan it is handed, it can do no more than its caller could with plain SQL.
-CREATE FUNCTION fluxbase_admin.run_edit(plan jsonb, session_token text, impersonation_id uuid) RETURNS jsonb
+-- Runs an edit plan as the claim's role, in a subtransaction: a failure changes nothing
+-- and comes back as errors naming the fields and the constraint. A filtered edit first
+-- locks the rows it matches, and changes nothing unless they are as many as the caller
+-- expected. An invoker function: whatever plan it is handed, it can do no more than its
+-- caller could with plain SQL. It switches back to the data login before it returns.
+CREATE FUNCTION fluxbase_admin.run_edit(plan jsonb, bound jsonb) RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller   text := current_user;
     params   text[] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
     expected bigint := (plan ->> 'expected_count')::bigint;
     before   jsonb;
@@ -88,11 +79,7 @@ BEGIN
     IF pg_catalog.jsonb_array_length(plan -> 'errors') > 0 THEN
         RETURN pg_catalog.jsonb_build_object('ok', false, 'operation', plan -> 'operation', 'errors', plan -> 'errors');
     END IF;
-    IF impersonation_id IS NOT NULL THEN
-        PERFORM auth.apply_impersonation(session_token, impersonation_id);
-        PERFORM pg_catalog.set_config('search_path',
-            (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
-    END IF;
+    PERFORM fluxbase_admin.enter_role(bound);
     BEGIN
         IF plan ->> 'lock_sql' IS NOT NULL THEN
             EXECUTE plan ->> 'lock_sql' INTO before, matched USING params;
@@ -125,10 +112,8 @@ BEGIN
             'sqlstate', state, 'message', message, 'detail', nullif(detail, ''),
             'column', nullif(column_name, ''), 'constraint', nullif(constraint_name, ''));
     END;
-    IF impersonation_id IS NOT NULL THEN
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        EXECUTE pg_catalog.format('SET LOCAL ROLE %I', caller);
-    END IF;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    SET LOCAL ROLE NONE;
     IF failure IS NOT NULL THEN
         -- The fields: the column Postgres names, else the constraint's columns.
         failure := failure || pg_catalog.jsonb_build_object('fields',
@@ -145,62 +130,26 @@ BEGIN
 END
 $$;
 
--- One edit, as the admin (viewers are refused, 42501):
---   SELECT fluxbase_admin.edit(token, 'public', 'todos', 'update', '{"keys": [{"id": 1}], "set": {"done": true}}');
--- Operations: update, insert, delete, update_where, delete_where (see explorer/edits.rs).
+-- The claimed edit (fluxbase_admin.ticket(token, 'edit', {"schema", "table", "operation",
+-- "payload"}), admins only):
+--   BEGIN; SELECT fluxbase_admin.claim(ticket); SELECT fluxbase_admin.edit(); COMMIT;
+-- Operations: update, insert, delete, update_where, delete_where (see explorer/edits.rs),
+-- e.g. {"operation": "update", "payload": {"keys": [{"id": 1}], "set": {"done": true}}}.
 -- The answer: {"ok": true, "count", "before", "after"} or {"ok": false, "errors": [...]},
 -- each error with its fields, code (type, not_null, check, foreign_key, unique,
--- permission, count_changed), message and constraint. The audit entry, with the rows
--- before and after, commits with the change.
-CREATE FUNCTION fluxbase_admin.edit(session_token text, schema_name text, relation_name text, operation text, payload jsonb)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who    dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-    plan   jsonb := fluxbase_admin.plan_edit_for(schema_name, relation_name, operation, payload);
-    result jsonb := fluxbase_admin.run_edit(plan, NULL, NULL);
-BEGIN
-    IF (result ->> 'ok')::boolean THEN
-        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'explorer.' || operation, 'relation',
-            pg_catalog.format('%I.%I', plan ->> 'schema', plan ->> 'name'),
-            pg_catalog.jsonb_build_object('schema', plan -> 'schema', 'table', plan -> 'name', 'operation', operation,
-                                          'count', result -> 'count', 'before', result -> 'before', 'after', result -> 'after'));
-    END IF;
-    RETURN result;
-END
-$$;
-
--- One edit as an impersonated user: RLS and WITH CHECK apply. Record the intent first:
---   SELECT auth.record_impersonated_intent(token, imp, 'explorer.update', '{"table": "todos"}');
---   SELECT fluxbase_admin.edit_as(token, imp, <intent id>, 'public', 'todos', 'update', '{...}');
-CREATE FUNCTION fluxbase_admin.edit_as(
-    session_token text, impersonation_id uuid, intent_id bigint, schema_name text, relation_name text,
-    operation text, payload jsonb
-) RETURNS jsonb
+-- permission, count_changed), message and constraint. The result, with the rows before
+-- and after, is recorded against the ticket's intent and commits with the change.
+CREATE FUNCTION fluxbase_admin.edit() RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    plan   jsonb := fluxbase_admin.plan_edit(session_token, schema_name, relation_name, operation, payload);
-    result jsonb;
+    bound  jsonb := fluxbase_admin.claimed('edit');
+    req    jsonb := bound -> 'request';
+    plan   jsonb := fluxbase_admin.plan_edit_for(req ->> 'schema', req ->> 'table', req ->> 'operation', req -> 'payload', bound);
+    result jsonb := fluxbase_admin.run_edit(plan, bound);
 BEGIN
-    IF impersonation_id IS NULL THEN
-        RAISE EXCEPTION 'edit_as needs an impersonation; fluxbase_admin.edit edits as the admin'
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    result := fluxbase_admin.run_edit(plan, session_token, impersonation_id);
-    PERFORM auth.record_impersonated_result(session_token, impersonation_id, intent_id,
-        pg_catalog.jsonb_build_object('schema', plan -> 'schema', 'table', plan -> 'name', 'operation', operation)
-        || (result - 'operation'));
+    PERFORM fluxbase_admin.record_result(result);
     RETURN result;
 END
 $$;
-
-GRANT EXECUTE ON FUNCTION
-    fluxbase_admin.edit(text, text, text, text, jsonb),
-    fluxbase_admin.edit_as(text, uuid, bigint, text, text, text, jsonb),
-    -- edit_as calls these while still fluxbase_dashboard.
-    fluxbase_admin.plan_edit(text, text, text, text, jsonb),
-    fluxbase_admin.run_edit(jsonb, text, uuid),
-    fluxbase_admin.constraint_columns(text, text, text)
-TO fluxbase_dashboard;
+COMMENT ON FUNCTION fluxbase_admin.edit() IS 'Data plane: runs the claimed edit in one transaction and records its result with it';

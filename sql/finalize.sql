@@ -24,3 +24,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA auth TO fluxbase_operator;
 -- The views operators read (live_sessions) call the settings readers; settings are no secret.
 GRANT EXECUTE ON FUNCTION dashboard_auth.setting(text), dashboard_auth.setting_int(text),
     dashboard_auth.setting_interval(text) TO fluxbase_operator;
+
+-- The explorer role's grants on the app schemas that exist now; later objects get theirs
+-- from the event trigger fluxbase_explorer_grants.
+SELECT fluxbase_admin.sync_explorer_grants();

@@ -237,29 +237,25 @@ BEGIN
 END
 $$;
 
--- The switch: sets request.jwt.claims and SET LOCAL ROLE, for the rest of the current
--- transaction only. From psql:
---   BEGIN; SELECT auth.apply_impersonation(token, impersonation_id); SELECT * FROM todos; ROLLBACK;
-CREATE FUNCTION auth.apply_impersonation(session_token text, impersonation_id uuid) RETURNS jsonb
+-- The switch, for psql: on the data login, after claiming an 'impersonate' ticket, the
+-- transaction becomes the impersonated role with its claims until it ends:
+--   dashboard login: SELECT fluxbase_admin.ticket(token, 'impersonate', '{"read_only": true}', impersonation_id);
+--   data login:      BEGIN; SELECT fluxbase_admin.claim('fbk_...'); SELECT auth.apply_impersonation();
+--                    SELECT * FROM todos; ROLLBACK;
+CREATE FUNCTION auth.apply_impersonation() RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    context auth.impersonation_context := auth.impersonation_context(session_token, impersonation_id);
+    bound jsonb := fluxbase_admin.claimed('impersonate');
+    kept  text := pg_catalog.current_setting('search_path');
 BEGIN
-    -- Everything is transaction-local: outside BEGIN ... COMMIT it ends with this very
-    -- statement, and nothing can outlive the transaction on a pooled connection.
-    PERFORM pg_catalog.set_config('request.jwt.claims', context.claims::text, true);
-    -- The legacy one-setting-per-claim form too, so that an older claim set earlier in the
-    -- session cannot show through (auth.claim falls back to it).
-    PERFORM pg_catalog.set_config('request.jwt.claim', '', true);
-    PERFORM pg_catalog.set_config('request.jwt.claim.sub', coalesce(context.claims ->> 'sub', ''), true);
-    PERFORM pg_catalog.set_config('request.jwt.claim.email', coalesce(context.claims ->> 'email', ''), true);
-    PERFORM pg_catalog.set_config('request.jwt.claim.role', coalesce(context.claims ->> 'role', ''), true);
-    EXECUTE pg_catalog.format('SET LOCAL ROLE %I', context.role);
-    RETURN context.claims;
+    PERFORM fluxbase_admin.enter_role(bound);
+    -- The caller's own search_path stays as it was.
+    PERFORM pg_catalog.set_config('search_path', kept, true);
+    RETURN bound -> 'claims';
 END
 $$;
-COMMENT ON FUNCTION auth.apply_impersonation(text, uuid) IS 'Inside a transaction: become the impersonated role with its claims until the transaction ends';
+COMMENT ON FUNCTION auth.apply_impersonation() IS 'Data plane, inside a transaction that claimed an impersonate ticket: become the impersonated role with its claims until the transaction ends';
 
 -- ---------------------------------------------------------------------------------
 -- Recording work done under impersonation (the explorer and the SQL runner call these)
@@ -285,35 +281,10 @@ BEGIN
 END
 $$;
 
--- The result, written in the work's own transaction after switching back to
--- fluxbase_dashboard (SET LOCAL ROLE fluxbase_dashboard), so it commits with the work.
-CREATE FUNCTION auth.record_impersonated_result(session_token text, impersonation_id uuid, intent_id bigint, outcome jsonb DEFAULT '{}'::jsonb)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    who    dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
-    intent dashboard_auth.audit_log;
-BEGIN
-    SELECT * INTO intent FROM dashboard_auth.audit_log a
-     WHERE a.id = intent_id AND a.actor_id = who.admin_id AND a.target_id = impersonation_id::text
-       AND a.action LIKE 'impersonated.%.intent';
-    IF intent.id IS NULL THEN
-        RAISE EXCEPTION 'no intent % of this admin for impersonation %', intent_id, impersonation_id
-              USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN dashboard_auth.audit_by(dashboard_auth.session_actor(who),
-        pg_catalog.regexp_replace(intent.action, '\.intent$', '.result'), 'impersonation', impersonation_id::text,
-        coalesce(outcome, '{}'::jsonb) || pg_catalog.jsonb_build_object('intent_id', intent_id));
-END
-$$;
-
 GRANT SELECT ON auth.impersonation_sessions TO fluxbase_operator;
 GRANT EXECUTE ON FUNCTION
     auth.start_impersonation(text, text, text, text, inet, text, interval),
     auth.end_impersonation(text),
     auth.impersonation_context(text, uuid),
-    auth.apply_impersonation(text, uuid),
-    auth.record_impersonated_intent(text, uuid, text, jsonb),
-    auth.record_impersonated_result(text, uuid, bigint, jsonb)
+    auth.record_impersonated_intent(text, uuid, text, jsonb)
 TO fluxbase_dashboard;

@@ -2,12 +2,16 @@
 -- default service_role, never a superuser) or as an impersonated user, read-only unless
 -- a write is asked for, with EXPLAIN, cancel and a history.
 --
--- A run takes three calls on ONE connection (fluxbase serve makes them; psql can too):
---   1. SELECT * FROM fluxbase_admin.sql_begin(token, statement, ...);   -- commits the intent
---   2. BEGIN; SET LOCAL statement_timeout = <timeout_ms>;
---      SELECT fluxbase_admin.sql_execute(token, run_id, statement);     -- the statement
---   3. write runs:  SELECT fluxbase_admin.sql_finish(token, run_id, outcome); COMMIT;
---      read runs, and any failure:  ROLLBACK; SELECT fluxbase_admin.sql_finish(...);
+-- A run crosses the two planes (data_plane.sql); fluxbase serve makes these calls, psql
+-- can too:
+--   1. dashboard login: SELECT * FROM fluxbase_admin.sql_begin(token, statement, ...);
+--      commits the intent and returns the run's id and a ticket;
+--   2. data login: BEGIN; SET LOCAL statement_timeout = <timeout_ms>;
+--      SELECT fluxbase_admin.claim(ticket); SAVEPOINT run;
+--      SELECT fluxbase_admin.sql_execute(statement);
+--   3. write runs:  SELECT fluxbase_admin.record_result(outcome); COMMIT;
+--      read runs, and any failure:  ROLLBACK TO SAVEPOINT run; COMMIT;
+--      then on the dashboard login: SELECT fluxbase_admin.sql_finish(token, run_id, outcome);
 
 CREATE TABLE dashboard_auth.sql_runs (
     id               uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -47,7 +51,8 @@ CREATE TYPE fluxbase_admin.sql_run AS (
     run_as           text,
     read_only        boolean,
     timeout_ms       bigint,
-    row_limit        integer
+    row_limit        integer,
+    ticket           text
 );
 
 -- Why `role` may not be the runner's role, or NULL: it must exist, and neither be nor
@@ -64,7 +69,7 @@ AS $$
                 FROM pg_catalog.pg_roles s
                WHERE pg_catalog.pg_has_role(r.oid, s.oid, 'MEMBER')
                  AND (s.rolsuper OR s.rolcreaterole
-                      OR s.rolname IN ('fluxbase_dashboard', 'fluxbase_operator', 'pg_read_server_files',
+                      OR s.rolname IN ('fluxbase_dashboard', 'fluxbase_operator', 'fluxbase_explorer', 'pg_read_server_files',
                                        'pg_write_server_files', 'pg_execute_server_program'))
               HAVING pg_catalog.count(*) > 0)
     END
@@ -101,6 +106,7 @@ DECLARE
     code     text := 'refused';
     details  jsonb;
     run      dashboard_auth.sql_runs;
+    context  auth.impersonation_context;
 BEGIN
     IF statement IS NULL OR pg_catalog.btrim(statement) = '' THEN
         RAISE EXCEPTION 'the statement is empty' USING ERRCODE = 'invalid_parameter_value';
@@ -138,14 +144,15 @@ BEGIN
                 refusal := 'the runner role is not usable: ' || refusal || ' (setting runner.role)';
             END IF;
         ELSE
-            run_as := (auth.impersonation_context(session_token, impersonation_id)).role;
+            context := auth.impersonation_context(session_token, impersonation_id);
+            run_as := context.role;
         END IF;
     END IF;
     details := pg_catalog.jsonb_build_object('statement', redacted, 'command', kind ->> 'command',
                    'mode', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, 'explain', explain, 'run_as', run_as);
     IF refusal IS NOT NULL THEN
         PERFORM dashboard_auth.audit_by(actor, 'sql.refused', 'sql', NULL, details || pg_catalog.jsonb_build_object('refusal', refusal));
-        RETURN ROW(false, code, refusal, NULL, run_as, NULL, NULL, NULL)::fluxbase_admin.sql_run;
+        RETURN ROW(false, code, refusal, NULL, run_as, NULL, NULL, NULL, NULL)::fluxbase_admin.sql_run;
     END IF;
 
     INSERT INTO dashboard_auth.sql_runs (admin_id, statement, statement_hash, command, mode, explain, run_as, impersonation_id, backend_pid)
@@ -164,40 +171,38 @@ BEGIN
      WHERE r.admin_id = who.admin_id
        AND r.id NOT IN (SELECT k.id FROM dashboard_auth.sql_runs k WHERE k.admin_id = who.admin_id
                          ORDER BY k.started_at DESC LIMIT 100);
-    RETURN ROW(true, 'ok', 'Run it on this connection with fluxbase_admin.sql_execute.', run.id, run_as,
+    RETURN ROW(true, 'ok', 'Claim the ticket on the data login and run it with fluxbase_admin.sql_execute.', run.id, run_as,
                NOT coalesce(allow_writes, false),
                (pg_catalog.date_part('epoch', dashboard_auth.setting_interval('runner.timeout')) * 1000)::bigint,
-               dashboard_auth.setting_int('runner.row_limit')::integer)::fluxbase_admin.sql_run;
+               dashboard_auth.setting_int('runner.row_limit')::integer,
+               fluxbase_admin.issue_ticket(who, 'sql_run',
+                   pg_catalog.jsonb_build_object('run_id', run.id,
+                       'statement_hash', pg_catalog.encode(run.statement_hash, 'hex'),
+                       'explain', explain, 'prefix', fluxbase_admin.sql_explain_prefix(explain),
+                       'row_limit', dashboard_auth.setting_int('runner.row_limit')),
+                   run_as, context.claims, impersonation_id, run.intent_id, NOT coalesce(allow_writes, false))
+              )::fluxbase_admin.sql_run;
 END
 $$;
 
--- What step 2 needs: checks that the run is the caller's, still running, begun on this
--- very connection, and that the statement is the one recorded.
-CREATE FUNCTION fluxbase_admin.sql_run_context(session_token text, run_id uuid, statement text) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
+-- What step 2 needs, from the claim: that the statement is the one recorded, that it is
+-- still allowed, and how to run it.
+CREATE FUNCTION fluxbase_admin.sql_run_context(statement text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 AS $$
 DECLARE
-    who  dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    run  dashboard_auth.sql_runs;
-    kind jsonb;
+    bound   jsonb := fluxbase_admin.claimed('sql_run');
+    req     jsonb := bound -> 'request';
+    kind    jsonb;
     refusal text;
 BEGIN
-    SELECT * INTO run FROM dashboard_auth.sql_runs r WHERE r.id = run_id AND r.admin_id = who.admin_id;
-    IF run.id IS NULL OR run.status <> 'running' THEN
-        RAISE EXCEPTION 'no running SQL run % of yours', coalesce(run_id::text, 'NULL')
-              USING ERRCODE = 'no_data_found', HINT = 'Begin one with fluxbase_admin.sql_begin.';
-    END IF;
-    IF run.backend_pid <> pg_catalog.pg_backend_pid() THEN
-        RAISE EXCEPTION 'SQL run % was begun on another connection: run it where it was begun', run_id
-              USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')) IS DISTINCT FROM run.statement_hash THEN
-        RAISE EXCEPTION 'the statement is not the one SQL run % recorded', run_id
+    IF pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')), 'hex') IS DISTINCT FROM req ->> 'statement_hash' THEN
+        RAISE EXCEPTION 'the statement is not the one SQL run % recorded', req ->> 'run_id'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF run.impersonation_id IS NULL THEN
+    IF bound ->> 'impersonation_id' IS NULL THEN
         -- Grants and attributes may have changed since the run began.
-        refusal := fluxbase_admin.forbidden_runner_role(run.run_as);
+        refusal := fluxbase_admin.forbidden_runner_role(bound ->> 'run_as');
         IF refusal IS NOT NULL THEN
             RAISE EXCEPTION 'the runner role is not usable: %', refusal USING ERRCODE = 'insufficient_privilege';
         END IF;
@@ -210,26 +215,25 @@ BEGIN
     IF kind ->> 'refusal' IS NOT NULL THEN
         RAISE EXCEPTION '%', kind ->> 'refusal' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'run_as', run.run_as, 'impersonation_id', run.impersonation_id, 'read_only', run.mode = 'read',
-        'returns_rows', coalesce((kind ->> 'returns_rows')::boolean, false) OR run.explain IS NOT NULL,
-        'command', kind ->> 'command',
-        'prefix', fluxbase_admin.sql_explain_prefix(run.explain),
-        'row_limit', dashboard_auth.setting_int('runner.row_limit'));
+    RETURN bound || pg_catalog.jsonb_build_object(
+        'run_id', req -> 'run_id',
+        'returns_rows', coalesce((kind ->> 'returns_rows')::boolean, false) OR req ->> 'explain' IS NOT NULL,
+        'command', kind ->> 'command', 'prefix', req ->> 'prefix', 'row_limit', req -> 'row_limit');
 END
 $$;
 
--- Step 2: runs the statement as the run's role, inside the caller's transaction (whose
--- statement_timeout the caller set), and switches back. A read run's transaction is made
--- READ ONLY here. If the statement changed the current role, the run fails (42501) and
--- the caller's rollback undoes everything. An invoker function, so that the statement
--- runs with the run role's rights and nothing more.
-CREATE FUNCTION fluxbase_admin.sql_execute(session_token text, run_id uuid, statement text) RETURNS jsonb
+-- Step 2, on the data login after the claim: runs the statement as the run's role (the
+-- runner role, or the impersonated target with its claims), inside the caller's
+-- transaction (whose statement_timeout the caller set), and switches back. A read run's
+-- transaction is READ ONLY from the claim on. If the statement changed the current role,
+-- the run fails (42501) and the caller's rollback undoes everything. An invoker
+-- function, so that the statement runs with the run role's rights and nothing more.
+CREATE FUNCTION fluxbase_admin.sql_execute(statement text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 AS $$
 DECLARE
-    caller    text := current_user;
-    context   jsonb := fluxbase_admin.sql_run_context(session_token, run_id, statement);
+    context   jsonb := fluxbase_admin.sql_run_context(statement);
+    run_id    text := context ->> 'run_id';
     row_limit integer := (context ->> 'row_limit')::integer;
     run_as    text := context ->> 'run_as';
     portal    refcursor := 'fluxbase_sql_run';
@@ -241,18 +245,8 @@ DECLARE
     more      bigint;
 BEGIN
     -- Held while the statement runs: fluxbase_admin.sql_cancel finds the backend by it.
-    PERFORM pg_catalog.pg_advisory_xact_lock(1179408452, pg_catalog.hashtext(run_id::text));
-    IF (context ->> 'read_only')::boolean THEN
-        PERFORM pg_catalog.set_config('transaction_read_only', 'on', true);
-    END IF;
-    IF context ->> 'impersonation_id' IS NOT NULL THEN
-        PERFORM auth.apply_impersonation(session_token, (context ->> 'impersonation_id')::uuid);
-    ELSE
-        EXECUTE pg_catalog.format('SET LOCAL ROLE %I', run_as);
-    END IF;
-    -- The session's own search_path, as the application's connections have it.
-    PERFORM pg_catalog.set_config('search_path',
-        (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
+    PERFORM pg_catalog.pg_advisory_xact_lock(1179408452, pg_catalog.hashtext(run_id));
+    PERFORM fluxbase_admin.enter_role(context);
 
     IF (context ->> 'returns_rows')::boolean THEN
         OPEN portal FOR EXECUTE (context ->> 'prefix') || statement;
@@ -287,7 +281,7 @@ BEGIN
               USING ERRCODE = 'insufficient_privilege';
     END IF;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    EXECUTE pg_catalog.format('SET LOCAL ROLE %I', caller);
+    SET LOCAL ROLE NONE;
     IF (context ->> 'returns_rows')::boolean THEN
         columns := fluxbase_admin.portal_columns('fluxbase_sql_run');
         CLOSE portal;
@@ -300,15 +294,15 @@ BEGIN
 END
 $$;
 
--- Step 3: records how the run ended. outcome: {"status": "succeeded" | "failed" |
--- "cancelled" | "rolled_back", "row_count", "affected", "truncated", "error_code",
--- "error_message"}. Call it in the write's own transaction before COMMIT, or after the
--- rollback of a read or a failure.
-CREATE FUNCTION fluxbase_admin.sql_finish(session_token text, run_id uuid, outcome jsonb) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Records how a run ended in the run's history and the audit log. Internal: sql_finish
+-- (dashboard plane, after a read or a failure) and record_result (data plane, in a
+-- write's own transaction) call it.
+CREATE FUNCTION fluxbase_admin.finish_sql_run(run_id uuid, admin_id uuid, who dashboard_auth.actor, outcome jsonb,
+                                              ip inet, user_agent text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who    dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
     run    dashboard_auth.sql_runs;
     ended  text := coalesce(outcome ->> 'status', 'succeeded');
 BEGIN
@@ -321,20 +315,46 @@ BEGIN
            row_count = (outcome ->> 'row_count')::bigint, affected = (outcome ->> 'affected')::bigint,
            truncated = (outcome ->> 'truncated')::boolean, error_code = outcome ->> 'error_code',
            error_message = pg_catalog.left(outcome ->> 'error_message', 2000)
-     WHERE r.id = run_id AND r.admin_id = who.admin_id AND r.status = 'running'
+     WHERE r.id = finish_sql_run.run_id AND r.admin_id = finish_sql_run.admin_id AND r.status = 'running'
     RETURNING * INTO run;
     IF run.id IS NULL THEN
         RAISE EXCEPTION 'no running SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
     IF run.impersonation_id IS NOT NULL THEN
-        PERFORM auth.record_impersonated_result(session_token, run.impersonation_id, run.intent_id,
+        RETURN dashboard_auth.audit(who.actor_type, who.actor_id, who.actor, 'impersonated.sql.run.result', 'impersonation',
+            run.impersonation_id::text,
             pg_catalog.jsonb_build_object('run_id', run.id, 'status', run.status, 'row_count', run.row_count,
-                                          'affected', run.affected, 'error_code', run.error_code));
-    ELSE
-        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'sql.run.' || run.status, 'sql_run', run.id::text,
-            pg_catalog.jsonb_build_object('intent_id', run.intent_id, 'row_count', run.row_count, 'affected', run.affected,
-                                          'error_code', run.error_code));
+                                          'affected', run.affected, 'error_code', run.error_code, 'intent_id', run.intent_id),
+            ip, user_agent);
     END IF;
+    RETURN dashboard_auth.audit(who.actor_type, who.actor_id, who.actor, 'sql.run.' || run.status, 'sql_run', run.id::text,
+        pg_catalog.jsonb_build_object('intent_id', run.intent_id, 'row_count', run.row_count, 'affected', run.affected,
+                                      'error_code', run.error_code),
+        ip, user_agent);
+END
+$$;
+
+-- record_result's part for a SQL run: the write's outcome, in its own transaction.
+CREATE FUNCTION fluxbase_admin.record_sql_run_result(spent dashboard_auth.tickets, intent dashboard_auth.audit_log, outcome jsonb)
+RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fluxbase_admin.finish_sql_run((spent.request ->> 'run_id')::uuid, spent.admin_id,
+               ROW(intent.actor_type, intent.actor_id, intent.actor)::dashboard_auth.actor, outcome, intent.ip, intent.user_agent)
+$$;
+
+-- Step 3: records how the run ended. outcome: {"status": "succeeded" | "failed" |
+-- "cancelled" | "rolled_back", "row_count", "affected", "truncated", "error_code",
+-- "error_message"}. On the dashboard login, after the rollback of a read or a failure; a
+-- write records its ending with fluxbase_admin.record_result in its own transaction.
+CREATE FUNCTION fluxbase_admin.sql_finish(session_token text, run_id uuid, outcome jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+BEGIN
+    PERFORM fluxbase_admin.finish_sql_run(run_id, who.admin_id, dashboard_auth.session_actor(who), outcome,
+                                          dashboard_auth.request_ip(), dashboard_auth.request_user_agent());
 END
 $$;
 
@@ -386,10 +406,7 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     fluxbase_admin.sql_begin(text, text, boolean, text, uuid),
-    fluxbase_admin.sql_run_context(text, uuid, text),
-    fluxbase_admin.sql_execute(text, uuid, text),
     fluxbase_admin.sql_finish(text, uuid, jsonb),
     fluxbase_admin.sql_cancel(text, uuid),
-    fluxbase_admin.sql_history(text, integer),
-    fluxbase_admin.portal_columns(text)
+    fluxbase_admin.sql_history(text, integer)
 TO fluxbase_dashboard;

@@ -10,6 +10,7 @@ mod admin_auth;
 mod app_users;
 mod audit;
 mod claims;
+mod data_plane;
 mod explorer;
 mod impersonation;
 mod install;
@@ -19,6 +20,12 @@ mod settings;
 mod sql_runner;
 mod tokens;
 mod two_factor;
+
+/// Runs when a backend loads the library: installs the hooks of the data plane.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    data_plane::install_hooks();
+}
 
 #[cfg(test)]
 pub mod pg_test {

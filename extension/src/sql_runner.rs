@@ -305,7 +305,7 @@ mod fluxbase_admin {
 pgrx::extension_sql_file!(
     "../../sql/sql_runner.sql",
     name = "sql_runner",
-    requires = ["impersonation", "settings", redact_secrets, classify_statement, portal_columns]
+    requires = ["impersonation", "settings", "data_plane", redact_secrets, classify_statement, portal_columns]
 );
 
 #[cfg(test)]

@@ -26,8 +26,12 @@ pub const PASSWORD: &str = "fluxbase-test";
 pub enum Caller {
     /// `postgres`: installs the extension, the operator of last resort.
     Superuser,
-    /// `fluxbase_web`: the web binary's NOINHERIT login role.
+    /// `fluxbase_web`: the web binary's dashboard login (NOINHERIT, a member of
+    /// `fluxbase_dashboard` only).
     Dashboard,
+    /// `fluxbase_data`: the web binary's data login (NOINHERIT, a member of the roles the
+    /// data plane switches to), made by `fluxbase_admin.prepare_data_login`.
+    Data,
     /// `fluxbase_ops`: a person granted `fluxbase_operator`.
     Operator,
     /// `app_user`: one of the application's own connections (a member of `authenticated`).
@@ -39,6 +43,7 @@ impl Caller {
         match self {
             Caller::Superuser => "postgres",
             Caller::Dashboard => "fluxbase_web",
+            Caller::Data => "fluxbase_data",
             Caller::Operator => "fluxbase_ops",
             Caller::App => "app_user",
         }
@@ -325,4 +330,5 @@ pub fn text(output: &Output) -> (String, String) {
 }
 
 pub mod admin;
+pub mod data_plane;
 pub mod fixtures;

@@ -1,0 +1,674 @@
+-- The two planes (architecture.md, "Two planes"): the application's code never runs
+-- with the dashboard's powers.
+--
+-- * The dashboard plane (the dashboard login, a member of fluxbase_dashboard only):
+--   definer functions owned by the extension's owner. They check sessions, audit and
+--   keep settings, and never execute an app object.
+-- * The data plane (a second NOINHERIT login): everything that touches app objects runs
+--   there, in top-level invoker functions, after SET LOCAL ROLE to a role that is never
+--   a superuser: fluxbase_explorer unimpersonated, the target's role impersonated, the
+--   runner role in the SQL runner.
+-- * The hand-off: fluxbase_admin.ticket (dashboard plane) checks the session, records
+--   the intent and returns a single-use ticket; the data login's first statement in a
+--   transaction is fluxbase_admin.claim(ticket), which binds the request to the backend
+--   (data_plane.rs). The data login may execute exactly two of the dashboard's
+--   functions: claim and record_result.
+--
+-- From psql, as an operator:
+--   -- a session on the dashboard login (SET ROLE fluxbase_dashboard):
+--   SELECT fluxbase_admin.ticket(token, 'browse', '{"schema": "public", "table": "todos"}');
+--   -- a session on the data login, within 30 seconds:
+--   BEGIN; SELECT fluxbase_admin.claim('fbk_...'); SELECT fluxbase_admin.browse(); COMMIT;
+
+-- ---------------------------------------------------------------------------------
+-- The explorer role's grants: explicit, on app schemas only
+-- ---------------------------------------------------------------------------------
+
+-- Schemas the explorer works in: not a system schema, not the extension's, not another
+-- extension's. No SET clause, so that it inlines; every name is qualified.
+CREATE FUNCTION fluxbase_admin.app_schema(schema_oid oid) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_namespace n
+         WHERE n.oid = schema_oid
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'auth', 'dashboard_auth', 'fluxbase_admin')
+           AND n.nspname !~ '^pg_(temp|toast_temp|toast)'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                              AND d.objid = n.oid AND d.deptype = 'e'))
+$$;
+
+-- The GRANTs the explorer role needs on one object (a schema, a relation or a sequence),
+-- or none when the object is not the application's.
+CREATE FUNCTION fluxbase_admin.explorer_grants_for(class_id oid, object_id oid) RETURNS SETOF text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+BEGIN
+    IF class_id = 'pg_catalog.pg_namespace'::regclass THEN
+        IF fluxbase_admin.app_schema(object_id) THEN
+            RETURN NEXT pg_catalog.format('GRANT USAGE ON SCHEMA %I TO fluxbase_explorer',
+                                          (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = object_id));
+        END IF;
+        RETURN;
+    END IF;
+    IF class_id <> 'pg_catalog.pg_class'::regclass THEN
+        RETURN;
+    END IF;
+    SELECT c.relkind, c.relname, n.nspname, n.oid AS nsp INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = object_id;
+    IF rel.relname IS NULL OR NOT fluxbase_admin.app_schema(rel.nsp)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = object_id AND d.deptype = 'e') THEN
+        RETURN;
+    END IF;
+    IF rel.relkind IN ('r', 'p', 'v', 'm', 'f') THEN
+        RETURN NEXT pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %I.%I TO fluxbase_explorer',
+                                      rel.nspname, rel.relname);
+    ELSIF rel.relkind = 'S' THEN
+        RETURN NEXT pg_catalog.format('GRANT USAGE, SELECT ON SEQUENCE %I.%I TO fluxbase_explorer', rel.nspname, rel.relname);
+    END IF;
+END
+$$;
+
+-- Grants the explorer role what it needs on every app schema, relation and sequence, and
+-- returns how many GRANTs ran. It repairs everything, including privileges an owner
+-- revoked: run it on purpose (operators). New objects are covered as they are created
+-- by the event trigger below.
+CREATE FUNCTION fluxbase_admin.sync_explorer_grants() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    statement text;
+    done      integer := 0;
+BEGIN
+    FOR statement IN
+        SELECT g FROM pg_catalog.pg_namespace n,
+               fluxbase_admin.explorer_grants_for('pg_catalog.pg_namespace'::regclass, n.oid) g
+        UNION ALL
+        SELECT g FROM pg_catalog.pg_class c,
+               fluxbase_admin.explorer_grants_for('pg_catalog.pg_class'::regclass, c.oid) g
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND fluxbase_admin.app_schema(c.relnamespace)
+    LOOP
+        EXECUTE statement;
+        done := done + 1;
+    END LOOP;
+    RETURN done;
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.sync_explorer_grants() IS 'Grants the explorer role USAGE on app schemas, DML on their relations and USAGE, SELECT on their sequences';
+
+-- Objects created after install: each new app schema, relation and sequence gets the
+-- explorer's grants as it is created. Only CREATE commands: a privilege an owner
+-- revoked later stays revoked (the catalog marks it).
+CREATE FUNCTION fluxbase_admin.grant_new_objects_to_explorer() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    created   record;
+    statement text;
+BEGIN
+    FOR created IN
+        SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE NOT c.in_extension AND c.objsubid = 0
+           AND c.command_tag IN ('CREATE SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW',
+                                 'CREATE MATERIALIZED VIEW', 'CREATE FOREIGN TABLE', 'CREATE SEQUENCE')
+    LOOP
+        FOR statement IN SELECT g FROM fluxbase_admin.explorer_grants_for(created.classid, created.objid) g LOOP
+            EXECUTE statement;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER fluxbase_explorer_grants ON ddl_command_end
+    WHEN TAG IN ('CREATE SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW',
+                 'CREATE MATERIALIZED VIEW', 'CREATE FOREIGN TABLE', 'CREATE SEQUENCE')
+    EXECUTE FUNCTION fluxbase_admin.grant_new_objects_to_explorer();
+
+-- What the explorer cannot do with a relation, and why, or NULL when it can read and
+-- write it: the catalog shows it, so that nothing is silently missing.
+CREATE FUNCTION fluxbase_admin.explorer_limits(rel oid) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c        pg_catalog.pg_class;
+    missing  text[];
+    blocked  text;
+BEGIN
+    SELECT * INTO c FROM pg_catalog.pg_class WHERE oid = rel;
+    IF NOT pg_catalog.has_schema_privilege('fluxbase_explorer', c.relnamespace, 'USAGE') THEN
+        RETURN 'unreadable: USAGE on its schema was revoked from fluxbase_explorer';
+    END IF;
+    IF NOT pg_catalog.has_table_privilege('fluxbase_explorer', rel, 'SELECT') THEN
+        RETURN 'unreadable: its owner revoked SELECT from fluxbase_explorer';
+    END IF;
+    IF c.relkind = 'f' AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_foreign_table ft
+          JOIN pg_catalog.pg_user_mapping um ON um.umserver = ft.ftserver
+         WHERE ft.ftrelid = rel
+           AND um.umuser IN (0, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = 'fluxbase_explorer'))) THEN
+        RETURN 'unreadable: a foreign table whose server has no user mapping for fluxbase_explorer';
+    END IF;
+    SELECT pg_catalog.string_agg(p, ', ') INTO blocked
+      FROM (SELECT DISTINCT pg_catalog.format('%s (in the default of %s)', pr.oid::regprocedure, a.attname) AS p
+              FROM pg_catalog.pg_attrdef ad
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+              JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::regclass AND d.objid = ad.oid
+                                        AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+              JOIN pg_catalog.pg_proc pr ON pr.oid = d.refobjid
+             WHERE ad.adrelid = rel AND NOT pg_catalog.has_function_privilege('fluxbase_explorer', pr.oid, 'EXECUTE')) f;
+    missing := ARRAY(SELECT p FROM pg_catalog.unnest(ARRAY['INSERT', 'UPDATE', 'DELETE']) p
+                      WHERE NOT pg_catalog.has_table_privilege('fluxbase_explorer', rel, p));
+    IF pg_catalog.cardinality(missing) > 0 THEN
+        RETURN pg_catalog.format('read-only: its owner revoked %s from fluxbase_explorer', pg_catalog.array_to_string(missing, ', '));
+    END IF;
+    IF blocked IS NOT NULL THEN
+        RETURN pg_catalog.format('no inserts: fluxbase_explorer may not execute %s', blocked);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- The logins of both planes, checked as one
+-- ---------------------------------------------------------------------------------
+
+-- The roles the data login must be a member of, each for its reason.
+CREATE FUNCTION fluxbase_admin.data_plane_roles() RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT DISTINCT r FROM pg_catalog.unnest(
+        ARRAY['fluxbase_explorer', 'anon', 'authenticated', 'service_role', dashboard_auth.setting('runner.role') #>> '{}']
+        || auth.allowed_user_roles()) r ORDER BY r)
+$$;
+
+-- What is wrong with `login` as the login of `plane` ('dashboard' or 'data'): one row a
+-- problem, naming the role and the fix; no rows when it is fit. Memberships count
+-- directly and through other roles.
+CREATE FUNCTION fluxbase_admin.login_problems(login text, plane text)
+RETURNS TABLE (role text, problem text, fix text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me       pg_catalog.pg_roles;
+    wanted   text[];
+    held     record;
+    name     text;
+BEGIN
+    IF plane IS NULL OR plane NOT IN ('dashboard', 'data') THEN
+        RAISE EXCEPTION 'plane is dashboard or data, not %', coalesce(pg_catalog.quote_literal(plane), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO me FROM pg_catalog.pg_roles r WHERE r.rolname = login;
+    IF me.oid IS NULL THEN
+        role := login; problem := 'the role does not exist';
+        fix := pg_catalog.format('CREATE ROLE %I LOGIN NOINHERIT PASSWORD ''...''', login);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    wanted := CASE plane WHEN 'data' THEN fluxbase_admin.data_plane_roles() ELSE ARRAY['fluxbase_dashboard'] END;
+    role := me.rolname;
+    IF me.rolsuper THEN problem := 'is a superuser'; fix := pg_catalog.format('ALTER ROLE %I NOSUPERUSER', me.rolname); RETURN NEXT; END IF;
+    IF me.rolcreaterole THEN problem := 'has CREATEROLE'; fix := pg_catalog.format('ALTER ROLE %I NOCREATEROLE', me.rolname); RETURN NEXT; END IF;
+    IF me.rolreplication THEN problem := 'has REPLICATION'; fix := pg_catalog.format('ALTER ROLE %I NOREPLICATION', me.rolname); RETURN NEXT; END IF;
+    IF me.rolinherit THEN
+        problem := 'has INHERIT: a login of the dashboard must use its roles only through SET ROLE';
+        fix := pg_catalog.format('ALTER ROLE %I NOINHERIT', me.rolname);
+        RETURN NEXT;
+    END IF;
+    IF me.rolconfig IS NOT NULL THEN
+        problem := pg_catalog.format('has settings of its own (%s)', pg_catalog.array_to_string(me.rolconfig, ', '));
+        fix := pg_catalog.format('ALTER ROLE %I RESET ALL', me.rolname);
+        RETURN NEXT;
+    END IF;
+
+    -- Every role it reaches, directly or through others, with the direct membership
+    -- that leads there.
+    FOR held IN
+        WITH RECURSIVE reached (oid, via) AS (
+            SELECT m.roleid, m.roleid FROM pg_catalog.pg_auth_members m WHERE m.member = me.oid
+            UNION
+            SELECT m.roleid, r.via FROM pg_catalog.pg_auth_members m JOIN reached r ON m.member = r.oid
+        )
+        SELECT DISTINCT g.rolname::text AS name, g.rolsuper, g.rolcreaterole, g.rolreplication, g.rolcanlogin,
+               v.rolname::text AS via, g.oid = r.via AS direct
+          FROM reached r
+          JOIN pg_catalog.pg_roles g ON g.oid = r.oid
+          JOIN pg_catalog.pg_roles v ON v.oid = r.via
+         ORDER BY 1
+    LOOP
+        role := held.name;
+        fix := pg_catalog.format('REVOKE %I FROM %I', held.via, me.rolname);
+        problem := CASE
+            WHEN held.rolsuper THEN 'is a superuser'
+            WHEN held.rolcreaterole THEN 'has CREATEROLE'
+            WHEN held.rolreplication THEN 'has REPLICATION'
+            WHEN held.name LIKE 'pg\_%' THEN 'is a predefined role, which reads or does more than the dashboard grants'
+            WHEN plane = 'data' AND held.name IN ('fluxbase_dashboard', 'fluxbase_operator')
+                THEN 'is a role of the dashboard plane: app code on the data login could use it'
+            WHEN plane = 'data' AND held.rolcanlogin THEN 'is a login: the data login is a member only of the roles it switches to'
+            WHEN plane = 'dashboard' AND held.direct AND NOT held.name = ANY (wanted)
+                THEN 'is not fluxbase_dashboard: the dashboard login is a member of fluxbase_dashboard only'
+            WHEN plane = 'data' AND held.direct AND NOT held.name = ANY (wanted)
+                THEN pg_catalog.format('is not a role the data plane switches to (%s)', pg_catalog.array_to_string(wanted, ', '))
+        END;
+        IF problem IS NOT NULL THEN
+            problem := CASE WHEN held.direct THEN 'member of ' ELSE pg_catalog.format('member (through %s) of ', held.via) END
+                       || held.name || ', which ' || problem;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+
+    FOREACH name IN ARRAY wanted LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                        WHERE m.member = me.oid AND g.rolname = name) THEN
+            role := name;
+            problem := CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles g WHERE g.rolname = name)
+                            THEN pg_catalog.format('%s is not a member of %s, which the %s plane needs', me.rolname, name, plane)
+                            ELSE pg_catalog.format('role %s does not exist', name) END;
+            fix := pg_catalog.format('GRANT %I TO %I', name, me.rolname);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.login_problems(text, text) IS 'What is wrong with a login of the dashboard or data plane, each with its fix; no rows when it is fit';
+
+-- The logins of the data plane that exist now: LOGIN roles that are direct members of
+-- the explorer role.
+CREATE FUNCTION fluxbase_admin.data_logins() RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.rolname::text FROM pg_catalog.pg_auth_members am
+      JOIN pg_catalog.pg_roles g ON g.oid = am.roleid AND g.rolname = 'fluxbase_explorer'
+      JOIN pg_catalog.pg_roles m ON m.oid = am.member AND m.rolcanlogin
+     ORDER BY 1
+$$;
+
+-- Refuses (42501) a settings change after which a data login could not do its work or
+-- would hold too much: runs when runner.role or users.extra_roles changes.
+CREATE FUNCTION fluxbase_admin.check_data_logins() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found record;
+BEGIN
+    SELECT l.login, p.* INTO found
+      FROM fluxbase_admin.data_logins() l(login), fluxbase_admin.login_problems(l.login, 'data') p
+     LIMIT 1;
+    IF found.login IS NOT NULL THEN
+        RAISE EXCEPTION 'the data login %: %', found.login, found.problem
+              USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', found.fix);
+    END IF;
+END
+$$;
+
+-- Makes `login` (an existing LOGIN role) the data plane's login: NOINHERIT, a member of
+-- the roles the data plane switches to, and allowed the data plane's entry points.
+-- Superusers only. Returns what is still wrong with it (no rows when it is fit).
+CREATE FUNCTION fluxbase_admin.prepare_data_login(login text)
+RETURNS TABLE (role text, problem text, fix text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    granted text;
+BEGIN
+    EXECUTE pg_catalog.format('ALTER ROLE %I NOINHERIT', login);
+    FOREACH granted IN ARRAY fluxbase_admin.data_plane_roles() LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = granted) THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I', granted, login);
+        END IF;
+    END LOOP;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA fluxbase_admin TO %I', login);
+    -- The data plane's invoker functions, and of the dashboard's definer functions only
+    -- claim and record_result.
+    FOR granted IN
+        SELECT p.oid::pg_catalog.regprocedure::text FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'fluxbase_admin'::pg_catalog.regnamespace AND p.prokind = 'f'
+           AND p.prorettype <> 'pg_catalog.event_trigger'::pg_catalog.regtype
+           AND (NOT p.prosecdef OR p.proname IN ('claim', 'record_result'))
+           AND p.proname <> 'prepare_data_login'
+        UNION ALL
+        SELECT 'auth.apply_impersonation()'
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', granted, login);
+    END LOOP;
+    RETURN QUERY SELECT * FROM fluxbase_admin.login_problems(login, 'data');
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.prepare_data_login(text) IS 'Superusers: makes a LOGIN role the data plane''s login and returns what is still wrong with it';
+
+-- ---------------------------------------------------------------------------------
+-- Tickets
+-- ---------------------------------------------------------------------------------
+
+CREATE TABLE dashboard_auth.tickets (
+    -- SHA-256 of the ticket: the ticket itself is never stored.
+    ticket_hash      bytea PRIMARY KEY,
+    session_id       uuid NOT NULL REFERENCES dashboard_auth.sessions (id) ON DELETE CASCADE,
+    admin_id         uuid NOT NULL,
+    operation        text NOT NULL CHECK (operation IN ('browse', 'export', 'edit', 'sql_run', 'impersonate')),
+    request          jsonb NOT NULL,
+    -- The role the work runs as, and the claims it sees.
+    run_as           text NOT NULL,
+    claims           jsonb,
+    impersonation_id uuid,
+    intent_id        bigint,
+    read_only        boolean NOT NULL,
+    issued_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    expires_at       timestamptz NOT NULL,
+    claimed_at       timestamptz,
+    claimed_by_pid   integer,
+    result_id        bigint,
+    CHECK (expires_at <= issued_at + interval '30 seconds')
+);
+CREATE INDEX tickets_expires_at ON dashboard_auth.tickets (expires_at);
+COMMENT ON TABLE dashboard_auth.tickets IS 'Single-use hand-offs from the dashboard plane to the data plane (hashes only)';
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.tickets', '');
+REVOKE ALL ON dashboard_auth.tickets FROM PUBLIC;
+
+-- Stores a ticket and returns it. Internal: the dashboard plane's functions call it after
+-- checking the session and recording the intent.
+CREATE FUNCTION fluxbase_admin.issue_ticket(
+    who dashboard_auth.session_admin, operation text, request jsonb, run_as text, claims jsonb,
+    impersonation_id uuid, intent_id bigint, read_only boolean
+) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ticket text := dashboard_auth.new_token('fbk');
+BEGIN
+    -- Spent and expired tickets are kept a day: they show which backend claimed what.
+    DELETE FROM dashboard_auth.tickets t WHERE t.expires_at < pg_catalog.now() - interval '1 day';
+    INSERT INTO dashboard_auth.tickets (ticket_hash, session_id, admin_id, operation, request, run_as, claims,
+                                        impersonation_id, intent_id, read_only, expires_at)
+    VALUES (dashboard_auth.token_hash(ticket), who.session_id, who.admin_id, operation, request, run_as, claims,
+            impersonation_id, intent_id, read_only, pg_catalog.clock_timestamp() + interval '30 seconds');
+    RETURN ticket;
+END
+$$;
+
+-- The browse request that following `foreign_key` of a row of schema.table makes: a page
+-- of the referenced table, filtered on the referenced columns (catalog work only).
+CREATE FUNCTION fluxbase_admin.follow_request(request jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    schema_name   text := request ->> 'schema';
+    relation_name text := request ->> 'table';
+    foreign_key   text := request ->> 'foreign_key';
+    row_values    jsonb := request -> 'row';
+    rel    oid := fluxbase_admin.browsable_relation(schema_name, relation_name);
+    fk     pg_catalog.pg_constraint;
+    filter jsonb := '[]';
+    pair   record;
+    target record;
+BEGIN
+    SELECT * INTO fk FROM pg_catalog.pg_constraint c
+     WHERE c.conrelid = rel AND c.contype = 'f' AND c.conname = foreign_key;
+    IF fk.oid IS NULL THEN
+        RAISE EXCEPTION '%.% has no foreign key %', pg_catalog.quote_ident(schema_name), pg_catalog.quote_ident(relation_name),
+                        pg_catalog.quote_ident(coalesce(foreign_key, ''))
+              USING ERRCODE = 'undefined_object', HINT = 'fluxbase_admin.describe_table lists them.';
+    END IF;
+    FOR pair IN
+        SELECT la.attname AS local_column, ra.attname AS referenced_column
+          FROM ROWS FROM (pg_catalog.unnest(fk.conkey), pg_catalog.unnest(fk.confkey)) AS k(local_attnum, referenced_attnum)
+          JOIN pg_catalog.pg_attribute la ON la.attrelid = fk.conrelid AND la.attnum = k.local_attnum
+          JOIN pg_catalog.pg_attribute ra ON ra.attrelid = fk.confrelid AND ra.attnum = k.referenced_attnum
+    LOOP
+        IF pg_catalog.jsonb_typeof(row_values) IS DISTINCT FROM 'object'
+           OR coalesce(row_values -> pair.local_column::text, 'null') = 'null' THEN
+            RAISE EXCEPTION 'the row''s % is NULL: it refers to no row', pg_catalog.quote_ident(pair.local_column)
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        filter := filter || pg_catalog.jsonb_build_object('column', pair.referenced_column, 'op', 'eq',
+                                                          'value', row_values -> pair.local_column::text);
+    END LOOP;
+    SELECT n.nspname::text AS schema, c.relname::text AS name INTO target
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = fk.confrelid;
+    -- The referenced table must be browsable too (not a hidden schema).
+    PERFORM fluxbase_admin.browsable_relation(target.schema, target.name);
+    RETURN pg_catalog.jsonb_build_object('schema', target.schema, 'table', target.name, 'filter', filter,
+               'page_size', 1, 'total', 'none',
+               'followed', pg_catalog.jsonb_build_object('schema', schema_name, 'table', relation_name, 'foreign_key', foreign_key));
+END
+$$;
+
+-- A ticket for work on the data plane, for a signed-in admin. In a transaction of its
+-- own: the intent it records commits whatever happens to the work. Operations and their
+-- requests (jsonb):
+--   browse  {schema, table, filter, sort, search, page_size, cursor, total}  viewers too
+--   follow  {schema, table, foreign_key, row}: a browse of the referenced row  viewers too
+--   export  {schema, table, filter, sort, search}: CSV through a cursor           viewers too
+--   edit    {schema, table, operation, payload} (see explorer_edit.sql)         admins
+--   impersonate  {read_only}: for psql, the transaction becomes the target        admins
+-- With an impersonation, the work runs as its target and is recorded as its intent.
+-- The ticket expires after 30 seconds and is claimed once.
+CREATE FUNCTION fluxbase_admin.ticket(session_token text, operation text, request jsonb DEFAULT '{}', impersonation_id uuid DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who       dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
+    req       jsonb := coalesce(request, '{}');
+    context   auth.impersonation_context;
+    kind      text := ticket.operation;
+    run_as    text := 'fluxbase_explorer';
+    read_only boolean := true;
+    relation  text;
+    action    text;
+    details   jsonb;
+    intent    bigint;
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('browse', 'follow', 'export', 'edit', 'impersonate') THEN
+        RAISE EXCEPTION 'unknown operation %: use browse, follow, export, edit or impersonate',
+                        coalesce(pg_catalog.quote_literal(kind), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.jsonb_typeof(req) <> 'object' THEN
+        RAISE EXCEPTION 'the request is a JSON object, not %', pg_catalog.jsonb_typeof(req)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind IN ('edit', 'impersonate') THEN
+        PERFORM dashboard_auth.require_admin(session_token);
+    END IF;
+    IF impersonation_id IS NOT NULL THEN
+        IF who.role <> 'admin' THEN
+            RAISE EXCEPTION 'viewers are read-only: this needs an admin' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        context := auth.impersonation_context(session_token, impersonation_id);
+        run_as := context.role;
+    ELSIF kind = 'impersonate' THEN
+        RAISE EXCEPTION 'an impersonate ticket needs an impersonation' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind = 'follow' THEN
+        req := fluxbase_admin.follow_request(req);
+        kind := 'browse';
+    END IF;
+
+    IF kind = 'impersonate' THEN
+        read_only := coalesce((req ->> 'read_only')::boolean, true);
+        action := 'psql';
+        details := pg_catalog.jsonb_build_object('read_only', read_only);
+    ELSE
+        relation := pg_catalog.format('%I.%I', req ->> 'schema', req ->> 'table');
+        PERFORM fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table');
+        details := pg_catalog.jsonb_build_object('schema', req ->> 'schema', 'table', req ->> 'table');
+        IF kind = 'edit' THEN
+            IF req ->> 'operation' IS NULL OR req ->> 'operation' NOT IN ('update', 'insert', 'delete', 'update_where', 'delete_where') THEN
+                RAISE EXCEPTION 'unknown edit operation %: use update, insert, delete, update_where or delete_where',
+                                coalesce(pg_catalog.quote_literal(req ->> 'operation'), 'NULL')
+                      USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            read_only := false;
+            action := 'explorer.' || (req ->> 'operation');
+            details := details || pg_catalog.jsonb_build_object('operation', req ->> 'operation');
+        ELSIF kind = 'export' THEN
+            action := 'explorer.export';
+            details := details || pg_catalog.jsonb_build_object('format', 'csv', 'filter', req -> 'filter',
+                                                                  'sort', req -> 'sort', 'search', req -> 'search');
+        ELSE
+            action := 'explorer.browse';
+            IF req ? 'followed' THEN
+                details := details || pg_catalog.jsonb_build_object('followed', req -> 'followed');
+            END IF;
+        END IF;
+    END IF;
+
+    IF impersonation_id IS NOT NULL THEN
+        intent := auth.record_impersonated_intent(session_token, impersonation_id, action, details);
+    ELSIF kind = 'browse' THEN
+        -- A plain page read is audited once per table and session.
+        INSERT INTO dashboard_auth.explorer_reads (session_id, relation) VALUES (who.session_id, relation)
+        ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            PERFORM dashboard_auth.audit_by(actor, 'explorer.browse', 'relation', relation, details);
+        END IF;
+    ELSIF kind = 'export' THEN
+        intent := dashboard_auth.audit_by(actor, 'explorer.export', 'relation', relation, details);
+    ELSE
+        intent := dashboard_auth.audit_by(actor, action || '.intent', 'relation', relation, details);
+    END IF;
+    RETURN fluxbase_admin.issue_ticket(who, kind, req, run_as, context.claims, impersonation_id, intent, read_only);
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.ticket(text, text, jsonb, uuid) IS 'Dashboard plane: checks the session, records the intent and returns a single-use ticket for the data plane';
+
+-- ---------------------------------------------------------------------------------
+-- Claiming and recording (the data login's only two dashboard functions)
+-- ---------------------------------------------------------------------------------
+
+-- The first statement of a data-plane transaction: checks the ticket, the session and
+-- the impersonation again, spends the ticket and binds its request to this backend until
+-- the transaction ends. A read ticket makes the transaction READ ONLY. Returns what was
+-- bound: {operation, read_only, impersonated}.
+CREATE FUNCTION fluxbase_admin.claim(ticket text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    spent   dashboard_auth.tickets;
+    problem record;
+    imp     auth.impersonation_sessions;
+BEGIN
+    -- Memberships that give too much refuse the claim; a missing one fails where it is
+    -- needed, with Postgres's own message.
+    SELECT * INTO problem FROM fluxbase_admin.login_problems(session_user::text, 'data') p
+     WHERE p.fix NOT LIKE 'GRANT %' LIMIT 1;
+    IF problem.role IS NOT NULL THEN
+        RAISE EXCEPTION 'the data login %: % %', session_user, problem.role, problem.problem
+              USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', problem.fix);
+    END IF;
+    UPDATE dashboard_auth.tickets t SET claimed_at = pg_catalog.clock_timestamp(), claimed_by_pid = pg_catalog.pg_backend_pid()
+     WHERE t.ticket_hash = dashboard_auth.token_hash(claim.ticket) AND t.claimed_at IS NULL
+       AND t.expires_at > pg_catalog.clock_timestamp()
+    RETURNING * INTO spent;
+    IF spent.ticket_hash IS NULL THEN
+        RAISE EXCEPTION 'the ticket is unknown, spent or expired'
+              USING ERRCODE = 'invalid_authorization_specification', HINT = 'Ask the dashboard plane for a new one.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM dashboard_auth.live_sessions s WHERE s.id = spent.session_id) THEN
+        RAISE EXCEPTION 'the session is invalid or has expired'
+              USING ERRCODE = 'invalid_authorization_specification', HINT = 'Sign in again.';
+    END IF;
+    IF spent.impersonation_id IS NOT NULL THEN
+        SELECT * INTO imp FROM auth.impersonation_sessions i WHERE i.id = spent.impersonation_id;
+        IF imp.id IS NULL OR NOT imp.active OR imp.expires_at <= pg_catalog.now() THEN
+            RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', spent.impersonation_id
+                  USING ERRCODE = 'invalid_authorization_specification', HINT = 'Start a new one with auth.start_impersonation.';
+        END IF;
+        IF imp.mode <> 'service' AND auth.forbidden_target_role(imp.target_role) IS NOT NULL THEN
+            RAISE EXCEPTION 'impersonation refused: %', auth.forbidden_target_role(imp.target_role)
+                  USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    IF spent.operation = 'sql_run' THEN
+        UPDATE dashboard_auth.sql_runs r SET backend_pid = pg_catalog.pg_backend_pid()
+         WHERE r.id = (spent.request ->> 'run_id')::uuid;
+    END IF;
+    PERFORM fluxbase_admin.bind_claim(pg_catalog.jsonb_build_object(
+        'ticket_hash', pg_catalog.encode(spent.ticket_hash, 'hex'), 'operation', spent.operation,
+        'request', spent.request, 'run_as', spent.run_as, 'claims', spent.claims,
+        'impersonation_id', spent.impersonation_id, 'intent_id', spent.intent_id, 'read_only', spent.read_only,
+        'backend_pid', pg_catalog.pg_backend_pid()));
+    IF spent.read_only THEN
+        PERFORM pg_catalog.set_config('transaction_read_only', 'on', true);
+    END IF;
+    RETURN pg_catalog.jsonb_build_object('operation', spent.operation, 'read_only', spent.read_only,
+                                         'impersonated', spent.impersonation_id IS NOT NULL);
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.claim(text) IS 'Data plane: the first statement of a transaction; spends a ticket and binds its request to this backend';
+
+-- The result of the bound work, written in the work's own transaction so that it commits
+-- with it, once: a second call (a forged result from app code, say) finds the intent
+-- spent and raises, which rolls the whole transaction back. outcome for an edit: the
+-- edit's answer; for a SQL run: {status, row_count, affected, truncated, error_code,
+-- error_message}.
+CREATE FUNCTION fluxbase_admin.record_result(outcome jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bound  jsonb := fluxbase_admin.bound_request();
+    spent  dashboard_auth.tickets;
+    who    dashboard_auth.actor;
+    intent dashboard_auth.audit_log;
+    result bigint;
+    req    jsonb;
+BEGIN
+    IF (bound ->> 'backend_pid')::integer IS DISTINCT FROM pg_catalog.pg_backend_pid() THEN
+        RAISE EXCEPTION 'the claimed ticket belongs to another backend' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE dashboard_auth.tickets t SET result_id = -1
+     WHERE t.ticket_hash = pg_catalog.decode(bound ->> 'ticket_hash', 'hex') AND t.result_id IS NULL
+    RETURNING * INTO spent;
+    IF spent.ticket_hash IS NULL THEN
+        RAISE EXCEPTION 'the result of this ticket is recorded already: the intent is spent'
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF spent.intent_id IS NULL THEN
+        RAISE EXCEPTION 'this ticket''s work has no intent to record a result against'
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT * INTO intent FROM dashboard_auth.audit_log a WHERE a.id = spent.intent_id;
+    who := ROW(intent.actor_type, intent.actor_id, intent.actor)::dashboard_auth.actor;
+    req := spent.request;
+    IF spent.operation = 'sql_run' THEN
+        result := fluxbase_admin.record_sql_run_result(spent, intent, outcome);
+    ELSIF spent.impersonation_id IS NOT NULL THEN
+        -- The intent's address and user agent: the data plane's own settings say nothing.
+        result := dashboard_auth.audit(who.actor_type, who.actor_id, who.actor, pg_catalog.regexp_replace(intent.action, '\.intent$', '.result'),
+            'impersonation', spent.impersonation_id::text,
+            pg_catalog.jsonb_build_object('schema', req -> 'schema', 'table', req -> 'table', 'operation', req -> 'operation',
+                                          'intent_id', spent.intent_id)
+            || (coalesce(outcome, '{}') - 'operation'), intent.ip, intent.user_agent);
+    ELSE
+        result := dashboard_auth.audit(who.actor_type, who.actor_id, who.actor,
+            CASE WHEN coalesce((outcome ->> 'ok')::boolean, false) THEN pg_catalog.regexp_replace(intent.action, '\.intent$', '')
+                 ELSE pg_catalog.regexp_replace(intent.action, '\.intent$', '.failed') END,
+            'relation', intent.target_id,
+            pg_catalog.jsonb_build_object('schema', req -> 'schema', 'table', req -> 'table', 'operation', req -> 'operation',
+                                          'intent_id', spent.intent_id, 'count', outcome -> 'count',
+                                          'before', outcome -> 'before', 'after', outcome -> 'after',
+                                          'errors', outcome -> 'errors'),
+            intent.ip, intent.user_agent);
+    END IF;
+    UPDATE dashboard_auth.tickets t SET result_id = result WHERE t.ticket_hash = spent.ticket_hash;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.record_result(jsonb) IS 'Data plane: records the result of the claimed work against its intent, once, in the work''s transaction';
+
+GRANT EXECUTE ON FUNCTION
+    fluxbase_admin.ticket(text, text, jsonb, uuid),
+    fluxbase_admin.login_problems(text, text)
+TO fluxbase_dashboard;
+GRANT EXECUTE ON FUNCTION
+    fluxbase_admin.login_problems(text, text),
+    fluxbase_admin.sync_explorer_grants()
+TO fluxbase_operator;

@@ -1,0 +1,101 @@
+//! Work on the data plane the way `fluxbase serve` does it (architecture.md, "Two
+//! planes"): a ticket from the dashboard login, then a transaction on the data login
+//! whose first statement claims it.
+
+use postgres::types::ToSql;
+use postgres::{Client, Row};
+use serde_json::Value;
+
+use crate::admin::as_dashboard;
+use crate::{Caller, TestDb};
+
+/// The two logins of one admin's work.
+pub struct Planes {
+    pub web: Client,
+    pub data: Client,
+}
+
+impl Planes {
+    pub fn connect(db: &TestDb) -> Self {
+        Planes { web: db.connect(Caller::Dashboard), data: db.connect(Caller::Data) }
+    }
+
+    /// A ticket for `operation` from the dashboard plane (committed, as the binary does).
+    pub fn ticket(&mut self, token: &str, operation: &str, request: &Value, impersonation: Option<&str>) -> Result<String, postgres::Error> {
+        let request = request.to_string();
+        let rows = as_dashboard(
+            &mut self.web,
+            "SELECT fluxbase_admin.ticket($1, $2, $3::text::jsonb, $4::text::uuid)",
+            &[&token, &operation, &request, &impersonation],
+        )?;
+        Ok(rows[0].get(0))
+    }
+
+    /// Claims `ticket` on the data login and runs `sql` after it, in one transaction that
+    /// commits when `sql` succeeds.
+    pub fn claimed(&mut self, ticket: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
+        claimed(&mut self.data, ticket, sql, params)
+    }
+
+    /// A ticket, then its work: `sql` runs on the data login after the claim.
+    pub fn run(&mut self, token: &str, operation: &str, request: &Value, impersonation: Option<&str>, sql: &str) -> Result<Vec<Row>, postgres::Error> {
+        let ticket = self.ticket(token, operation, request, impersonation)?;
+        self.claimed(&ticket, sql, &[])
+    }
+
+    /// One call that returns jsonb (browse, edit), as a JSON value.
+    pub fn json(&mut self, token: &str, operation: &str, request: &Value, impersonation: Option<&str>, sql: &str) -> Result<Value, postgres::Error> {
+        let rows = self.run(token, operation, request, impersonation, sql)?;
+        let text: String = rows[0].get(0);
+        Ok(serde_json::from_str(&text).expect("the function returns JSON"))
+    }
+
+    /// A page of a browse (or follow) request.
+    pub fn browse(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<Value, postgres::Error> {
+        self.json(token, "browse", request, impersonation, "SELECT fluxbase_admin.browse()::text")
+    }
+
+    /// A follow request's page.
+    pub fn follow(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<Value, postgres::Error> {
+        self.json(token, "follow", request, impersonation, "SELECT fluxbase_admin.browse()::text")
+    }
+
+    /// An edit's answer.
+    pub fn edit(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<Value, postgres::Error> {
+        self.json(token, "edit", request, impersonation, "SELECT fluxbase_admin.edit()::text")
+    }
+
+    /// A whole export: its header and every CSV line, fetched 1,000 at a time.
+    pub fn export(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<(String, Vec<String>), postgres::Error> {
+        let ticket = self.ticket(token, "export", request, impersonation)?;
+        export_claimed(&mut self.data, &ticket)
+    }
+}
+
+/// Claims `ticket` on `data` and runs `sql`, in one transaction.
+pub fn claimed(data: &mut Client, ticket: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
+    let mut tx = data.transaction()?;
+    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+    let rows = tx.query(sql, params)?;
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// Opens a claimed export and reads it to the end.
+pub fn export_claimed(data: &mut Client, ticket: &str) -> Result<(String, Vec<String>), postgres::Error> {
+    let mut tx = data.transaction()?;
+    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+    let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export()", &[])?;
+    let portal: String = opened.get(0);
+    let header: String = opened.get(1);
+    let mut lines = Vec::new();
+    loop {
+        let batch = tx.query(&format!("FETCH 1000 FROM \"{}\"", portal.replace('"', "\"\"")), &[])?;
+        if batch.is_empty() {
+            break;
+        }
+        lines.extend(batch.iter().map(|r| r.get::<_, String>(0)));
+    }
+    tx.commit()?;
+    Ok((header, lines))
+}
