@@ -9,6 +9,7 @@ cd "$REPO_ROOT"
 DEV_PORT="${FLUXBASE_DEV_PGPORT:-54329}"
 DEV_DB=fluxbase
 DASHBOARD_ROLE=fluxbase_web
+DATA_ROLE=fluxbase_data
 export FLUXBASE_ADMIN_PORT="${FLUXBASE_ADMIN_PORT:-3001}"
 
 bash scripts/setup.sh
@@ -26,10 +27,12 @@ step "[3/6] Starting the development cluster ($FLUXBASE_PG_ROOT/dev)"
 mkdir -p "$FLUXBASE_PG_ROOT/dev"
 SUPERUSER_PASSWORD=$(credentials_get dev POSTGRES_PASSWORD)
 DASHBOARD_PASSWORD=$(credentials_get dev DASHBOARD_PASSWORD)
+DATA_PASSWORD=$(credentials_get dev DATA_PASSWORD)
 SESSION_SECRET=$(credentials_get dev SESSION_SECRET "$(openssl rand -hex 32)")
 ensure_cluster dev "$DEV_PORT" "$SUPERUSER_PASSWORD"
 SUPERUSER_URL="postgresql://postgres:${SUPERUSER_PASSWORD}@127.0.0.1:${DEV_PORT}/${DEV_DB}"
 DASHBOARD_URL="postgresql://${DASHBOARD_ROLE}:${DASHBOARD_PASSWORD}@127.0.0.1:${DEV_PORT}/${DEV_DB}"
+DATA_URL="postgresql://${DATA_ROLE}:${DATA_PASSWORD}@127.0.0.1:${DEV_PORT}/${DEV_DB}"
 
 step "[4/6] Preparing database $DEV_DB"
 if [ -z "$(cluster_psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DEV_DB'")" ]; then
@@ -60,12 +63,19 @@ echo "$SCRIPT_HASH" > "$HASH_FILE"
 # The cluster preloads pg_stat_statements; the analytics pages read it from this database.
 cluster_psql -d "$DEV_DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 
-step "[5/6] Creating the dashboard's login role $DASHBOARD_ROLE (NOINHERIT)"
-ensure_login_role "$DASHBOARD_ROLE" "$DASHBOARD_PASSWORD" "fluxbase_dashboard, anon, authenticated, service_role" NOINHERIT
+step "[5/6] Creating the dashboard's two logins: $DASHBOARD_ROLE and $DATA_ROLE (NOINHERIT)"
+# The dashboard login: a member of fluxbase_dashboard only. The data login: the roles the
+# data plane switches to, and its entry points (fluxbase_admin.prepare_data_login).
+ensure_login_role "$DASHBOARD_ROLE" "$DASHBOARD_PASSWORD" "fluxbase_dashboard" NOINHERIT
+cluster_psql -d postgres -q -c "SET client_min_messages = error; REVOKE anon, authenticated, service_role, fluxbase_explorer FROM $DASHBOARD_ROLE"
+ensure_login_role "$DATA_ROLE" "$DATA_PASSWORD" "anon" NOINHERIT
+cluster_psql -d "$DEV_DB" -q -c "SELECT * FROM fluxbase_admin.prepare_data_login('$DATA_ROLE')" > "$LOG_DIR/data-login.log" \
+    || fail "cannot prepare the data login $DATA_ROLE" "see $LOG_DIR/data-login.log"
 
 step "[6/6] Starting the dashboard"
 info "psql as superuser: runuser -u postgres -- psql -h $CLUSTER_RUN -p $CLUSTER_PORT $DEV_DB"
 info "credentials: $FLUXBASE_PG_ROOT/dev/credentials.env"
 export DATABASE_URL="$DASHBOARD_URL"
+export FLUXBASE_ADMIN_DATA_DATABASE_URL="$DATA_URL"
 export FLUXBASE_ADMIN_SESSION_SECRET="$SESSION_SECRET"
 exec "$FLUXBASE" serve

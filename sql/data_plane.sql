@@ -381,13 +381,14 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ticket text := dashboard_auth.new_token('fbk');
+    issued timestamptz := pg_catalog.clock_timestamp();
 BEGIN
     -- Spent and expired tickets are kept a day: they show which backend claimed what.
     DELETE FROM dashboard_auth.tickets t WHERE t.expires_at < pg_catalog.now() - interval '1 day';
     INSERT INTO dashboard_auth.tickets (ticket_hash, session_id, admin_id, operation, request, run_as, claims,
-                                        impersonation_id, intent_id, read_only, expires_at)
+                                        impersonation_id, intent_id, read_only, issued_at, expires_at)
     VALUES (dashboard_auth.token_hash(ticket), who.session_id, who.admin_id, operation, request, run_as, claims,
-            impersonation_id, intent_id, read_only, pg_catalog.clock_timestamp() + interval '30 seconds');
+            impersonation_id, intent_id, read_only, issued, issued + interval '30 seconds');
     RETURN ticket;
 END
 $$;

@@ -372,11 +372,16 @@ BEGIN
     IF run.id IS NULL THEN
         RAISE EXCEPTION 'no SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
-    IF run.status = 'running' AND EXISTS (
-        SELECT 1 FROM pg_catalog.pg_locks l
-         WHERE l.locktype = 'advisory' AND l.granted AND l.pid = run.backend_pid
-           AND l.classid = 1179408452::oid AND l.objid = pg_catalog.hashtext(run.id::text)::oid AND l.objsubid = 2) THEN
-        cancelled := pg_catalog.pg_cancel_backend(run.backend_pid);
+    IF run.status = 'running' THEN
+        -- The data-login backend holding the run's lock: the claim's record of its pid
+        -- commits only with the run.
+        SELECT pg_catalog.bool_or(pg_catalog.pg_cancel_backend(l.pid)) INTO cancelled
+          FROM pg_catalog.pg_locks l
+          JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted
+           AND l.classid = 1179408452::oid AND l.objid = pg_catalog.hashtext(run.id::text)::oid AND l.objsubid = 2
+           AND a.usename::text IN (SELECT fluxbase_admin.data_logins());
+        cancelled := coalesce(cancelled, false);
     END IF;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'sql.cancel', 'sql_run', run.id::text,
         pg_catalog.jsonb_build_object('cancelled', cancelled));

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// Postgres URL of the data login: a NOINHERIT login that is a member of
+    /// fluxbase_explorer, anon, authenticated, service_role and the runner role, and of no
+    /// dashboard role (see README, "Two logins"). The explorer and the SQL runner run there.
+    #[arg(long, env = "FLUXBASE_ADMIN_DATA_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub data_database_url: Option<String>,
+
     /// Port to serve the dashboard on (0 picks a free port)
     #[arg(long, env = "FLUXBASE_ADMIN_PORT", default_value = "3001", value_name = "PORT")]
     pub port: String,
@@ -99,6 +105,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub database: DatabaseSettings,
+    /// The data plane's login (FLUXBASE_ADMIN_DATA_DATABASE_URL).
+    pub data_database: DatabaseSettings,
     pub port: u16,
     pub bind: IpAddr,
     pub session_secret: SessionSecret,
@@ -154,14 +162,14 @@ impl DatabaseArgs {
                  DATABASE_URL=postgresql://user:pass@localhost:5432/fluxbase"
             );
         };
-        parse_database_url(raw)
+        parse_database_url(raw, "DATABASE_URL")
     }
 }
 
 /// Parses a libpq-style URL or key=value string. tokio-postgres knows sslmode
 /// disable/prefer/require only, so verify-ca and verify-full are mapped onto `require`
 /// plus certificate checks done by our TLS connector.
-fn parse_database_url(raw: &str) -> Result<DatabaseSettings> {
+fn parse_database_url(raw: &str, variable: &str) -> Result<DatabaseSettings> {
     let mut tls_verify = TlsVerify::None;
     let mut normalised = raw.to_string();
     for (mode, verify) in [("verify-full", TlsVerify::Full), ("verify-ca", TlsVerify::Ca)] {
@@ -172,15 +180,13 @@ fn parse_database_url(raw: &str) -> Result<DatabaseSettings> {
     }
     let config: tokio_postgres::Config = normalised.parse().map_err(|e: tokio_postgres::Error| {
         // The parser's message names the bad part, never the password.
-        anyhow::anyhow!(
-            "DATABASE_URL is malformed ({e}): expected postgresql://user:pass@host:5432/dbname"
-        )
+        anyhow::anyhow!("{variable} is malformed ({e}): expected postgresql://user:pass@host:5432/dbname")
     })?;
     if config.get_hosts().is_empty() {
-        bail!("DATABASE_URL names no host: expected postgresql://user:pass@host:5432/dbname");
+        bail!("{variable} names no host: expected postgresql://user:pass@host:5432/dbname");
     }
     if config.get_user().is_none() {
-        bail!("DATABASE_URL names no user: expected postgresql://user:pass@host:5432/dbname");
+        bail!("{variable} names no user: expected postgresql://user:pass@host:5432/dbname");
     }
     Ok(DatabaseSettings { config, tls_verify })
 }
@@ -188,6 +194,13 @@ fn parse_database_url(raw: &str) -> Result<DatabaseSettings> {
 impl ServeArgs {
     pub fn validate(&self) -> Result<ServeSettings> {
         let database = self.database.validate()?;
+        let Some(data_url) = self.data_database_url.as_deref().filter(|s| !s.trim().is_empty()) else {
+            bail!(
+                "FLUXBASE_ADMIN_DATA_DATABASE_URL is not set: pass --data-database-url or set it to the data \
+                 login's URL, e.g. postgresql://fluxbase_data:pass@localhost:5432/fluxbase (README, \"Two logins\")"
+            );
+        };
+        let data_database = parse_database_url(data_url, "FLUXBASE_ADMIN_DATA_DATABASE_URL")?;
         let port: u16 = self.port.trim().parse().map_err(|_| {
             anyhow::anyhow!(
                 "FLUXBASE_ADMIN_PORT (--port) must be a port number from 0 to 65535, not {:?}",
@@ -230,7 +243,7 @@ impl ServeArgs {
                     self.heartbeat_interval
                 )
             })?;
-        Ok(ServeSettings { database, port, bind, session_secret, session_timeout, public_url, metrics_token, heartbeat_interval })
+        Ok(ServeSettings { database, data_database, port, bind, session_secret, session_timeout, public_url, metrics_token, heartbeat_interval })
     }
 }
 
@@ -303,14 +316,14 @@ mod tests {
 
     #[test]
     fn database_url_errors_never_echo_the_password() {
-        let err = parse_database_url("postgresql://u:s3cret@host:notaport/db").unwrap_err().to_string();
+        let err = parse_database_url("postgresql://u:s3cret@host:notaport/db", "DATABASE_URL").unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("DATABASE_URL"), "{err}");
     }
 
     #[test]
     fn verify_full_means_require_plus_checks() {
-        let settings = parse_database_url("postgresql://u@h/db?sslmode=verify-full").unwrap();
+        let settings = parse_database_url("postgresql://u@h/db?sslmode=verify-full", "DATABASE_URL").unwrap();
         assert_eq!(settings.tls_verify, TlsVerify::Full);
         assert_eq!(settings.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
     }

@@ -1,10 +1,14 @@
 //! Connections to Postgres: the pool, TLS, the per-transaction role, and errors a person
 //! can act on.
 //!
-//! The web binary logs in as a `NOINHERIT` role that is a member of `fluxbase_dashboard`,
-//! `anon`, `authenticated` and `service_role` (PostgREST's authenticator model). It has
-//! no rights of its own: every transaction starts with `SET LOCAL ROLE` to the one role
-//! the work needs, and nothing of that survives the transaction.
+//! The web binary has two logins (architecture.md, "Two planes"), each `NOINHERIT`
+//! (PostgREST's authenticator model), each with a pool of its own:
+//! - the dashboard login, a member of `fluxbase_dashboard` only: every transaction starts
+//!   with `SET LOCAL ROLE fluxbase_dashboard`;
+//! - the data login, a member of the roles the data plane switches to: every transaction
+//!   starts by claiming a ticket, and the extension switches role. Its connections never
+//!   carry a session token, use unnamed statements only (app code could `DEALLOCATE` and
+//!   re-`PREPARE` a named one), and are reset with `DISCARD ALL` before reuse.
 
 use std::time::Duration;
 
@@ -72,10 +76,21 @@ pub fn tls_connector(verify: TlsVerify) -> Result<MakeTlsConnector> {
 /// reset (`SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ...`) before reuse, so even a
 /// session-level setting that slipped through cannot reach the next request.
 pub fn pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
+    build_pool(settings, max_size, RecyclingMethod::Clean)
+}
+
+/// A pool of the data login's connections: `DISCARD ALL` before each reuse drops
+/// everything app code may have left in the session (settings, prepared statements,
+/// temporary tables, listeners, advisory locks).
+pub fn data_pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
+    build_pool(settings, max_size, RecyclingMethod::Custom("DISCARD ALL".into()))
+}
+
+fn build_pool(settings: &DatabaseSettings, max_size: usize, recycling_method: RecyclingMethod) -> Result<Pool> {
     let manager = Manager::from_connect(
         settings.config.clone(),
         crate::notices::NoticeKeepingConnect { tls: tls_connector(settings.tls_verify)? },
-        ManagerConfig { recycling_method: RecyclingMethod::Clean },
+        ManagerConfig { recycling_method },
     );
     Pool::builder(manager)
         .max_size(max_size)

@@ -33,6 +33,7 @@ pub struct AppState {
 
 struct Inner {
     pool: Pool,
+    data_pool: Pool,
     realtime: realtime::Hub,
     settings: ServeSettings,
     instance_id: String,
@@ -46,6 +47,15 @@ impl AppState {
 
     pub fn database_config(&self) -> &tokio_postgres::Config {
         &self.inner.settings.database.config
+    }
+
+    /// The data login's pool (FLUXBASE_ADMIN_DATA_DATABASE_URL).
+    pub fn data_pool(&self) -> &Pool {
+        &self.inner.data_pool
+    }
+
+    pub fn data_database_config(&self) -> &tokio_postgres::Config {
+        &self.inner.settings.data_database.config
     }
 
     pub fn instance_id(&self) -> &str {
@@ -67,7 +77,8 @@ impl AppState {
 
 pub async fn serve(settings: ServeSettings) -> Result<()> {
     let pool = db::pool(&settings.database, POOL_SIZE)?;
-    let extension_version = preflight(&pool, &settings).await?;
+    let data_pool = db::data_pool(&settings.data_database, POOL_SIZE)?;
+    let extension_version = preflight(&pool, &data_pool, &settings).await?;
 
     if settings.session_secret.ephemeral {
         eprintln!(
@@ -89,6 +100,7 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
     let state = AppState {
         inner: Arc::new(Inner {
             pool,
+            data_pool,
             realtime: realtime::Hub::start(settings.database.clone()),
             settings,
             instance_id: telemetry::instance_id(),
@@ -137,7 +149,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Checks, before listening, everything that would otherwise fail on the first request:
 /// the connection, the extension, and the login role's right to switch roles.
-async fn preflight(pool: &Pool, settings: &ServeSettings) -> Result<String> {
+async fn preflight(pool: &Pool, data_pool: &Pool, settings: &ServeSettings) -> Result<String> {
     let config = &settings.database.config;
     let target = db::describe_target(config);
     let mut client = db::checkout(pool, config).await?;
@@ -150,30 +162,40 @@ async fn preflight(pool: &Pool, settings: &ServeSettings) -> Result<String> {
         );
     };
 
-    let login = client
-        .query_one(
-            "SELECT current_user::text, rolsuper, rolinherit FROM pg_catalog.pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await
-        .map_err(db::pg_error)?;
-    let (login_role, is_super, inherits): (String, bool, bool) = (login.get(0), login.get(1), login.get(2));
-
+    let login_role: String = client.query_one("SELECT session_user::text", &[]).await.map_err(db::pg_error)?.get(0);
     if let Err(e) = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await {
         bail!(
             "the login role {login_role} cannot switch to fluxbase_dashboard ({e}): as a superuser, run \
-             GRANT fluxbase_dashboard, anon, authenticated, service_role TO {login_role}"
+             GRANT fluxbase_dashboard TO {login_role}"
         );
     }
-    if is_super {
-        eprintln!(
-            "warning: {login_role} is a superuser; the dashboard should log in as a NOINHERIT role that is a \
-             member of fluxbase_dashboard (see README, \"Install into an existing Postgres\")"
-        );
-    } else if inherits {
-        eprintln!(
-            "warning: {login_role} has INHERIT; make it NOINHERIT (ALTER ROLE {login_role} NOINHERIT) so that \
-             it holds no rights outside the role each transaction switches to"
+    let data_config = &settings.data_database.config;
+    let data_client = db::checkout(data_pool, data_config).await?;
+    let data_role: String = data_client.query_one("SELECT session_user::text", &[]).await.map_err(db::pg_error)?.get(0);
+    drop(data_client);
+
+    // One membership check for both logins (fluxbase_admin.login_problems): a login that
+    // holds more than its plane needs would let app code reach the dashboard's powers.
+    let tx = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await?;
+    let mut problems = Vec::new();
+    for (login, plane, variable) in [(&login_role, "dashboard", "DATABASE_URL"), (&data_role, "data", "FLUXBASE_ADMIN_DATA_DATABASE_URL")] {
+        for row in tx
+            .query("SELECT role, problem, fix FROM fluxbase_admin.login_problems($1, $2)", &[login, &plane])
+            .await
+            .map_err(db::pg_error)?
+        {
+            let (role, problem, fix): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            problems.push(format!("{variable} logs in as {login}, the {plane} login: {role}: {problem} (fix: {fix})"));
+        }
+    }
+    tx.commit().await.map_err(db::pg_error)?;
+    if login_role == data_role {
+        problems.push(format!("DATABASE_URL and FLUXBASE_ADMIN_DATA_DATABASE_URL both log in as {login_role}: use two logins"));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the database logins are not safe to serve with (README, \"Two logins\"): {}",
+            problems.join("; ")
         );
     }
     Ok(version)

@@ -1,7 +1,8 @@
 //! The SQL runner's routes. The rules live in the extension (sql/sql_runner.sql); this
-//! module only keeps the three steps of a run on one pooled connection, sets the
-//! statement's timeout on its transaction, collects the server's notices, and resets
-//! the connection before it goes back to the pool.
+//! module only carries a run across the two planes: the intent and a ticket from the
+//! dashboard login, the statement on the data login (claim, statement, and its result in
+//! one transaction), the statement's timeout set on that transaction, and the server's
+//! notices.
 //!
 //! - `POST /api/sql/runs` `{"statement", "allow_writes", "explain", "impersonation_id"}`
 //! - `POST /api/sql/runs/{run_id}/cancel`
@@ -16,6 +17,7 @@ use deadpool_postgres::Object;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_postgres::error::ErrorPosition;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::api::{self, ApiError};
@@ -58,17 +60,18 @@ pub async fn run(State(state): State<AppState>, headers: HeaderMap, Json(request
 
 async fn run_to_the_end(state: AppState, token: String, request: RunRequest, impersonation_id: Option<Uuid>) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
-    let mut client = connection(&state).await?;
 
-    // 1. The intent, committed before anything runs.
+    // 1. The intent, committed before anything runs, and the ticket for the data plane.
+    let mut client = connection(&state).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
     let begun = tx
         .query_one(
-            "SELECT ok, code, message, run_id, run_as, read_only, timeout_ms FROM fluxbase_admin.sql_begin($1, $2, $3, $4, $5)",
+            "SELECT ok, code, message, run_id, run_as, read_only, timeout_ms, ticket FROM fluxbase_admin.sql_begin($1, $2, $3, $4, $5)",
             &[&token, &request.statement, &request.allow_writes, &request.explain, &impersonation_id],
         )
         .await?;
     tx.commit().await?;
+    drop(client);
     if !begun.get::<_, bool>("ok") {
         return Ok(Json(json!({
             "ok": false, "code": begun.get::<_, String>("code"), "message": begun.get::<_, String>("message"),
@@ -77,30 +80,44 @@ async fn run_to_the_end(state: AppState, token: String, request: RunRequest, imp
     let run_id: Uuid = begun.get("run_id");
     let read_only: bool = begun.get("read_only");
     let timeout_ms: i64 = begun.get("timeout_ms");
+    let ticket: String = begun.get("ticket");
 
-    // 2. The statement, on the same connection (sql_execute checks that).
-    let pid: i32 = client.query_one("SELECT pg_catalog.pg_backend_pid()", &[]).await?.get(0);
+    // 2. The statement, on the data login.
+    let mut data = db::checkout(state.data_pool(), state.data_database_config()).await.map_err(ApiError::internal)?;
+    let pid: i32 = data.query_typed("SELECT pg_catalog.pg_backend_pid()", &[]).await?[0].get(0);
     notices::clear(pid);
-    let outcome = execute(&mut client, &token, run_id, &request.statement, read_only, timeout_ms).await;
-
-    // 3. A clean connection for the pool's next user: role, settings, temporary objects,
-    // prepared statements, listeners. A connection that cannot be reset is not reused.
-    if let Err(e) = client.batch_execute("DISCARD ALL").await {
-        tracing::warn!(error = %e, "cannot reset a connection after a SQL run; dropping it");
-        let _ = deadpool_postgres::Object::take(client);
+    let outcome = execute(&mut data, &ticket, &request.statement, read_only, timeout_ms).await;
+    // The pool runs DISCARD ALL before the connection's next use; one that failed
+    // mid-way is not reused.
+    if outcome.as_ref().err().is_some_and(|f| f["code"] == "unavailable") {
+        let _ = deadpool_postgres::Object::take(data);
     }
     let notices = notices::take(pid);
+
+    // 3. A read, or a failure, is recorded on the dashboard plane once it is over.
+    if let Some(ending) = outcome.as_ref().err().map(|f| f["outcome"].clone()).or_else(|| read_only.then(|| outcome.as_ref().ok().map(|r| r["outcome"].clone())).flatten()) {
+        if let Err(e) = finish(&state, &token, run_id, &ending).await {
+            // The intent is recorded already; a lost connection only loses this ending.
+            tracing::warn!(error = %e, %run_id, "cannot record how a SQL run ended");
+        }
+    }
+
     let took = started.elapsed().as_millis() as u64;
     Ok(Json(match outcome {
         Ok(mut result) => {
+            if let Some(map) = result.as_object_mut() {
+                map.remove("outcome");
+            }
             result["ok"] = json!(true);
             result["read_only"] = json!(read_only);
             result["notices"] = json!(notices);
             result["duration_ms"] = json!(took);
             result
         }
-        Err(failure) => {
-            let mut answer = failure;
+        Err(mut answer) => {
+            if let Some(map) = answer.as_object_mut() {
+                map.remove("outcome");
+            }
             answer["ok"] = json!(false);
             answer["run_id"] = json!(run_id.to_string());
             answer["notices"] = json!(notices);
@@ -110,54 +127,65 @@ async fn run_to_the_end(state: AppState, token: String, request: RunRequest, imp
     }))
 }
 
-/// Steps 2 and 3 of a run: the statement in its own transaction, then the record of how
-/// it ended (with a write, in the same transaction; otherwise after the rollback).
-/// A failed statement comes back as `Err` with its SQLSTATE, message and position.
-async fn execute(client: &mut Object, token: &str, run_id: Uuid, statement: &str, read_only: bool, timeout_ms: i64) -> Result<Value, Value> {
-    let transport = |e: tokio_postgres::Error| json!({"code": "unavailable", "message": db::describe_pg_error(&e), "status": "failed"});
-    let tx = client.transaction().await.map_err(transport)?;
-    tx.batch_execute(&format!("SET LOCAL ROLE fluxbase_dashboard; SET LOCAL statement_timeout = {timeout_ms}"))
-        .await
-        .map_err(transport)?;
-    let executed = tx.query_one("SELECT fluxbase_admin.sql_execute($1, $2, $3)::text", &[&token, &run_id, &statement]).await;
+/// Step 2 of a run, on the data login: the claim, the statement, and for a write its
+/// result, in one transaction. A read, or a failed statement, is rolled back to the
+/// savepoint after the claim, so that the spent ticket still commits. Each answer carries
+/// the run's `outcome` for the record. A failed statement comes back as `Err` with its
+/// SQLSTATE, message and position.
+async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bool, timeout_ms: i64) -> Result<Value, Value> {
+    let transport = |e: tokio_postgres::Error| {
+        json!({"code": "unavailable", "message": db::describe_pg_error(&e), "status": "failed",
+               "outcome": {"status": "failed", "error_code": "unavailable", "error_message": db::describe_pg_error(&e)}})
+    };
+    let tx = data.transaction().await.map_err(transport)?;
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}")).await.map_err(transport)?;
+    tx.query_typed("SELECT fluxbase_admin.claim($1)", &[(&ticket, Type::TEXT)]).await.map_err(|e| {
+        let failure = describe_failure(&e, statement);
+        json!({"code": failure["code"], "message": failure["message"], "status": "failed",
+               "outcome": {"status": "failed", "error_code": failure["code"], "error_message": failure["message"]}})
+    })?;
+    tx.batch_execute("SAVEPOINT run").await.map_err(transport)?;
+    let executed = tx.query_typed("SELECT fluxbase_admin.sql_execute($1)::text", &[(&statement, Type::TEXT)]).await;
     match executed {
-        Ok(row) => {
-            let result: Value = serde_json::from_str(row.get(0)).unwrap_or(Value::Null);
+        Ok(rows) => {
+            let result: Value = serde_json::from_str(rows[0].get(0)).unwrap_or(Value::Null);
             let outcome = json!({
                 "status": "succeeded", "row_count": result["row_count"], "affected": result["affected"],
                 "truncated": result["truncated"],
             });
             if read_only {
-                tx.rollback().await.map_err(transport)?;
-                finish(client, token, run_id, &outcome).await.map_err(transport)?;
+                tx.batch_execute("ROLLBACK TO SAVEPOINT run").await.map_err(transport)?;
             } else {
-                tx.execute("SELECT fluxbase_admin.sql_finish($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()])
+                tx.query_typed("SELECT fluxbase_admin.record_result($1::text::jsonb)", &[(&outcome.to_string(), Type::TEXT)])
                     .await
                     .map_err(transport)?;
-                tx.commit().await.map_err(transport)?;
             }
-            Ok(result)
+            tx.commit().await.map_err(transport)?;
+            let mut answer = result;
+            answer["outcome"] = outcome;
+            Ok(answer)
         }
         Err(e) => {
-            let _ = tx.rollback().await;
-            let failure = describe_failure(&e, statement);
-            let outcome = json!({
+            let mut failure = describe_failure(&e, statement);
+            if tx.batch_execute("ROLLBACK TO SAVEPOINT run").await.is_ok() {
+                let _ = tx.commit().await;
+            }
+            failure["outcome"] = json!({
                 "status": failure["status"], "error_code": failure["code"], "error_message": failure["message"],
             });
-            // The intent is recorded already; a lost connection only loses this ending.
-            if let Err(e) = finish(client, token, run_id, &outcome).await {
-                tracing::warn!(error = %e, %run_id, "cannot record how a SQL run ended");
-            }
             Err(failure)
         }
     }
 }
 
-async fn finish(client: &mut Object, token: &str, run_id: Uuid, outcome: &Value) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").await?;
-    tx.execute("SELECT fluxbase_admin.sql_finish($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()]).await?;
-    tx.commit().await
+async fn finish(state: &AppState, token: &str, run_id: Uuid, outcome: &Value) -> anyhow::Result<()> {
+    let mut client = db::checkout(state.pool(), state.database_config()).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await?;
+    tx.execute("SELECT fluxbase_admin.sql_finish($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()])
+        .await
+        .map_err(db::pg_error)?;
+    tx.commit().await.map_err(db::pg_error)?;
+    Ok(())
 }
 
 /// A failed statement as the runner reports it: SQLSTATE, message, detail, hint, and the

@@ -99,3 +99,15 @@ pub fn export_claimed(data: &mut Client, ticket: &str) -> Result<(String, Vec<St
     tx.commit()?;
     Ok((header, lines))
 }
+
+/// A ticket whose request is JSON text, cast to jsonb by Postgres (so that numbers keep
+/// every digit and malformed or too-deep JSON is refused by Postgres itself), from the
+/// dashboard plane, committed.
+pub fn ticket_text(web: &mut Client, token: &str, operation: &str, request: &str, impersonation: Option<&str>) -> Result<String, postgres::Error> {
+    let rows = as_dashboard(
+        web,
+        "SELECT fluxbase_admin.ticket($1, $2, $3::text::jsonb, $4::text::uuid)",
+        &[&token, &operation, &request, &impersonation],
+    )?;
+    Ok(rows[0].get(0))
+}

@@ -212,6 +212,28 @@ fn wait_with_deadline(mut child: Child, deadline: Duration) -> Output {
     }
 }
 
+/// Sets FLUXBASE_ADMIN_DATA_DATABASE_URL, unless the command has one, to DATABASE_URL's
+/// address with the test cluster's data login (`fluxbase_data`).
+pub fn with_data_login(cmd: &mut Command) -> &mut Command {
+    let envs: Vec<(String, Option<String>)> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned())))
+        .collect();
+    let has = |key: &str| envs.iter().any(|(k, _)| k == key);
+    if has("FLUXBASE_ADMIN_DATA_DATABASE_URL") {
+        return cmd;
+    }
+    if let Some((_, Some(url))) = envs.iter().find(|(k, _)| k == "DATABASE_URL") {
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let after_user = rest.find([':', '@']).map_or("", |i| &rest[i..]);
+            let data_url = format!("{scheme}://{}{after_user}", Caller::Data.user());
+            let data_url = data_url.replacen(&format!("{}@", Caller::Data.user()), &format!("{}:{PASSWORD}@", Caller::Data.user()), 1);
+            cmd.env("FLUXBASE_ADMIN_DATA_DATABASE_URL", data_url);
+        }
+    }
+    cmd
+}
+
 /// A running `fluxbase serve`, stopped when dropped.
 pub struct Server {
     child: Child,
@@ -226,7 +248,9 @@ impl Server {
     }
 
     /// Starts a prepared `fluxbase` command with `serve --port 0` and waits until it listens.
+    /// Without a data login URL of its own, it gets DATABASE_URL's with the data login.
     pub fn start_with(cmd: &mut Command) -> Self {
+        with_data_login(cmd);
         let mut child = cmd
             .args(["serve", "--port", "0"])
             .env("FLUXBASE_ADMIN_SESSION_SECRET", "test-secret-test-secret-test-secret-0123")

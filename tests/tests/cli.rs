@@ -45,6 +45,7 @@ fn serve_fails_with(envs: &[(&str, &str)]) -> String {
     for (key, value) in envs {
         cmd.env(key, value);
     }
+    fluxbase_tests::with_data_login(&mut cmd);
     let output = run(&mut cmd);
     let (stdout, stderr) = text(&output);
     assert!(!output.status.success(), "serve should have failed; stdout: {stdout}");
@@ -113,7 +114,34 @@ fn a_login_role_without_the_dashboard_role_is_explained() {
     let db = TestDb::new();
     let stderr = serve_fails_with(&[("DATABASE_URL", &db.url(Caller::App, ""))]);
     assert!(stderr.contains("cannot switch to fluxbase_dashboard"), "{stderr}");
-    assert!(stderr.contains("GRANT fluxbase_dashboard, anon, authenticated, service_role TO app_user"), "{stderr}");
+    assert!(stderr.contains("GRANT fluxbase_dashboard TO app_user"), "{stderr}");
+}
+
+#[test]
+fn a_data_login_that_holds_too_much_is_refused_naming_the_role_and_the_fix() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fluxbase_data_greedy') THEN
+             CREATE ROLE fluxbase_data_greedy LOGIN NOINHERIT PASSWORD 'fluxbase-test'; END IF; END $$;
+         SELECT * FROM fluxbase_admin.prepare_data_login('fluxbase_data_greedy');
+         GRANT pg_read_all_data, fluxbase_dashboard TO fluxbase_data_greedy;",
+    )
+    .unwrap();
+    let url = db.url(Caller::Dashboard, "");
+    let data_url = url.replacen("fluxbase_web:", "fluxbase_data_greedy:", 1);
+    let stderr = serve_fails_with(&[("DATABASE_URL", &url), ("FLUXBASE_ADMIN_DATA_DATABASE_URL", &data_url)]);
+    su.batch_execute("REVOKE pg_read_all_data, fluxbase_dashboard FROM fluxbase_data_greedy").unwrap();
+    assert!(stderr.contains("the database logins are not safe to serve with"), "{stderr}");
+    assert!(stderr.contains("pg_read_all_data") && stderr.contains("REVOKE pg_read_all_data FROM fluxbase_data_greedy"), "{stderr}");
+    assert!(stderr.contains("REVOKE fluxbase_dashboard FROM fluxbase_data_greedy"), "{stderr}");
+}
+
+#[test]
+fn a_missing_data_login_url_is_explained() {
+    let db = TestDb::new();
+    let stderr = serve_fails_with(&[("DATABASE_URL", &db.url(Caller::Dashboard, "")), ("FLUXBASE_ADMIN_DATA_DATABASE_URL", "")]);
+    assert!(stderr.contains("FLUXBASE_ADMIN_DATA_DATABASE_URL is not set"), "{stderr}");
 }
 
 #[test]

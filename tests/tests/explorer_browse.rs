@@ -1,10 +1,12 @@
-//! The explorer's browsing, end to end through the web's role (fluxbase_dashboard):
+//! The explorer's browsing, end to end through the web's two logins (a ticket from the
+//! dashboard login as fluxbase_dashboard, the work on the data login that claims it):
 //! typed filters and their errors, sorting with NULLs, keyset cursors under concurrent
 //! inserts, capped counts, previews of large values, following foreign keys, the paging
 //! report, streaming CSV export in flat memory, auditing, impersonated pages and exports,
 //! and RLS never hiding rows from the unimpersonated admin.
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
+use fluxbase_tests::data_plane::{claimed, export_claimed, Planes};
 use fluxbase_tests::{Caller, TestDb};
 use postgres::Client;
 use serde_json::{json, Value};
@@ -13,9 +15,10 @@ use serde_json::{json, Value};
 // Helpers
 // ---------------------------------------------------------------------------------
 
-/// A signed-in dashboard admin on the web binary's login role.
+/// A signed-in dashboard admin with the web binary's two logins: tickets on the
+/// dashboard login, the work on the data login.
 struct Explorer {
-    web: Client,
+    p: Planes,
     token: String,
 }
 
@@ -59,24 +62,38 @@ impl Req {
         self.total = Some(total.to_string());
         self
     }
+
+    /// The ticket's request for schema.table: only the fields that are set.
+    fn request(&self, schema: &str, table: &str) -> Value {
+        let mut request = json!({"schema": schema, "table": table});
+        let fields = [
+            ("filter", self.filter.clone()),
+            ("sort", self.sort.clone()),
+            ("search", self.search.clone().map(Value::from)),
+            ("page_size", self.page_size.map(Value::from)),
+            ("cursor", self.cursor.clone().map(Value::from)),
+            ("total", self.total.clone().map(Value::from)),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                request[key] = value;
+            }
+        }
+        request
+    }
 }
 
-/// Signs in `email` (created with `role`) on a fresh dashboard connection.
+/// Signs in `email` (created with `role`) on fresh connections of both logins.
 fn sign_in(db: &TestDb, email: &str, role: &str) -> Explorer {
     create_admin(db, email, role);
-    let mut web = db.connect(Caller::Dashboard);
-    let token = login(&mut web, email, PASSWORD, "192.0.2.1").token.unwrap();
-    Explorer { web, token }
+    let mut p = Planes::connect(db);
+    let token = login(&mut p.web, email, PASSWORD, "192.0.2.1").token.unwrap();
+    Explorer { p, token }
 }
 
 impl Explorer {
     fn try_browse(&mut self, schema: &str, table: &str, r: &Req) -> Result<Value, postgres::Error> {
-        let rows = as_dashboard(
-            &mut self.web,
-            "SELECT fluxbase_admin.browse($1, $2, $3, $4, $5, $6, coalesce($7, 50), $8, coalesce($9, 'auto'))",
-            &[&self.token, &schema, &table, &r.filter, &r.sort, &r.search, &r.page_size, &r.cursor, &r.total],
-        )?;
-        Ok(rows[0].get(0))
+        self.p.browse(&self.token, &r.request(schema, table), None)
     }
 
     fn browse(&mut self, schema: &str, table: &str, r: &Req) -> Value {
@@ -99,40 +116,26 @@ impl Explorer {
         pages
     }
 
-    fn start_export(&mut self, schema: &str, table: &str, filter: Option<Value>, sort: Option<Value>, imp: Option<&str>) -> i64 {
-        as_dashboard(
-            &mut self.web,
-            "SELECT fluxbase_admin.start_export($1, $2, $3, $4, $5, NULL, $6::text::uuid)",
-            &[&self.token, &schema, &table, &filter, &sort, &imp],
-        )
-        .unwrap_or_else(|e| panic!("start_export: {}", describe(&e)))[0]
-            .get(0)
+    /// An export ticket for schema.table (filter and sort as given).
+    fn export_ticket(&mut self, schema: &str, table: &str, filter: Option<Value>, sort: Option<Value>, imp: Option<&str>) -> Result<String, postgres::Error> {
+        let r = Req { filter, sort, ..Req::default() };
+        self.p.ticket(&self.token, "export", &r.request(schema, table), imp)
     }
 
-    /// Opens an export (open_export or open_export_as) in one transaction and fetches it
-    /// all, 1,000 lines at a time: (header, lines).
-    fn export(&mut self, opener: &str, id: i64) -> Result<(String, Vec<String>), postgres::Error> {
-        let mut tx = self.web.transaction()?;
-        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
-        let opened = tx.query_one(&format!("SELECT portal::text, header FROM fluxbase_admin.{opener}($1, $2)"), &[&self.token, &id])?;
-        let portal: String = opened.get(0);
-        assert_eq!(portal, "fluxbase_export");
-        let mut lines = Vec::new();
-        loop {
-            let batch = tx.query("FETCH 1000 FROM fluxbase_export", &[])?;
-            if batch.is_empty() {
-                break;
-            }
-            lines.extend(batch.iter().map(|r| r.get::<_, String>(0)));
-        }
-        tx.commit()?;
-        Ok((opened.get(1), lines))
+    /// A whole export, ticket and all: (header, lines), fetched 1,000 lines at a time.
+    fn try_export(&mut self, schema: &str, table: &str, filter: Option<Value>, sort: Option<Value>, imp: Option<&str>) -> Result<(String, Vec<String>), postgres::Error> {
+        let ticket = self.export_ticket(schema, table, filter, sort, imp)?;
+        export_claimed(&mut self.p.data, &ticket)
+    }
+
+    fn export(&mut self, schema: &str, table: &str, filter: Option<Value>, sort: Option<Value>, imp: Option<&str>) -> (String, Vec<String>) {
+        self.try_export(schema, table, filter, sort, imp).unwrap_or_else(|e| panic!("export {schema}.{table}: {}", describe(&e)))
     }
 
     /// Starts impersonating `target` (user mode), committed on its own.
     fn impersonate(&mut self, target: &str) -> String {
         let row = &as_dashboard(
-            &mut self.web,
+            &mut self.p.web,
             "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', $2, 'ticket 42')",
             &[&self.token, &target],
         )
@@ -141,26 +144,19 @@ impl Explorer {
         row.get(3)
     }
 
-    fn record_intent(&mut self, imp: &str) -> Result<i64, postgres::Error> {
-        Ok(as_dashboard(
-            &mut self.web,
-            "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'explorer.browse', '{}')",
-            &[&self.token, &imp],
-        )?[0]
-            .get(0))
-    }
-
-    fn try_browse_as(&mut self, imp: &str, intent: i64, table: &str, r: &Req) -> Result<Value, postgres::Error> {
-        let rows = as_dashboard(
-            &mut self.web,
-            "SELECT fluxbase_admin.browse_as($1, $2::text::uuid, $3, 'public', $4, $5, $6, $7, coalesce($8, 50), $9, coalesce($10, 'auto'))",
-            &[&self.token, &imp, &intent, &table, &r.filter, &r.sort, &r.search, &r.page_size, &r.cursor, &r.total],
-        )?;
-        Ok(rows[0].get(0))
+    /// A page of public.`table` as the impersonated target: its ticket records the intent.
+    fn try_browse_as(&mut self, imp: &str, table: &str, r: &Req) -> Result<Value, postgres::Error> {
+        self.p.browse(&self.token, &r.request("public", table), Some(imp))
     }
 }
 
-
+/// The SQLSTATE of a failed call.
+fn state_of<T: std::fmt::Debug>(result: Result<T, postgres::Error>) -> String {
+    match result {
+        Ok(answer) => panic!("expected an error, got {answer:?}"),
+        Err(e) => e.code().unwrap_or_else(|| panic!("not a server error: {e}")).code().to_string(),
+    }
+}
 
 /// The ids of a page's rows, in order.
 fn ids(page: &Value) -> Vec<i64> {
@@ -423,16 +419,15 @@ fn a_date_filter_value_means_the_same_in_the_check_the_page_and_the_export() {
         )
         .unwrap();
     let mut ex = sign_in(&db, "ann@example.com", "admin");
-    // The caller's connection has the server's default DateStyle, which reads 03/04/05
-    // as 2005-03-04 (id 3).
-    let style: String = ex.web.query_one("SHOW DateStyle", &[]).unwrap().get(0);
+    // The data login's connection (where values are read) has the server's default
+    // DateStyle, which reads 03/04/05 as 2005-03-04 (id 3).
+    let style: String = ex.p.data.query_one("SHOW DateStyle", &[]).unwrap().get(0);
     assert_eq!(style, "ISO, MDY");
-    let meant: String = ex.web.query_one("SELECT '03/04/05'::date::text", &[]).unwrap().get(0);
+    let meant: String = ex.p.data.query_one("SELECT '03/04/05'::date::text", &[]).unwrap().get(0);
     assert_eq!(meant, "2005-03-04");
 
     let filter = cond("d", "eq", json!("03/04/05"));
-    let export = ex.start_export("public", "days", Some(filter.clone()), None, None);
-    let exported: Vec<i64> = ex.export("open_export", export).unwrap().1.iter().map(|l| parse_line(l)[0].as_deref().unwrap().parse().unwrap()).collect();
+    let exported: Vec<i64> = ex.export("public", "days", Some(filter.clone()), None, None).1.iter().map(|l| parse_line(l)[0].as_deref().unwrap().parse().unwrap()).collect();
     let page = ex.browse("public", "days", &req().filter(filter));
     // Read one way everywhere (ideally the session's, [3]): the page and the export agree.
     assert_eq!(ids(&page), exported, "the page and the export of one request read 03/04/05 alike");
@@ -457,7 +452,7 @@ fn plan_browse_binds_every_request_value_as_a_parameter() {
     let hostile = "x'); DROP TABLE public.items; --";
     let filter = json!({"or": [cond("name", "eq", json!(hostile)), cond("code", "ilike", json!(hostile))]});
     let plan: Value = as_dashboard(
-        &mut ex.web,
+        &mut ex.p.web,
         "SELECT fluxbase_admin.plan_browse($1, 'public', 'items', $2, NULL, $3, 10)",
         &[&ex.token, &filter, &hostile],
     )
@@ -678,7 +673,7 @@ fn a_cursor_neither_repeats_nor_skips_rows_when_rows_are_inserted_between_pages(
     }
     // The same cursor still reads the same way on another connection, and a cursor is
     // refused for another sort.
-    let mut other = Explorer { web: db.connect(Caller::Dashboard), token: ex.token.clone() };
+    let mut other = Explorer { p: Planes::connect(&db), token: ex.token.clone() };
     assert_eq!(ids(&other.browse("public", "events", &req().sort(sort).size(5).cursor(Some(cursor.clone())))), [103, 104, 6, 7, 8]);
     let (state, message) = failure(other.try_browse("public", "events", &req().size(5).cursor(Some(cursor.clone()))));
     assert_eq!(state, "22023");
@@ -740,10 +735,11 @@ fn a_cursor_made_on_one_connection_reads_back_on_another_with_other_settings() {
         )
         .unwrap();
     let mut a = sign_in(&db, "ann@example.com", "admin");
-    let mut b = Explorer { web: db.connect(Caller::Dashboard), token: a.token.clone() };
-    b.web
-        .batch_execute("SET TimeZone = 'Pacific/Chatham'; SET DateStyle = 'SQL, DMY'; SET extra_float_digits = -2; SET IntervalStyle = 'sql_standard'; SET bytea_output = 'escape'")
-        .unwrap();
+    let mut b = Explorer { p: Planes::connect(&db), token: a.token.clone() };
+    // Both of b's logins; the data login's settings are the ones the pages are read with.
+    let settings = "SET TimeZone = 'Pacific/Chatham'; SET DateStyle = 'SQL, DMY'; SET extra_float_digits = -2; SET IntervalStyle = 'sql_standard'; SET bytea_output = 'escape'";
+    b.p.web.batch_execute(settings).unwrap();
+    b.p.data.batch_execute(settings).unwrap();
     for column in ["ts", "f", "n", "u", "b", "iv", "d", "j", "tags"] {
         for (direction, nulls) in [("asc", "last"), ("desc", "last"), ("asc", "first")] {
             let sort = json!([{"column": column, "direction": direction, "nulls": nulls}]);
@@ -934,12 +930,7 @@ const SHOP: &str = r#"
 "#;
 
 fn follow(ex: &mut Explorer, fk: &str, row: &Value) -> Result<Value, postgres::Error> {
-    let rows = as_dashboard(
-        &mut ex.web,
-        "SELECT fluxbase_admin.follow_foreign_key($1, 'shop', 'orders', $2, $3)",
-        &[&ex.token, &fk, row],
-    )?;
-    Ok(rows[0].get(0))
+    ex.p.follow(&ex.token, &json!({"schema": "shop", "table": "orders", "foreign_key": fk, "row": row}), None)
 }
 
 /// The row of shop.orders with `id`, as a page gives it.
@@ -1004,14 +995,11 @@ fn following_an_unknown_foreign_key_is_refused() {
         assert!(message.contains("has no foreign key"), "{message}");
     }
     // And a table the explorer does not show has no keys to follow.
-    let (state, _) = failure(
-        as_dashboard(
-            &mut ex.web,
-            "SELECT fluxbase_admin.follow_foreign_key($1, 'auth', 'users', 'users_pkey', '{}')",
-            &[&ex.token],
-        )
-        .map(|rows| rows[0].get::<_, Value>(0)),
-    );
+    let (state, _) = failure(ex.p.follow(
+        &ex.token,
+        &json!({"schema": "auth", "table": "users", "foreign_key": "users_pkey", "row": {}}),
+        None,
+    ));
     assert_eq!(state, "42P01");
 }
 
@@ -1129,8 +1117,7 @@ fn hostile_table_and_column_names_are_browsed_filtered_sorted_and_exported_as_da
     let (state, message) = failure(ex.try_browse("public", table, &req().filter(cond("select", "eq", json!("x")))));
     assert_eq!(state, "22P02");
     assert!(message.starts_with("column \"select\" (integer)"), "{message}");
-    let id = ex.start_export("public", table, None, None, None);
-    let (header, lines) = ex.export("open_export", id).unwrap();
+    let (header, lines) = ex.export("public", table, None, None, None);
     assert_eq!(parse_line(&header), [q("select"), q("MixedCase"), q("a,\"b")]);
     assert_eq!(parse_line(&lines[1]), [q("2"), q("two"), None]);
     let kept: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM pg_class WHERE relname = 'keep'", &[]).unwrap().get(0);
@@ -1210,20 +1197,21 @@ fn a_200_mb_export_streams_in_flat_memory_and_reads_back_as_csv() {
          UPDATE public.wide SET body = E'say \"hi\", then\\nbye, \"\"twice\"\"' WHERE id = 1;
          UPDATE public.wide SET note = NULL WHERE id = 2;
          UPDATE public.wide SET note = '' WHERE id = 3;
-         -- The web's role cannot read pg_backend_memory_contexts; this reads it for the
-         -- backend that calls it.
+         -- The explorer's role (which an export's transaction stays in) cannot read
+         -- pg_backend_memory_contexts; this reads it for the backend that calls it.
          CREATE FUNCTION public.backend_memory_bytes() RETURNS bigint LANGUAGE sql SECURITY DEFINER
              SET search_path = pg_catalog AS $$ SELECT sum(total_bytes)::bigint FROM pg_catalog.pg_backend_memory_contexts $$;
-         GRANT EXECUTE ON FUNCTION public.backend_memory_bytes() TO fluxbase_dashboard;",
+         REVOKE EXECUTE ON FUNCTION public.backend_memory_bytes() FROM PUBLIC;
+         GRANT EXECUTE ON FUNCTION public.backend_memory_bytes() TO fluxbase_explorer;",
     )
     .unwrap();
     su.batch_execute("VACUUM ANALYZE public.wide").unwrap();
     let mut ex = sign_in(&db, "ann@example.com", "admin");
-    let id = ex.start_export("public", "wide", None, None, None);
+    let ticket = ex.export_ticket("public", "wide", None, None, None).unwrap();
 
-    let mut tx = ex.web.transaction().unwrap();
-    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-    let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export($1, $2)", &[&ex.token, &id]).unwrap();
+    let mut tx = ex.p.data.transaction().unwrap();
+    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export()", &[]).unwrap();
     assert_eq!(opened.get::<_, String>(0), "fluxbase_export");
     let header: String = opened.get(1);
     assert_eq!(parse_line(&header), [q("id"), q("body"), q("note")]);
@@ -1271,18 +1259,17 @@ fn a_200_mb_export_streams_in_flat_memory_and_reads_back_as_csv() {
     let md5: String = su.query_one("SELECT left(repeat(md5('77777'), 63), 2000)", &[]).unwrap().get(0);
     assert_eq!(specials[3], [q("77777"), Some(md5), q("n77777")]);
 
-    // Audited once, when started; it opens once.
-    let exports: Vec<(i64, String)> = su
-        .query("SELECT id, target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
+    // Audited once, when its ticket was issued; the ticket opens it once.
+    let exports: Vec<String> = su
+        .query("SELECT target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| r.get(0))
         .collect();
-    assert_eq!(exports.len(), 1);
-    assert_eq!(exports[0].0, id);
-    let err = ex.export("open_export", id).unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "55000", "{}", describe(&err));
-    assert!(err.as_db_error().unwrap().message().contains("opened already"), "{}", describe(&err));
+    assert_eq!(exports, ["public.wide"]);
+    let err = export_claimed(&mut ex.p.data, &ticket).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "28000", "{}", describe(&err));
+    assert!(err.as_db_error().unwrap().message().contains("unknown, spent or expired"), "{}", describe(&err));
 }
 
 #[test]
@@ -1293,14 +1280,16 @@ fn an_export_follows_its_filter_and_sort_and_reads_back_as_one_csv_document() {
         .batch_execute(r#"UPDATE public.items SET name = E'multi\nline, "quoted"' WHERE id = 4; UPDATE public.items SET code = '' WHERE id = 5"#)
         .unwrap();
     let mut ex = sign_in(&db, "ann@example.com", "admin");
-    let id = ex.start_export(
-        "public",
-        "items",
-        Some(json!({"or": [cond("qty", "gte", json!(5)), cond("name", "ilike", json!("%line%"))]})),
-        Some(json!([{"column": "qty", "direction": "desc", "nulls": "last"}])),
-        None,
-    );
-    let (header, lines) = ex.export("open_export", id).unwrap();
+    let ticket = ex
+        .export_ticket(
+            "public",
+            "items",
+            Some(json!({"or": [cond("qty", "gte", json!(5)), cond("name", "ilike", json!("%line%"))]})),
+            Some(json!([{"column": "qty", "direction": "desc", "nulls": "last"}])),
+            None,
+        )
+        .unwrap();
+    let (header, lines) = export_claimed(&mut ex.p.data, &ticket).unwrap();
     assert_eq!(lines.len(), 5);
     let document = format!("{header}\n{}\n", lines.join("\n"));
     let records = parse_csv(&document);
@@ -1317,29 +1306,34 @@ fn an_export_follows_its_filter_and_sort_and_reads_back_as_one_csv_document() {
     assert_eq!(records[2][3], None, "NULL price");
     assert_eq!(records[3][6], q("{red,fruit}"));
     assert_eq!(records[3][3], q("1.50"));
-    // The other opener refuses it, and it does not open twice.
-    let id2 = ex.start_export("public", "items", None, None, None);
-    assert_eq!(ex.export("open_export_as", id2).unwrap_err().code().unwrap().code(), "22023");
-    assert_eq!(ex.export("open_export", id2).unwrap().1.len(), 6, "the refused opener did not use it up");
-    assert_eq!(ex.export("open_export", id).unwrap_err().code().unwrap().code(), "55000");
-    // Someone else's export is not found.
+    // Another opener refuses it (its transaction rolls back, claim and all), and it does
+    // not open twice.
+    let ticket2 = ex.export_ticket("public", "items", None, None, None).unwrap();
+    let err = claimed(&mut ex.p.data, &ticket2, "SELECT fluxbase_admin.browse()::text", &[]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "55000", "{}", describe(&err));
+    assert_eq!(export_claimed(&mut ex.p.data, &ticket2).unwrap().1.len(), 6, "the refused opener did not use it up");
+    assert_eq!(state_of(export_claimed(&mut ex.p.data, &ticket)), "28000", "spent");
+    // A ticket of a session that signed out since is refused.
     let mut other = sign_in(&db, "bob@example.com", "admin");
-    let id3 = ex.start_export("public", "items", None, None, None);
-    assert_eq!(other.export("open_export", id3).unwrap_err().code().unwrap().code(), "P0002");
-    // A bad request is refused when started, and nothing is recorded.
-    let err = as_dashboard(
-        &mut ex.web,
-        "SELECT fluxbase_admin.start_export($1, 'public', 'items', $2)",
-        &[&ex.token, &cond("qty", "eq", json!("five"))],
-    )
-    .unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "22P02");
+    let ticket3 = other.export_ticket("public", "items", None, None, None).unwrap();
+    as_dashboard(&mut other.p.web, "SELECT dashboard_auth.logout($1)", &[&other.token]).unwrap();
+    let err = export_claimed(&mut other.p.data, &ticket3).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "28000", "{}", describe(&err));
+    assert!(err.as_db_error().unwrap().message().contains("session"), "{}", describe(&err));
+    // A bad value is refused when the export opens (the ticket recorded its intent); an
+    // unknown table is refused by the ticket, and nothing is recorded.
+    let (state, message) = failure(
+        ex.try_export("public", "items", Some(cond("qty", "eq", json!("five"))), None, None).map(|(header, _)| header),
+    );
+    assert_eq!(state, "22P02", "{message}");
+    assert!(message.starts_with("column qty (integer)"), "{message}");
+    assert_eq!(state_of(ex.export_ticket("public", "nope", None, None, None)), "42P01");
     let recorded: i64 = db
         .connect(Caller::Superuser)
         .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 3);
+    assert_eq!(recorded, 4, "one for each export ticket issued");
 }
 
 // ---------------------------------------------------------------------------------
@@ -1373,12 +1367,11 @@ fn a_viewer_browses_and_exports_and_each_table_is_audited_once_per_session() {
     assert!(vic.try_browse("public", "nope", &req()).is_err());
     assert_eq!(browse_audits(&db).len(), 2);
 
-    let id = vic.start_export("public", "items", None, None, None);
-    let (_, lines) = vic.export("open_export", id).unwrap();
+    let (_, lines) = vic.export("public", "items", None, None, None);
     assert_eq!(lines.len(), 6);
 
     // A new sign-in is a new session: the same table is audited again, once.
-    let token = login(&mut vic.web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    let token = login(&mut vic.p.web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
     vic.token = token;
     vic.browse("public", "items", &req());
     vic.browse("public", "items", &req().sort(json!([{"column": "qty"}])));
@@ -1393,7 +1386,7 @@ fn a_viewer_browses_and_exports_and_each_table_is_audited_once_per_session() {
         .get(0);
     assert_eq!(details, json!({"schema": "public", "table": "items", "kind": "table"}));
     // A signed-out token browses nothing.
-    let (state, _) = failure(Explorer { web: db.connect(Caller::Dashboard), token: "fbs_not_a_session".into() }.try_browse("public", "items", &req()));
+    let (state, _) = failure(Explorer { p: Planes::connect(&db), token: "fbs_not_a_session".into() }.try_browse("public", "items", &req()));
     assert_eq!(state, "28000");
 }
 
@@ -1580,8 +1573,7 @@ fn forced_row_level_security_hides_nothing_from_the_unimpersonated_admin() {
     let rest = ann.browse("public", "secrets", &req().size(5).cursor(page["next_cursor"].as_str().map(String::from)));
     assert_eq!(ids(&rest), [6, 7]);
     assert_eq!(ids(&ann.browse("public", "secrets", &req().filter(cond("s", "eq", json!("s3"))))), [3]);
-    let id = ann.start_export("public", "secrets", None, None, None);
-    assert_eq!(ann.export("open_export", id).unwrap().1.len(), 7);
+    assert_eq!(ann.export("public", "secrets", None, None, None).1.len(), 7);
     // The owner itself would see nothing: FORCE applies to it.
     su.batch_execute("SET ROLE explorer_browse_owner").unwrap();
     let owner_sees: i64 = su.query_one("SELECT count(*) FROM public.secrets", &[]).unwrap().get(0);

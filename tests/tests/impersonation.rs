@@ -1,7 +1,10 @@
 //! Impersonation against a real RLS fixture: what each mode sees and may change, the
-//! forbidden targets, expiry, and no leaks on a reused connection.
+//! forbidden targets, expiry, and no leaks on a reused connection. Work as the target
+//! runs the way the dashboard does it: an 'impersonate' ticket from the dashboard login,
+//! then, on the data login, claim + auth.apply_impersonation() and plain SQL.
 
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, sqlstate, PASSWORD};
+use fluxbase_tests::data_plane::{claimed, ticket_text};
 use fluxbase_tests::{Caller, TestDb};
 use postgres::types::ToSql;
 use postgres::Client;
@@ -13,6 +16,7 @@ fn fixture(db: &TestDb) -> (String, String) {
 
 struct Admin {
     web: Client,
+    data: Client,
     token: String,
 }
 
@@ -20,7 +24,7 @@ fn admin(db: &TestDb) -> Admin {
     create_admin(db, "ann@example.com", "admin");
     let mut web = db.connect(Caller::Dashboard);
     let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    Admin { web, token }
+    Admin { web, data: db.connect(Caller::Data), token }
 }
 
 impl Admin {
@@ -41,14 +45,25 @@ impl Admin {
         id.unwrap()
     }
 
-    /// Runs `sql` as the impersonated session, the way the dashboard does: one transaction,
-    /// the switch, the query, then back to fluxbase_dashboard; returns the first column.
+    /// An 'impersonate' ticket from the dashboard login.
+    fn ticket(&mut self, impersonation: &str, read_only: bool) -> Result<String, postgres::Error> {
+        ticket_text(&mut self.web, &self.token, "impersonate", &format!("{{\"read_only\": {read_only}}}"), Some(impersonation))
+    }
+
+    /// Runs `sql` as the impersonated session, the way the dashboard does: an
+    /// 'impersonate' ticket (writes allowed), then one transaction on the data login that
+    /// claims it, switches with auth.apply_impersonation() and runs the query; returns
+    /// the first column.
     fn run_as(&mut self, impersonation: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>, postgres::Error> {
-        let mut tx = self.web.transaction()?;
-        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
-        tx.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&self.token, &impersonation])?;
+        self.run_with(impersonation, false, sql, params)
+    }
+
+    fn run_with(&mut self, impersonation: &str, read_only: bool, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>, postgres::Error> {
+        let ticket = self.ticket(impersonation, read_only)?;
+        let mut tx = self.data.transaction()?;
+        tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+        tx.execute("SELECT auth.apply_impersonation()", &[])?;
         let rows = tx.query(sql, params)?;
-        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
         tx.commit()?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -79,6 +94,10 @@ fn a_user_sees_and_changes_only_their_own_rows() {
     assert_eq!(err.code().unwrap().code(), "42501");
     let bea_rows: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM public.todos WHERE owner = $1::text::uuid", &[&bea]).unwrap().get(0);
     assert_eq!(bea_rows, 1, "nothing written for bea");
+    // A read-only ticket (the default) makes the whole transaction read only.
+    let err = admin.run_with(&session, true, "UPDATE public.todos SET title = 'ro' RETURNING title", &[]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "25006", "{err:?}");
+    assert_eq!(titles(admin.run_with(&session, true, "SELECT title FROM public.todos", &[]).unwrap()), ["joe private!", "joe public!"]);
 }
 
 #[test]
@@ -237,18 +256,31 @@ fn nothing_leaks_on_a_reused_connection() {
     let (joe, _) = fixture(&db);
     let mut admin = admin(&db);
     let session = admin.start_ok("user", Some(&joe));
+    let state = |c: &mut Client| -> (String, String) {
+        let row = c.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
+        (row.get(0), row.get(1))
+    };
     for _ in 0..3 {
         assert_eq!(admin.run_as(&session, "SELECT current_user::text", &[]).unwrap(), ["authenticated"]);
         // A failed transaction must not leak either.
         let _ = admin.run_as(&session, "SELECT 1/0", &[]);
-        let row = admin.web.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
-        assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("fluxbase_web".into(), String::new()));
+        assert_eq!(state(&mut admin.data), ("fluxbase_data".into(), String::new()));
+        assert_eq!(state(&mut admin.web), ("fluxbase_web".into(), String::new()));
     }
-    // Outside BEGIN ... COMMIT the switch ends with its own statement.
-    let mut psql = db.connect(Caller::Superuser);
-    psql.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&admin.token, &session]).unwrap();
-    let row = psql.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("postgres".into(), String::new()));
+    // Outside BEGIN ... COMMIT the claim ends with its own statement: nothing is bound
+    // for the next one, and nothing is switched.
+    let ticket = admin.ticket(&session, true).unwrap();
+    admin.data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    let err = admin.data.execute("SELECT auth.apply_impersonation()", &[]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "55000", "{err:?}");
+    assert_eq!(state(&mut admin.data), ("fluxbase_data".into(), String::new()));
+    // Claim and switch in one statement: the switch ends with it.
+    let ticket = admin.ticket(&session, true).unwrap();
+    admin.data.execute("SELECT fluxbase_admin.claim($1), auth.apply_impersonation()", &[&ticket]).unwrap();
+    assert_eq!(state(&mut admin.data), ("fluxbase_data".into(), String::new()));
+    // The ticket was spent by that claim: it cannot be claimed again.
+    let err = claimed(&mut admin.data, &ticket, "SELECT auth.apply_impersonation()", &[]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "28000", "{err:?}");
 }
 
 #[test]
@@ -257,10 +289,10 @@ fn the_readme_psql_lines_work_as_one_string_too() {
     let (joe, _) = fixture(&db);
     let mut admin = admin(&db);
     let session = admin.start_ok("user", Some(&joe));
-    let mut psql = db.connect(Caller::Superuser);
+    let ticket = admin.ticket(&session, true).unwrap();
+    let mut psql = db.connect(Caller::Data);
     let script = format!(
-        "BEGIN; SELECT auth.apply_impersonation('{}', '{}'); SELECT title FROM public.todos ORDER BY title; ROLLBACK;",
-        admin.token, session
+        "BEGIN; SELECT fluxbase_admin.claim('{ticket}'); SELECT auth.apply_impersonation(); SELECT title FROM public.todos ORDER BY title; ROLLBACK;"
     );
     let messages = psql.simple_query(&script).unwrap();
     let titles: Vec<String> = messages
@@ -271,6 +303,8 @@ fn the_readme_psql_lines_work_as_one_string_too() {
         })
         .collect();
     assert_eq!(titles, ["joe private", "joe public"]);
+    let me: String = psql.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    assert_eq!(me, "fluxbase_data");
 }
 
 #[test]
@@ -280,7 +314,7 @@ fn an_older_legacy_claim_cannot_show_through() {
     let mut admin = admin(&db);
     let anon = admin.start_ok("anon", None);
     // Someone set the legacy per-claim form on this connection earlier, at session level.
-    admin.web.execute("SELECT set_config('request.jwt.claim.sub', $1, false)", &[&joe]).unwrap();
+    admin.data.execute("SELECT set_config('request.jwt.claim.sub', $1, false)", &[&joe]).unwrap();
     assert_eq!(admin.run_as(&anon, "SELECT coalesce(auth.uid()::text, 'none')", &[]).unwrap(), ["none"]);
     assert_eq!(titles(admin.run_as(&anon, "SELECT title FROM public.todos", &[]).unwrap()), ["joe public", "nobody public"]);
 }
@@ -307,17 +341,30 @@ fn a_role_that_can_reach_privileges_is_never_a_target() {
         assert!(!ok);
         assert!(message.contains(member_of) || message.contains("allow-list"), "{message}");
     }
-    // A role listed while harmless and granted more later is refused at apply time.
+    // A role listed while harmless and granted more later is refused at the ticket, and
+    // a ticket issued before is refused at the claim.
     su.batch_execute("DO $$ BEGIN CREATE ROLE imp_later NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                      REVOKE pg_read_all_data FROM imp_later;
                       GRANT SELECT ON public.todos TO imp_later;
                       INSERT INTO auth.users (email, confirmed_at, role) VALUES ('later@example.com', now(), 'imp_later');")
         .unwrap();
-    as_dashboard(&mut admin.web, "SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'imp_later')", &[&admin.token]).unwrap();
+    // Listing a role needs every data login to be a member first. The membership is taken
+    // back at once: the data login is cluster-wide, and a membership that no database
+    // lists makes every other database's claims refuse it.
+    su.batch_execute("GRANT imp_later TO fluxbase_data").unwrap();
+    let listed = as_dashboard(&mut admin.web, "SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'imp_later')", &[&admin.token]);
+    su.batch_execute("REVOKE imp_later FROM fluxbase_data").unwrap();
+    listed.unwrap();
     let session = admin.start_ok("user", Some("later@example.com"));
+    let early = admin.ticket(&session, true).unwrap();
     su.batch_execute("GRANT pg_read_all_data TO imp_later").unwrap();
-    let err = admin.run_as(&session, "SELECT 'x'", &[]).unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
+    let at_ticket = admin.run_as(&session, "SELECT 'x'", &[]);
+    let at_claim = claimed(&mut admin.data, &early, "SELECT auth.apply_impersonation()::text", &[]);
     su.batch_execute("REVOKE pg_read_all_data FROM imp_later").unwrap();
+    let err = at_ticket.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
+    let err = at_claim.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
 }
 
 #[test]
@@ -326,40 +373,67 @@ fn intent_survives_a_failing_statement_and_result_commits_with_the_work() {
     let (joe, _) = fixture(&db);
     let mut admin = admin(&db);
     let session = admin.start_ok("user", Some(&joe));
-    let details = serde_json::json!({"sql": "UPDATE public.todos SET title = NULL"});
-    // The intent, in its own transaction.
-    let intent: i64 = as_dashboard(
-        &mut admin.web,
-        "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'sql.run', $3)",
-        &[&admin.token, &session, &details],
-    )
-    .unwrap()[0]
-        .get(0);
+    // The intent is recorded by the ticket, in its own transaction.
+    let ticket = admin.ticket(&session, false).unwrap();
+    let intents: Vec<serde_json::Value> = db
+        .connect(Caller::Superuser)
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonated.psql.intent'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0]["read_only"], false);
+    assert_eq!(intents[0]["as_role"], "authenticated");
+    assert_eq!(intents[0]["claims_sub"], joe.as_str());
     // The work fails (NOT NULL), so its transaction, and a result it would record, roll back.
-    let failed = admin.run_as(&session, "UPDATE public.todos SET title = NULL RETURNING title", &[]);
+    let failed = {
+        let mut tx = admin.data.transaction().unwrap();
+        tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        tx.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
+        tx.query("UPDATE public.todos SET title = NULL RETURNING title", &[])
+    };
     assert!(failed.is_err());
     let actions = admin::audit_actions(&db);
-    assert!(actions.contains(&"impersonated.sql.run.intent".to_string()), "{actions:?}");
-    assert!(!actions.contains(&"impersonated.sql.run.result".to_string()));
+    assert!(actions.contains(&"impersonated.psql.intent".to_string()), "{actions:?}");
+    assert!(!actions.contains(&"impersonated.psql.result".to_string()), "{actions:?}");
 
-    // A successful run records its result in the same transaction, after switching back.
-    let intent2: i64 = as_dashboard(&mut admin.web, "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'sql.run', '{}')", &[&admin.token, &session]).unwrap()[0].get(0);
-    let mut tx = admin.web.transaction().unwrap();
-    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-    tx.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&admin.token, &session]).unwrap();
-    let rows = tx.query("SELECT title FROM public.todos", &[]).unwrap();
-    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-    let outcome = serde_json::json!({"rows": rows.len()});
-    tx.execute("SELECT auth.record_impersonated_result($1, $2::text::uuid, $3, $4)", &[&admin.token, &session, &intent2, &outcome]).unwrap();
-    tx.commit().unwrap();
-    let result: serde_json::Value = db
+    // A successful run records its result in the same transaction, after switching back
+    // to the data login (a write ticket: a read-only one's transaction cannot write the
+    // result).
+    let ticket = admin.ticket(&session, false).unwrap();
+    let intent2: i64 = db
         .connect(Caller::Superuser)
-        .query_one("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonated.sql.run.result'", &[])
+        .query_one("SELECT max(id) FROM dashboard_auth.audit_log WHERE action = 'impersonated.psql.intent'", &[])
         .unwrap()
         .get(0);
-    assert_eq!(result["rows"], 2);
-    assert_eq!(result["intent_id"], intent2);
-    let _ = intent;
+    let mut tx = admin.data.transaction().unwrap();
+    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    tx.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
+    let rows = tx.query("SELECT title FROM public.todos", &[]).unwrap();
+    // The target may not record results: only the data login may.
+    tx.batch_execute("SAVEPOINT as_target").unwrap();
+    let forged = tx.execute("SELECT fluxbase_admin.record_result('{\"rows\": 99}')", &[]);
+    assert_eq!(forged.unwrap_err().code().unwrap().code(), "42501");
+    tx.batch_execute("ROLLBACK TO SAVEPOINT as_target; SET LOCAL ROLE NONE").unwrap();
+    let outcome = serde_json::json!({"rows": rows.len()});
+    tx.execute("SELECT fluxbase_admin.record_result($1)", &[&outcome]).unwrap();
+    // Once: a second result is refused, and would roll the work back.
+    tx.batch_execute("SAVEPOINT twice").unwrap();
+    let again = tx.execute("SELECT fluxbase_admin.record_result($1)", &[&outcome]);
+    assert_eq!(again.unwrap_err().code().unwrap().code(), "55000");
+    tx.batch_execute("ROLLBACK TO SAVEPOINT twice").unwrap();
+    tx.commit().unwrap();
+    let results: Vec<serde_json::Value> = db
+        .connect(Caller::Superuser)
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonated.psql.result'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["rows"], 2);
+    assert_eq!(results[0]["intent_id"], intent2);
 }
 
 #[test]
@@ -380,8 +454,10 @@ fn impersonation_works_from_psql_as_written_in_the_readme() {
     let db = TestDb::new();
     fixture(&db);
     create_admin(&db, "ann@example.com", "admin");
-    // An operator in psql: sign in, start (committed on its own), then look as joe.
-    let mut psql = db.connect(Caller::Superuser);
+    // An operator in psql: sign in, start (committed on its own) and take a ticket on the
+    // dashboard login, then look as joe on the data login.
+    let mut psql = db.connect(Caller::Dashboard);
+    psql.batch_execute("SET ROLE fluxbase_dashboard").unwrap();
     let token: String = psql
         .query_one("SELECT session_token FROM dashboard_auth.login('ann@example.com', $1)", &[&PASSWORD])
         .unwrap()
@@ -390,11 +466,25 @@ fn impersonation_works_from_psql_as_written_in_the_readme() {
         .query_one("SELECT impersonation_id::text FROM auth.start_impersonation($1, 'user', 'joe@example.com', 'ticket 7')", &[&token])
         .unwrap()
         .get(0);
-    psql.batch_execute("BEGIN").unwrap();
-    psql.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&token, &id]).unwrap();
-    let seen: Vec<String> = psql.query("SELECT title FROM public.todos", &[]).unwrap().iter().map(|r| r.get(0)).collect();
-    psql.batch_execute("ROLLBACK").unwrap();
+    let ticket: String = psql
+        .query_one("SELECT fluxbase_admin.ticket($1, 'impersonate', '{\"read_only\": true}', $2::text::uuid)", &[&token, &id])
+        .unwrap()
+        .get(0);
+    let mut data = db.connect(Caller::Data);
+    data.batch_execute("BEGIN").unwrap();
+    data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    data.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
+    let seen: Vec<String> = data.query("SELECT title FROM public.todos", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    data.batch_execute("ROLLBACK").unwrap();
     assert_eq!(titles(seen), ["joe private", "joe public"]);
-    let me: String = psql.query_one("SELECT current_user::text", &[]).unwrap().get(0);
-    assert_eq!(me, "postgres");
+    let me: String = data.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    assert_eq!(me, "fluxbase_data");
+    // A superuser is never the data login: its claim is refused.
+    let ticket: String = psql
+        .query_one("SELECT fluxbase_admin.ticket($1, 'impersonate', '{}', $2::text::uuid)", &[&token, &id])
+        .unwrap()
+        .get(0);
+    let mut su = db.connect(Caller::Superuser);
+    let err = su.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
 }
