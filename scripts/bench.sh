@@ -73,8 +73,47 @@ CREATE INDEX bench_orders_kind_created ON public.bench_orders (kind, created_at 
 VACUUM ANALYZE public.bench_orders;
 SQL
 
+# The data plane's login, as make run makes it (README, "Two logins").
+DATA_PASSWORD=$(credentials_get bench DATA_PASSWORD)
+ensure_login_role fluxbase_data "$DATA_PASSWORD" "anon" NOINHERIT >/dev/null
+cluster_psql -d fluxbase_bench -c "SELECT * FROM fluxbase_admin.prepare_data_login('fluxbase_data')" >/dev/null
+
+# median COLUMN...: the median of a column of numbers on stdin.
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# data_plane_ms OPERATION REQUEST CALL: a page the way fluxbase serve gets it, in its
+# three parts: the ticket on the dashboard plane, then the claim and the call on the data
+# login, each timed by psql over $RUNS tickets (after one warm-up). Prints
+# "ticket claim call total" in milliseconds.
+data_plane_ms() {
+    local issued tickets data_script timings
+    issued=$(
+        {
+            echo "SELECT session_token AS tok FROM dashboard_auth.login('bench@example.com', 'violet kettle marches north') \gset"
+            echo '\timing on'
+            for _ in $(seq 0 "$RUNS"); do echo "SELECT fluxbase_admin.ticket(:'tok', '$1', '$2');"; done
+        } | cluster_psql -d fluxbase_bench -tA 2>&1
+    )
+    tickets=$(grep '^fbk_' <<<"$issued")
+    data_script='\timing on'
+    for ticket in $tickets; do
+        data_script+=$'\n'"BEGIN;"$'\n'"SELECT fluxbase_admin.claim('$ticket');"$'\n'"$3"$'\n'"COMMIT;"
+    done
+    timings=$(PGPASSWORD="$DATA_PASSWORD" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$BENCH_PORT" \
+                  -U fluxbase_data -d fluxbase_bench -o /dev/null <<<"$data_script" 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+    local ticket_ms claim_ms call_ms
+    ticket_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$issued" | tail -n +3 | median)
+    claim_ms=$(awk 'NR > 4 && NR % 4 == 2' <<<"$timings" | median)
+    call_ms=$(awk 'NR > 4 && NR % 4 == 3' <<<"$timings" | median)
+    printf '%s %s %s %s' "$ticket_ms" "$claim_ms" "$call_ms" \
+        "$(awk -v a="$ticket_ms" -v b="$claim_ms" -v c="$call_ms" 'BEGIN { printf "%.2f", a + b + c }')"
+}
+
 # The same filter and sort for every figure: kind = 'order', newest first (indexed).
 browse_args="'public', 'bench_orders', '{\"column\": \"kind\", \"op\": \"eq\", \"value\": \"order\"}', '[{\"column\": \"created_at\", \"direction\": \"desc\"}]'"
+request_base='"schema": "public", "table": "bench_orders", "filter": {"column": "kind", "op": "eq", "value": "order"}, "sort": [{"column": "created_at", "direction": "desc"}]'
 deep=900000
 # The cursor a reader would hold after paging down to row $deep, made from that row's
 # sort values; the paging itself is not timed.
@@ -85,15 +124,17 @@ SELECT fluxbase_admin.next_page_cursor(fluxbase_admin.plan_for($browse_args, NUL
          ORDER BY created_at DESC, id OFFSET $((deep - 1)) LIMIT 1) last_row;
 SQL
 )
-printf '\n%-52s %12s\n' "explorer paging, 1,000,000 rows (50-row pages)" "median ms"
-printf '%-52s %12s\n' "----------------------------------------------------" "------------"
+printf '\n%-52s %8s %8s %8s %8s\n' "explorer paging, 1,000,000 rows (50-row pages)" "ticket" "claim" "page" "total"
+printf '%-52s %8s %8s %8s %8s\n' "----------------------------------------------------" "--------" "--------" "--------" "--------"
 for entry in \
-    "first page|SELECT fluxbase_admin.browse(:'tok', $browse_args, total => 'none');" \
-    "first page with its total (planner's estimate)|SELECT fluxbase_admin.browse(:'tok', $browse_args);" \
-    "first page with an exact count (capped at 100,000)|SELECT fluxbase_admin.browse(:'tok', $browse_args, total => 'exact');" \
-    "keyset page ${deep} rows deep|SELECT fluxbase_admin.browse(:'tok', $browse_args, cursor => '$cursor', total => 'none');" \
-    "OFFSET page ${deep} rows deep (plain SQL, for scale)|SELECT * FROM public.bench_orders WHERE kind = 'order' ORDER BY created_at DESC, id LIMIT 50 OFFSET $deep;"; do
-    printf '%-52s %12s\n' "${entry%%|*}" "$(median_ms "${entry#*|}")"
+    "first page|{$request_base, \"total\": \"none\"}" \
+    "first page with its total (planner's estimate)|{$request_base}" \
+    "first page with an exact count (capped at 100,000)|{$request_base, \"total\": \"exact\"}" \
+    "keyset page ${deep} rows deep|{$request_base, \"cursor\": \"$cursor\", \"total\": \"none\"}"; do
+    # shellcheck disable=SC2046
+    printf '%-52s %8s %8s %8s %8s\n' "${entry%%|*}" $(data_plane_ms browse "${entry#*|}" "SELECT fluxbase_admin.browse();")
 done
+printf '%-52s %8s %8s %8s %8s\n' "OFFSET page ${deep} rows deep (plain SQL, for scale)" "" "" \
+    "$(median_ms "SELECT * FROM public.bench_orders WHERE kind = 'order' ORDER BY created_at DESC, id LIMIT 50 OFFSET $deep;")" ""
 echo
-info "The goal: the deep keyset page within 1.5x of the first page."
+info "The goal: the deep keyset page within 1.5x of the first page. Times in ms, medians of $RUNS."

@@ -188,7 +188,13 @@ $$;
 
 -- What is wrong with `login` as the login of `plane` ('dashboard' or 'data'): one row a
 -- problem, naming the role and the fix; no rows when it is fit. Memberships count
--- directly and through other roles.
+-- directly and through other roles. Refused: a superuser, CREATEROLE or REPLICATION
+-- anywhere; any predefined pg_* role; the other plane's roles (for the data login, the
+-- dashboard's roles; the dashboard login is a member of fluxbase_dashboard only);
+-- INHERIT on the login; settings of its own. A data login that lacks a role it switches
+-- to is listed too, with the GRANT that fixes it. Roles are cluster-wide while
+-- users.extra_roles is per database, so a data login may hold app roles another
+-- database needs: those are no problem.
 CREATE FUNCTION fluxbase_admin.login_problems(login text, plane text)
 RETURNS TABLE (role text, problem text, fix text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -250,11 +256,8 @@ BEGIN
             WHEN held.name LIKE 'pg\_%' THEN 'is a predefined role, which reads or does more than the dashboard grants'
             WHEN plane = 'data' AND held.name IN ('fluxbase_dashboard', 'fluxbase_operator')
                 THEN 'is a role of the dashboard plane: app code on the data login could use it'
-            WHEN plane = 'data' AND held.rolcanlogin THEN 'is a login: the data login is a member only of the roles it switches to'
             WHEN plane = 'dashboard' AND held.direct AND NOT held.name = ANY (wanted)
                 THEN 'is not fluxbase_dashboard: the dashboard login is a member of fluxbase_dashboard only'
-            WHEN plane = 'data' AND held.direct AND NOT held.name = ANY (wanted)
-                THEN pg_catalog.format('is not a role the data plane switches to (%s)', pg_catalog.array_to_string(wanted, ', '))
         END;
         IF problem IS NOT NULL THEN
             problem := CASE WHEN held.direct THEN 'member of ' ELSE pg_catalog.format('member (through %s) of ', held.via) END

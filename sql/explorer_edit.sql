@@ -101,7 +101,7 @@ BEGIN
             after := '[]';
         END IF;
     EXCEPTION WHEN integrity_constraint_violation OR data_exception OR insufficient_privilege
-                   OR object_not_in_prerequisite_state OR raise_exception THEN
+                   OR object_not_in_prerequisite_state OR raise_exception OR feature_not_supported THEN
         GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
                                 column_name = COLUMN_NAME, constraint_name = CONSTRAINT_NAME;
         failure := pg_catalog.jsonb_build_object(

@@ -157,3 +157,57 @@ mod fluxbase_admin {
         JsonB(binding)
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test(error = "no ticket is claimed in this transaction")]
+    fn nothing_is_bound_before_a_claim() {
+        Spi::run("SELECT fluxbase_admin.bound_request()").unwrap();
+    }
+
+    #[pg_test]
+    fn a_binding_reads_back_as_it_was_bound() {
+        Spi::run("SELECT fluxbase_admin.bind_claim('{\"operation\": \"browse\", \"run_as\": \"fluxbase_explorer\"}')").unwrap();
+        let bound = Spi::get_one::<pgrx::JsonB>("SELECT fluxbase_admin.bound_request()").unwrap().unwrap().0;
+        assert_eq!(bound["run_as"], "fluxbase_explorer");
+    }
+
+    #[pg_test(error = "a ticket is claimed in this transaction already: one ticket per transaction")]
+    fn one_claim_per_transaction() {
+        Spi::run("SELECT fluxbase_admin.bind_claim('{\"operation\": \"browse\"}')").unwrap();
+        Spi::run("SELECT fluxbase_admin.bind_claim('{\"operation\": \"edit\"}')").unwrap();
+    }
+
+    #[pg_test]
+    fn the_explorer_role_bypasses_rls_and_holds_no_predefined_role() {
+        let (bypass, sup, pg_roles) = Spi::get_three::<bool, bool, i64>(
+            "SELECT r.rolbypassrls, r.rolsuper,
+                    (SELECT count(*) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                      WHERE m.member = r.oid)
+               FROM pg_catalog.pg_roles r WHERE r.rolname = 'fluxbase_explorer'",
+        )
+        .unwrap();
+        assert_eq!((bypass, sup, pg_roles), (Some(true), Some(false), Some(0)));
+    }
+
+    #[pg_test]
+    fn a_table_created_after_install_is_granted_to_the_explorer() {
+        Spi::run("CREATE SCHEMA late; CREATE TABLE late.t (id int PRIMARY KEY); CREATE SEQUENCE late.s").unwrap();
+        let granted = Spi::get_one::<bool>(
+            "SELECT has_schema_privilege('fluxbase_explorer', 'late', 'USAGE')
+                -- one privilege a call: with several, any one of them would do
+                AND has_table_privilege('fluxbase_explorer', 'late.t', 'SELECT')
+                AND has_table_privilege('fluxbase_explorer', 'late.t', 'INSERT')
+                AND has_table_privilege('fluxbase_explorer', 'late.t', 'UPDATE')
+                AND has_table_privilege('fluxbase_explorer', 'late.t', 'DELETE')
+                AND has_sequence_privilege('fluxbase_explorer', 'late.s', 'USAGE')",
+        )
+        .unwrap();
+        assert_eq!(granted, Some(true));
+        let private = Spi::get_one::<bool>("SELECT has_schema_privilege('fluxbase_explorer', 'dashboard_auth', 'USAGE')").unwrap();
+        assert_eq!(private, Some(false));
+    }
+}

@@ -58,6 +58,34 @@ impl Session {
     }
 }
 
+impl Session {
+    /// A ticket for data-plane work, from the dashboard login (committed, with the
+    /// request's address and user agent, as fluxbase serve takes it).
+    fn ticket(&mut self, operation: &str, request: &Value, impersonation: Option<&str>) -> String {
+        let request = request.to_string();
+        self.call("SELECT fluxbase_admin.ticket($1, $2, $3::text::jsonb, $4::text::uuid)", &[&operation, &request, &impersonation])[0].get(0)
+    }
+}
+
+/// Claims `ticket` on the data login and runs `sql` (which returns jsonb as text) in the
+/// same transaction, committed.
+fn on_data(data: &mut Client, ticket: &str, sql: &str) -> Value {
+    let rows = fluxbase_tests::data_plane::claimed(data, ticket, sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    serde_json::from_str(&rows[0].get::<_, String>(0)).unwrap()
+}
+
+/// Runs `statement` (with %I for the login) for every data login of the cluster
+/// (fluxbase_admin.data_logins): users.extra_roles must name roles all of them are in.
+fn data_logins(su: &mut Client, statement: &str) {
+    su.batch_execute(&format!(
+        "DO $$ DECLARE l text; BEGIN
+             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
+         END $$",
+        statement.replace('\'', "''")
+    ))
+    .unwrap();
+}
+
 /// `dashboard_auth.login` from the test's address: (ok, code, session, challenge).
 fn sign_in(client: &mut Client, email: &str, password: &str) -> (bool, String, Option<String>, Option<String>) {
     let r = &web_ok(
@@ -585,7 +613,13 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
         by("admin", "ann@example.com", "settings.changed").target("setting", "session.idle_timeout").is("/old", json!("1h")).is("/new", json!("30m")).from_client(),
     );
     cov.step();
-    ann_s.call("SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'fluxbase_cov_editor')", &[]);
+    // Every data login must be a member of a listed role first. The membership is taken
+    // back at once: the data login is cluster-wide, and a membership that no database
+    // lists makes every other database's claims refuse it.
+    data_logins(&mut su, "GRANT fluxbase_cov_editor TO %I");
+    let listed = web(&mut ann_s.client, "SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'fluxbase_cov_editor')", &[&ann_s.token]);
+    data_logins(&mut su, "REVOKE fluxbase_cov_editor FROM %I");
+    listed.unwrap();
     cov.expect(
         "extra app user roles",
         by("admin", "ann@example.com", "settings.changed").target("setting", "users.extra_roles").is("/new", json!("fluxbase_cov_editor")).from_client(),
@@ -674,18 +708,69 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
             .is("/mode", json!("user"))
             .from_client(),
     );
+    // Work as the user, on the data plane: each ticket records its intent.
+    let mut data = db.connect(Caller::Data);
     cov.step();
-    let intent: i64 = ann_s.call("SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'explorer.browse', '{\"table\": \"orders\"}')", &[&imp])[0].get(0);
-    cov.expect(
-        "work as the user: intent",
-        by("admin", "ann@example.com", "impersonated.explorer.browse.intent").target("impersonation", &imp).is("/as_role", json!("authenticated")).is("/claims_sub", json!(joe)).from_client(),
+    let ticket = ann_s.ticket("browse", &json!({"schema": "public", "table": "orders"}), Some(&imp));
+    let intent = cov.expect(
+        "work as the user: browse intent",
+        by("admin", "ann@example.com", "impersonated.explorer.browse.intent")
+            .target("impersonation", &imp)
+            .is("/table", json!("orders"))
+            .is("/as_role", json!("authenticated"))
+            .is("/claims_sub", json!(joe))
+            .from_client(),
     );
-    let page: Value = ann_s.call("SELECT fluxbase_admin.browse_as($1, $2::text::uuid, $3, 'public', 'orders')", &[&imp, &intent])[0].get(0);
+    let page = on_data(&mut data, &ticket, "SELECT fluxbase_admin.browse()::text");
     assert_eq!(page["rows"].as_array().map(Vec::len), Some(3));
+    assert_eq!(page["impersonation_id"], json!(imp));
+    assert_eq!(cov.count("impersonated.explorer.browse.result"), 0, "an impersonated read records its intent only");
+    cov.step();
+    let ticket = ann_s.ticket("export", &json!({"schema": "public", "table": "orders"}), Some(&imp));
     cov.expect(
-        "work as the user: result",
-        by("admin", "ann@example.com", "impersonated.explorer.browse.result").target("impersonation", &imp).is("/intent_id", json!(intent)).is("/rows", json!(3)).from_client(),
+        "work as the user: export intent",
+        by("admin", "ann@example.com", "impersonated.explorer.export.intent").target("impersonation", &imp).is("/format", json!("csv")).is("/as_role", json!("authenticated")).from_client(),
     );
+    let (_, lines) = fluxbase_tests::data_plane::export_claimed(&mut data, &ticket).unwrap();
+    assert_eq!(lines.len(), 3);
+    cov.step();
+    let ticket = ann_s.ticket(
+        "edit",
+        &json!({"schema": "public", "table": "orders", "operation": "update", "payload": {"keys": [{"id": 3}], "set": {"qty": 4}}}),
+        Some(&imp),
+    );
+    let intent = cov.expect(
+        "work as the user: edit intent",
+        by("admin", "ann@example.com", "impersonated.explorer.update.intent").target("impersonation", &imp).is("/operation", json!("update")).is("/claims_sub", json!(joe)).from_client(),
+    ).or(intent);
+    let answer = on_data(&mut data, &ticket, "SELECT fluxbase_admin.edit()::text");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let mut e = by("admin", "ann@example.com", "impersonated.explorer.update.result").target("impersonation", &imp).is("/count", json!(1)).is("/after/0/qty", json!(4)).from_client();
+    if let Some(intent) = &intent {
+        e = e.is("/intent_id", json!(intent.id));
+    }
+    cov.expect("work as the user: edit result", e);
+    // As the user from psql: an impersonate ticket, then plain SQL and its result.
+    cov.step();
+    let ticket = ann_s.ticket("impersonate", &json!({"read_only": false}), Some(&imp));
+    let intent = cov.expect(
+        "work as the user: psql intent",
+        by("admin", "ann@example.com", "impersonated.psql.intent").target("impersonation", &imp).is("/read_only", json!(false)).is("/as_role", json!("authenticated")).from_client(),
+    );
+    {
+        let mut tx = data.transaction().unwrap();
+        tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        tx.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
+        let n: i64 = tx.query_one("SELECT count(*) FROM public.orders", &[]).unwrap().get(0);
+        tx.batch_execute("SET LOCAL ROLE NONE").unwrap();
+        tx.execute("SELECT fluxbase_admin.record_result($1)", &[&json!({"rows": n})]).unwrap();
+        tx.commit().unwrap();
+    }
+    let mut e = by("admin", "ann@example.com", "impersonated.psql.result").target("impersonation", &imp).is("/rows", json!(3)).from_client();
+    if let Some(intent) = &intent {
+        e = e.is("/intent_id", json!(intent.id));
+    }
+    cov.expect("work as the user: psql result", e);
     // An app user with an admin's email cannot be impersonated: refused, and recorded.
     let twin: String = ann_s.call("SELECT user_id::text FROM auth.admin_invite_user($1, 'bob@example.com')", &[])[0].get(0);
     cov.step();
@@ -703,38 +788,50 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // ----- Explorer ------------------------------------------------------------------------
 
     cov.step();
-    ann_s.call("SELECT fluxbase_admin.browse($1, 'public', 'orders')", &[]);
-    ann_s.call("SELECT fluxbase_admin.browse($1, 'public', 'orders', page_size => 1)", &[]);
+    for request in [json!({"schema": "public", "table": "orders"}), json!({"schema": "public", "table": "orders", "page_size": 1})] {
+        let ticket = ann_s.ticket("browse", &request, None);
+        on_data(&mut data, &ticket, "SELECT fluxbase_admin.browse()::text");
+    }
     cov.expect("first read of a table", by("admin", "ann@example.com", "explorer.browse").target("relation", "public.orders").is("/table", json!("orders")).from_client());
     assert_eq!(cov.count("explorer.browse"), 1, "only the first read of a table in a session is recorded");
     cov.step();
     let filter = json!({"column": "status", "op": "eq", "value": "new"});
-    ann_s.call("SELECT fluxbase_admin.start_export($1, 'public', 'orders', $2)", &[&filter]);
+    let ticket = ann_s.ticket("export", &json!({"schema": "public", "table": "orders", "filter": filter}), None);
     cov.expect(
         "CSV export",
         by("admin", "ann@example.com", "explorer.export").target("relation", "public.orders").is("/format", json!("csv")).is("/filter", filter.clone()).from_client(),
     );
-    let edit = |s: &mut Session, op: &str, payload: Value| {
-        let answer: Value = s.call("SELECT fluxbase_admin.edit($1, 'public', 'orders', $2, $3)", &[&op, &payload])[0].get(0);
-        assert_eq!(answer["ok"], true, "{op}: {answer}");
+    let (_, lines) = fluxbase_tests::data_plane::export_claimed(&mut data, &ticket).unwrap();
+    assert_eq!(lines.len(), 2);
+    // An edit: its intent from the ticket, its result with the change.
+    let mut edit = |cov: &mut Coverage, s: &mut Session, op: &'static str, payload: Value, ok: bool, label: &str, result: Expect| {
+        cov.step();
+        let ticket = s.ticket("edit", &json!({"schema": "public", "table": "orders", "operation": op, "payload": payload}), None);
+        let intent_action: &'static str = Box::leak(format!("explorer.{op}.intent").into_boxed_str());
+        let intent = cov.expect(
+            &format!("{label}: intent"),
+            by("admin", "ann@example.com", intent_action).target("relation", "public.orders").is("/operation", json!(op)).from_client(),
+        );
+        let answer = on_data(&mut data, &ticket, "SELECT fluxbase_admin.edit()::text");
+        assert_eq!(answer["ok"], ok, "{op}: {answer}");
+        let result = match &intent {
+            Some(intent) => result.is("/intent_id", json!(intent.id)),
+            None => result,
+        };
+        cov.expect(label, result.target("relation", "public.orders").from_client());
     };
-    cov.step();
-    edit(&mut ann_s, "update", json!({"keys": [{"id": 1}], "set": {"status": "shipped"}}));
-    cov.expect(
-        "edit: update",
-        by("admin", "ann@example.com", "explorer.update")
-            .target("relation", "public.orders")
-            .is("/count", json!(1))
-            .is("/before/0/status", json!("new"))
-            .is("/after/0/status", json!("shipped"))
-            .from_client(),
-    );
-    cov.step();
-    edit(&mut ann_s, "insert", json!({"rows": [{"id": 100, "status": "new", "qty": 5}]}));
-    cov.expect("edit: insert", by("admin", "ann@example.com", "explorer.insert").target("relation", "public.orders").is("/after/0/id", json!(100)).from_client());
-    cov.step();
-    edit(&mut ann_s, "delete", json!({"keys": [{"id": 2}]}));
-    cov.expect("edit: delete", by("admin", "ann@example.com", "explorer.delete").target("relation", "public.orders").is("/before/0/id", json!(2)).from_client());
+    edit(&mut cov, &mut ann_s, "update", json!({"keys": [{"id": 1}], "set": {"status": "shipped"}}), true, "edit: update",
+         by("admin", "ann@example.com", "explorer.update").is("/count", json!(1)).is("/before/0/status", json!("new")).is("/after/0/status", json!("shipped")));
+    edit(&mut cov, &mut ann_s, "insert", json!({"rows": [{"id": 100, "status": "new", "qty": 5}]}), true, "edit: insert",
+         by("admin", "ann@example.com", "explorer.insert").is("/after/0/id", json!(100)));
+    edit(&mut cov, &mut ann_s, "delete", json!({"keys": [{"id": 2}]}), true, "edit: delete",
+         by("admin", "ann@example.com", "explorer.delete").is("/before/0/id", json!(2)));
+    edit(&mut cov, &mut ann_s, "update_where", json!({"filter": {"column": "status", "op": "eq", "value": "paid"}, "expected_count": 1, "set": {"qty": 9}}), true,
+         "edit: update by filter", by("admin", "ann@example.com", "explorer.update_where").is("/count", json!(1)).is("/after/0/qty", json!(9)));
+    edit(&mut cov, &mut ann_s, "delete_where", json!({"filter": {"column": "id", "op": "eq", "value": 100}, "expected_count": 1}), true,
+         "edit: delete by filter", by("admin", "ann@example.com", "explorer.delete_where").is("/count", json!(1)).is("/before/0/id", json!(100)));
+    edit(&mut cov, &mut ann_s, "update", json!({"keys": [{"id": 3}], "set": {"status": null}}), false, "edit: failed",
+         by("admin", "ann@example.com", "explorer.update.failed").is("/errors/0/code", json!("not_null")).is("/count", Value::Null));
     cov.step();
     ann_s.call("SELECT fluxbase_admin.set_realtime($1, 'public', 'orders', true)", &[]);
     cov.expect("real time on", by("admin", "ann@example.com", "explorer.realtime_on").target("relation", "public.orders").is("/table", json!("orders")).from_client());
@@ -747,19 +844,21 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // A read run: the three steps on one connection.
     let statement = "SELECT count(*) FROM public.orders";
     cov.step();
-    let r = &ann_s.call("SELECT ok, message, run_id::text, timeout_ms FROM fluxbase_admin.sql_begin($1, $2)", &[&statement])[0];
+    let r = &ann_s.call("SELECT ok, message, run_id::text, timeout_ms, ticket FROM fluxbase_admin.sql_begin($1, $2)", &[&statement])[0];
     assert!(r.get::<_, bool>(0), "sql_begin: {}", r.get::<_, String>(1));
-    let (run_id, timeout): (String, i64) = (r.get(2), r.get(3));
+    let (run_id, timeout, ticket): (String, i64, String) = (r.get(2), r.get(3), r.get(4));
     let intent = cov.expect(
         "SQL run: intent",
         by("admin", "ann@example.com", "sql.run.intent").target("sql_run", &run_id).is("/statement", json!(statement)).is("/mode", json!("read")).is("/run_as", json!("service_role")).from_client(),
     );
     {
-        let mut tx = ann_s.client.transaction().unwrap();
-        tx.batch_execute(&format!("SET LOCAL ROLE fluxbase_dashboard; SET LOCAL statement_timeout = {timeout}")).unwrap();
-        let result: Value = tx.query_one("SELECT fluxbase_admin.sql_execute($1, $2::text::uuid, $3)", &[&ann_s.token, &run_id, &statement]).unwrap().get(0);
-        assert_eq!(result["rows"], json!([["3"]]), "{result}");
-        tx.rollback().unwrap();
+        // The run itself, on the data login.
+        data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {timeout}")).unwrap();
+        data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        data.batch_execute("SAVEPOINT run").unwrap();
+        let result: Value = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&statement]).unwrap().get(0);
+        assert_eq!(result["rows"], json!([["2"]]), "rows 1 and 3 are left after the edits: {result}");
+        data.batch_execute("ROLLBACK TO SAVEPOINT run; COMMIT").unwrap();
     }
     ann_s.call("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, '{\"status\": \"succeeded\", \"row_count\": 1}')", &[&run_id]);
     let mut e = by("admin", "ann@example.com", "sql.run.succeeded").target("sql_run", &run_id).is("/row_count", json!(1)).from_client();
@@ -774,22 +873,48 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // A write run that fails, with a password in it: recorded, redacted.
     let secret_statement = format!("ALTER ROLE fluxbase_cov_editor PASSWORD '{SQL_SECRET}'");
     cov.step();
-    let r = &ann_s.call("SELECT ok, message, run_id::text, timeout_ms FROM fluxbase_admin.sql_begin($1, $2, true)", &[&secret_statement])[0];
+    let r = &ann_s.call("SELECT ok, message, run_id::text, ticket FROM fluxbase_admin.sql_begin($1, $2, true)", &[&secret_statement])[0];
     assert!(r.get::<_, bool>(0), "sql_begin: {}", r.get::<_, String>(1));
-    let run2: String = r.get(2);
+    let (run2, ticket): (String, String) = (r.get(2), r.get(3));
     cov.expect(
         "SQL write run: intent, redacted",
         by("admin", "ann@example.com", "sql.run.intent").target("sql_run", &run2).is("/statement", json!("ALTER ROLE fluxbase_cov_editor PASSWORD '***'")).is("/mode", json!("write")).from_client(),
     );
     {
-        let mut tx = ann_s.client.transaction().unwrap();
-        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-        let failed = tx.query_one("SELECT fluxbase_admin.sql_execute($1, $2::text::uuid, $3)", &[&ann_s.token, &run2, &secret_statement]);
+        data.batch_execute("BEGIN").unwrap();
+        data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        data.batch_execute("SAVEPOINT run").unwrap();
+        let failed = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&secret_statement]);
         assert!(failed.is_err(), "service_role may not change a role's password");
-        tx.rollback().unwrap();
+        data.batch_execute("ROLLBACK TO SAVEPOINT run; COMMIT").unwrap();
     }
     ann_s.call("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, '{\"status\": \"failed\", \"error_code\": \"42501\"}')", &[&run2]);
     cov.expect("SQL write run: failed", by("admin", "ann@example.com", "sql.run.failed").target("sql_run", &run2).is("/error_code", json!("42501")).from_client());
+
+    // A write run that succeeds records its result in its own transaction, on the data login.
+    let write = "UPDATE public.orders SET qty = qty + 1 WHERE id = 3";
+    cov.step();
+    let r = &ann_s.call("SELECT ok, message, run_id::text, ticket FROM fluxbase_admin.sql_begin($1, $2, true)", &[&write])[0];
+    assert!(r.get::<_, bool>(0), "sql_begin: {}", r.get::<_, String>(1));
+    let (run3, ticket): (String, String) = (r.get(2), r.get(3));
+    let intent = cov.expect(
+        "SQL write run: intent",
+        by("admin", "ann@example.com", "sql.run.intent").target("sql_run", &run3).is("/statement", json!(write)).is("/mode", json!("write")).from_client(),
+    );
+    {
+        data.batch_execute("BEGIN").unwrap();
+        data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        data.batch_execute("SAVEPOINT run").unwrap();
+        let result: Value = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&write]).unwrap().get(0);
+        assert_eq!(result["affected"], 1, "{result}");
+        data.execute("SELECT fluxbase_admin.record_result($1)", &[&json!({"status": "succeeded", "row_count": 0, "affected": 1})]).unwrap();
+        data.batch_execute("COMMIT").unwrap();
+    }
+    let mut e = by("admin", "ann@example.com", "sql.run.succeeded").target("sql_run", &run3).is("/affected", json!(1)).from_client();
+    if let Some(intent) = &intent {
+        e = e.is("/intent_id", json!(intent.id));
+    }
+    cov.expect("SQL write run: succeeded", e);
 
     // A viewer's write run is refused, and recorded.
     cov.step();

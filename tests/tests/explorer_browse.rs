@@ -1434,60 +1434,61 @@ fn an_impersonated_browse_sees_only_the_targets_rows_and_is_audited() {
 
     let imp = ann.impersonate("joe@example.com");
     assert_eq!(ids(&ann.browse("public", "todos", &req())).len(), 5, "browse is unimpersonated even while an impersonation runs");
-    let intent = ann.record_intent(&imp).unwrap();
-    let page = ann.try_browse_as(&imp, intent, "todos", &req()).unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let page = ann.try_browse_as(&imp, "todos", &req()).unwrap_or_else(|e| panic!("{}", describe(&e)));
     assert_eq!(titles(&page), ["joe private", "joe public", "joe third"]);
     assert_eq!(page["total"], json!({"kind": "exact", "count": 3, "text": "3 rows"}));
     assert_eq!(page["impersonation_id"], imp.as_str());
     assert!(page["rows"].as_array().unwrap().iter().all(|r| r["values"]["owner"] == joe.as_str()));
 
     // Paged, filtered and counted as joe.
-    let intent2 = ann.record_intent(&imp).unwrap();
-    let first = ann.try_browse_as(&imp, intent2, "todos", &req().size(2).total("exact")).unwrap();
+    let first = ann.try_browse_as(&imp, "todos", &req().size(2).total("exact")).unwrap();
     assert_eq!(titles(&first), ["joe private", "joe public"]);
     assert_eq!(first["total"]["count"], 3, "counted as joe: {}", first["total"]);
-    let intent3 = ann.record_intent(&imp).unwrap();
     let second = ann
-        .try_browse_as(&imp, intent3, "todos", &req().size(2).total("exact").cursor(first["next_cursor"].as_str().map(String::from)))
+        .try_browse_as(&imp, "todos", &req().size(2).total("exact").cursor(first["next_cursor"].as_str().map(String::from)))
         .unwrap();
     assert_eq!(titles(&second), ["joe third"]);
     assert!(second["next_cursor"].is_null());
-    let intent4 = ann.record_intent(&imp).unwrap();
-    let searched = ann.try_browse_as(&imp, intent4, "todos", &req().search("private")).unwrap();
+    let searched = ann.try_browse_as(&imp, "todos", &req().search("private")).unwrap();
     assert_eq!(titles(&searched), ["joe private"]);
 
-    // The connection is itself again afterwards.
-    let row = ann.web.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("fluxbase_web".into(), String::new()));
+    // The data login is itself again afterwards, without claims.
+    let row = ann.p.data.query_one("SELECT current_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]).unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("fluxbase_data".into(), String::new()));
 
-    // Audited: each intent, and its result with the row count.
+    // Audited: each page's intent, recorded by its ticket (a read records no result).
     let su = &mut db.connect(Caller::Superuser);
-    let entries: Vec<(String, Value)> = su
-        .query("SELECT action, details FROM dashboard_auth.audit_log WHERE action LIKE 'impersonated.explorer.browse.%' ORDER BY id", &[])
+    let entries: Vec<(String, Option<String>, Value)> = su
+        .query(
+            "SELECT action, target_id, details FROM dashboard_auth.audit_log WHERE action LIKE 'impersonated.explorer.browse.%' ORDER BY id",
+            &[],
+        )
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let actions: Vec<&str> = entries.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(
-        actions,
-        ["impersonated.explorer.browse.intent", "impersonated.explorer.browse.result", "impersonated.explorer.browse.intent",
-         "impersonated.explorer.browse.result", "impersonated.explorer.browse.intent", "impersonated.explorer.browse.result",
-         "impersonated.explorer.browse.intent", "impersonated.explorer.browse.result"]
-    );
-    assert_eq!(entries[1].1["rows"], 3);
-    assert_eq!(entries[1].1["table"], "todos");
-    assert_eq!(entries[1].1["intent_id"], intent);
-    assert_eq!(entries[5].1["rows"], 1);
+    let actions: Vec<&str> = entries.iter().map(|(a, ..)| a.as_str()).collect();
+    assert_eq!(actions, ["impersonated.explorer.browse.intent"; 4]);
+    for (_, target, details) in &entries {
+        assert_eq!(target.as_deref(), Some(imp.as_str()));
+        assert_eq!((details["schema"].as_str(), details["table"].as_str()), (Some("public"), Some("todos")), "{details}");
+        assert_eq!(details["claims_sub"], joe.as_str(), "{details}");
+        assert_eq!(details["as_role"], "authenticated", "{details}");
+    }
 
-    // browse_as without an impersonation is refused; browse shows everything.
-    let err = as_dashboard(
-        &mut ann.web,
-        "SELECT fluxbase_admin.browse_as($1, NULL, $2, 'public', 'todos')",
-        &[&ann.token, &intent],
-    )
-    .unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "22023", "{}", describe(&err));
+    // An impersonation that is not the admin's (or not active) is refused by the ticket;
+    // one that ends between the ticket and the claim is refused by the claim.
+    let (state, message) = failure(ann.try_browse_as("00000000-0000-0000-0000-000000000000", "todos", &req()));
+    assert_eq!(state, "28000", "{message}");
+    let ticket = ann.p.ticket(&ann.token, "browse", &req().request("public", "todos"), Some(&imp)).unwrap();
+    as_dashboard(&mut ann.p.web, "SELECT auth.end_impersonation($1)", &[&ann.token]).unwrap();
+    let (state, message) = failure(claimed(&mut ann.p.data, &ticket, "SELECT fluxbase_admin.browse()::text", &[]).map(|rows| rows.len()));
+    assert_eq!(state, "28000", "{message}");
+    assert!(message.contains("not active"), "{message}");
+    let (state, _) = failure(ann.try_browse_as(&imp, "todos", &req()));
+    assert_eq!(state, "28000");
+    // Unimpersonated, browse still shows everything.
+    assert_eq!(ids(&ann.browse("public", "todos", &req())).len(), 5);
 }
 
 #[test]
@@ -1496,26 +1497,20 @@ fn a_viewer_cannot_browse_as_an_impersonated_user() {
     todos(&db);
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let imp = ann.impersonate("joe@example.com");
-    let intent = ann.record_intent(&imp).unwrap();
     let mut vic = sign_in(&db, "vic@example.com", "viewer");
-    // Neither its own intent nor the admin's impersonation.
-    let err = vic.record_intent(&imp).unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
-    let (state, message) = failure(vic.try_browse_as(&imp, intent, "todos", &req()));
+    // No ticket for the admin's impersonation: not a page, not an export, not psql.
+    let (state, message) = failure(vic.try_browse_as(&imp, "todos", &req()));
     assert_eq!(state, "42501", "{message}");
-    let err = as_dashboard(
-        &mut vic.web,
-        "SELECT fluxbase_admin.start_export($1, 'public', 'todos', NULL, NULL, NULL, $2::text::uuid)",
-        &[&vic.token, &imp],
-    )
-    .unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
-    let results: i64 = db
+    let (state, message) = failure(vic.try_export("public", "todos", None, None, Some(&imp)).map(|(header, _)| header));
+    assert_eq!(state, "42501", "{message}");
+    let (state, message) = failure(vic.p.ticket(&vic.token, "impersonate", &json!({"read_only": true}), Some(&imp)));
+    assert_eq!(state, "42501", "{message}");
+    let recorded: i64 = db
         .connect(Caller::Superuser)
-        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action LIKE 'impersonated.%.result'", &[])
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action LIKE 'impersonated.%'", &[])
         .unwrap()
         .get(0);
-    assert_eq!(results, 0);
+    assert_eq!(recorded, 0, "no intent and no result");
 }
 
 #[test]
@@ -1524,24 +1519,22 @@ fn an_impersonated_export_sees_only_the_targets_rows() {
     todos(&db);
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let imp = ann.impersonate("joe@example.com");
-    let id = ann.start_export("public", "todos", None, Some(json!([{"column": "title", "direction": "desc"}])), Some(&imp));
-    let action: String = db
+    let (header, lines) = ann.export("public", "todos", None, Some(json!([{"column": "title", "direction": "desc"}])), Some(&imp));
+    let recorded: Vec<(String, String)> = db
         .connect(Caller::Superuser)
-        .query_one("SELECT action FROM dashboard_auth.audit_log WHERE id = $1", &[&id])
+        .query("SELECT action, target_id FROM dashboard_auth.audit_log WHERE action LIKE '%export%' ORDER BY id", &[])
         .unwrap()
-        .get(0);
-    assert_eq!(action, "impersonated.explorer.export.intent");
-    // Not through the unimpersonated opener.
-    assert_eq!(ann.export("open_export", id).unwrap_err().code().unwrap().code(), "22023");
-    let (header, lines) = ann.export("open_export_as", id).unwrap();
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(recorded, [("impersonated.explorer.export.intent".to_string(), imp.clone())]);
     assert_eq!(header, r#""id","owner","title","public""#);
     let titles: Vec<Field> = lines.iter().map(|l| parse_line(l)[2].clone()).collect();
     assert_eq!(titles, ["joe third", "joe public", "joe private"].map(q).to_vec());
-    let row = ann.web.query_one("SELECT current_user::text", &[]).unwrap();
-    assert_eq!(row.get::<_, String>(0), "fluxbase_web");
+    let row = ann.p.data.query_one("SELECT current_user::text", &[]).unwrap();
+    assert_eq!(row.get::<_, String>(0), "fluxbase_data");
     // The same table unimpersonated: every row.
-    let all = ann.start_export("public", "todos", None, None, None);
-    assert_eq!(ann.export("open_export", all).unwrap().1.len(), 5);
+    assert_eq!(ann.export("public", "todos", None, None, None).1.len(), 5);
 }
 
 // ---------------------------------------------------------------------------------

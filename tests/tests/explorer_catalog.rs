@@ -55,6 +55,25 @@ fn the_catalog_lists_the_applications_relations_only() {
     );
     let orders = rows.iter().find(|r| r.get::<_, String>(1) == "orders").unwrap();
     assert_eq!((orders.get::<_, bool>(3), orders.get::<_, bool>(4), orders.get::<_, bool>(5)), (true, true, true));
+
+    // explorer_limits: NULL while the explorer's role may read and write a relation, the
+    // reason once an owner took a privilege away.
+    let limits = |web: &mut Client| -> Vec<(String, Option<String>)> {
+        as_dashboard(web, "SELECT name, explorer_limits FROM fluxbase_admin.catalog($1)", &[&token])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert!(limits(&mut web).iter().all(|(_, limit)| limit.is_none()), "{:?}", limits(&mut web));
+    db.connect(Caller::Superuser)
+        .batch_execute("REVOKE UPDATE, DELETE ON shop.customers FROM fluxbase_explorer; REVOKE SELECT ON shop.big_orders FROM fluxbase_explorer")
+        .unwrap();
+    let now = limits(&mut web);
+    let limit = |name: &str| now.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(limit("customers").as_deref(), Some("read-only: its owner revoked UPDATE, DELETE from fluxbase_explorer"));
+    assert_eq!(limit("big_orders").as_deref(), Some("unreadable: its owner revoked SELECT from fluxbase_explorer"));
+    assert_eq!(limit("orders"), None);
 }
 
 #[test]

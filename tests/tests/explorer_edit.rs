@@ -1,42 +1,44 @@
-//! The explorer's edits, end to end through the web's role (fluxbase_dashboard):
-//! fluxbase_admin.edit for every operation (update, insert, delete, update_where,
+//! The explorer's edits, end to end through the web's two logins (an edit ticket from
+//! the dashboard login, fluxbase_admin.edit() on the data login that claims it), for
+//! every operation (update, insert, delete, update_where,
 //! delete_where), the field errors a form shows (type, length, domain check, NOT NULL,
 //! table CHECK, foreign key, uniqueness, exclusion), all-or-nothing batches, refusals when
 //! the rows changed under the caller (count_changed), read-only relations, edits as an
-//! impersonated user under RLS (edit_as), viewers refused, the audit entries, and hostile
+//! impersonated user under RLS, viewers refused, the audit entries, and hostile
 //! names and values handled as data.
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
+use fluxbase_tests::data_plane::{claimed, Planes};
 use fluxbase_tests::{Caller, TestDb};
-use postgres::Client;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------
 
-/// A signed-in dashboard admin on the web binary's login role.
+/// A signed-in dashboard admin with the web binary's two logins: tickets on the
+/// dashboard login, the work on the data login.
 struct Explorer {
-    web: Client,
+    p: Planes,
     token: String,
 }
 
-/// Signs in `email` (created with `role`) on a fresh dashboard connection.
+/// Signs in `email` (created with `role`) on fresh connections of both logins.
 fn sign_in(db: &TestDb, email: &str, role: &str) -> Explorer {
     create_admin(db, email, role);
-    let mut web = db.connect(Caller::Dashboard);
-    let token = login(&mut web, email, PASSWORD, "192.0.2.1").token.unwrap();
-    Explorer { web, token }
+    let mut p = Planes::connect(db);
+    let token = login(&mut p.web, email, PASSWORD, "192.0.2.1").token.unwrap();
+    Explorer { p, token }
+}
+
+/// The edit ticket's request.
+fn edit_request(schema: &str, table: &str, operation: &str, payload: Value) -> Value {
+    json!({"schema": schema, "table": table, "operation": operation, "payload": payload})
 }
 
 impl Explorer {
     fn try_edit(&mut self, schema: &str, table: &str, operation: &str, payload: Value) -> Result<Value, postgres::Error> {
-        let rows = as_dashboard(
-            &mut self.web,
-            "SELECT fluxbase_admin.edit($1, $2, $3, $4, $5)",
-            &[&self.token, &schema, &table, &operation, &payload],
-        )?;
-        Ok(rows[0].get(0))
+        self.p.edit(&self.token, &edit_request(schema, table, operation, payload), None)
     }
 
     /// An edit of public.`table` that must be answered (ok or not), not raise.
@@ -46,14 +48,13 @@ impl Explorer {
     }
 
     fn try_browse(&mut self, schema: &str, table: &str) -> Result<Value, postgres::Error> {
-        let rows = as_dashboard(&mut self.web, "SELECT fluxbase_admin.browse($1, $2, $3)", &[&self.token, &schema, &table])?;
-        Ok(rows[0].get(0))
+        self.p.browse(&self.token, &json!({"schema": schema, "table": table}), None)
     }
 
     /// Starts impersonating `target` (user mode), committed on its own.
     fn impersonate(&mut self, target: &str) -> String {
         let row = &as_dashboard(
-            &mut self.web,
+            &mut self.p.web,
             "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', $2, 'ticket 42')",
             &[&self.token, &target],
         )
@@ -62,27 +63,11 @@ impl Explorer {
         row.get(3)
     }
 
-    /// Records the intent `action` of an impersonation, committed on its own.
-    fn record_intent(&mut self, imp: &str, action: &str) -> Result<i64, postgres::Error> {
-        Ok(as_dashboard(
-            &mut self.web,
-            "SELECT auth.record_impersonated_intent($1, $2::text::uuid, $3, '{}')",
-            &[&self.token, &imp, &action],
-        )?[0]
-            .get(0))
-    }
-
-    fn try_edit_as(&mut self, imp: &str, intent: i64, table: &str, operation: &str, payload: Value) -> Result<Value, postgres::Error> {
-        let rows = as_dashboard(
-            &mut self.web,
-            "SELECT fluxbase_admin.edit_as($1, $2::text::uuid, $3, 'public', $4, $5, $6)",
-            &[&self.token, &imp, &intent, &table, &operation, &payload],
-        )?;
-        Ok(rows[0].get(0))
+    /// An edit of public.`table` as the impersonated target: its ticket records the intent.
+    fn try_edit_as(&mut self, imp: &str, table: &str, operation: &str, payload: Value) -> Result<Value, postgres::Error> {
+        self.p.edit(&self.token, &edit_request("public", table, operation, payload), Some(imp))
     }
 }
-
-
 
 /// A successful answer: asserts ok and the operation, returns (count, before, after),
 /// before and after sorted by `id` when the rows have one.
@@ -151,6 +136,26 @@ fn without(row: &Value, keys: &[&str]) -> Value {
         row.as_object_mut().unwrap().remove(*key);
     }
     row
+}
+
+/// The ids of the audit entries whose action is LIKE `pattern`, in order.
+fn audit_ids(db: &TestDb, pattern: &str) -> Vec<i64> {
+    db.connect(Caller::Superuser)
+        .query("SELECT id FROM dashboard_auth.audit_log WHERE action LIKE $1 ORDER BY id", &[&pattern])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The actions of the unimpersonated edits that were done: not their intents, not the
+/// failed ones, not browsing.
+fn edits_done(db: &TestDb) -> Vec<String> {
+    audits(db, "explorer.%")
+        .into_iter()
+        .map(|(action, ..)| action)
+        .filter(|a| a != "explorer.browse" && !a.ends_with(".intent") && !a.ends_with(".failed"))
+        .collect()
 }
 
 /// (action, target_type, target_id, details) of the audit entries whose action is LIKE `pattern`.
@@ -753,7 +758,7 @@ fn a_keys_batch_with_a_missing_key_is_refused_and_changes_nothing() {
     let answer = ann.edit("orders", "update", json!({"keys": [{"id": 2}], "set": {"status": "x"}}));
     assert_eq!(only_error(&answer, "update")["code"], "count_changed");
     assert_eq!(orders(&db), before_after_delete, "nothing changed");
-    assert!(audits(&db, "explorer.%").iter().all(|(a, ..)| a == "explorer.browse"), "no edit audited");
+    assert!(edits_done(&db).is_empty(), "no edit audited as done");
 }
 
 // ---------------------------------------------------------------------------------
@@ -802,7 +807,7 @@ fn views_materialized_views_and_tables_without_a_primary_key_are_read_only() {
     assert_eq!(orders(&db).len(), 3);
     assert_eq!(table_rows(&db, "public.event_log", "id").len(), 1);
     assert_eq!(table_rows(&db, "public.uniquely_keyed", "code"), [json!({"code": "a", "v": 1})]);
-    assert!(audits(&db, "explorer.%").iter().all(|(a, ..)| a == "explorer.browse"));
+    assert!(edits_done(&db).is_empty(), "no edit audited as done");
 }
 
 // ---------------------------------------------------------------------------------
@@ -827,10 +832,9 @@ fn an_impersonated_user_may_update_their_own_row_and_it_is_audited() {
     let (joe, _) = todos(&db);
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let imp = ann.impersonate("joe@example.com");
-    let intent = ann.record_intent(&imp, "explorer.update").unwrap();
     let answer = ann
-        .try_edit_as(&imp, intent, "todos", "update", json!({"keys": [{"id": 1}], "set": {"title": "joe edited"}}))
-        .unwrap_or_else(|e| panic!("edit_as: {}", describe(&e)));
+        .try_edit_as(&imp, "todos", "update", json!({"keys": [{"id": 1}], "set": {"title": "joe edited"}}))
+        .unwrap_or_else(|e| panic!("impersonated edit: {}", describe(&e)));
     let (count, before, after) = success(&answer, "update");
     assert_eq!(count, 1);
     assert_eq!(before[0]["title"], "joe private");
@@ -840,11 +844,12 @@ fn an_impersonated_user_may_update_their_own_row_and_it_is_audited() {
     assert_eq!(rows[0]["title"], "joe edited");
     assert_eq!(after, [rows[0].clone()]);
     assert_eq!(rows.iter().filter(|r| r["title"] == "joe edited").count(), 1);
-    // The connection is itself again.
-    let row = ann.web.query_one("SELECT current_user::text", &[]).unwrap();
-    assert_eq!(row.get::<_, String>(0), "fluxbase_web");
+    // The data login is itself again.
+    let row = ann.p.data.query_one("SELECT current_user::text", &[]).unwrap();
+    assert_eq!(row.get::<_, String>(0), "fluxbase_data");
 
     let entries = audits(&db, "impersonated.explorer.update.%");
+    let intent = audit_ids(&db, "impersonated.explorer.update.intent")[0];
     let actions: Vec<&str> = entries.iter().map(|(a, ..)| a.as_str()).collect();
     assert_eq!(actions, ["impersonated.explorer.update.intent", "impersonated.explorer.update.result"]);
     let (_, target_type, target_id, details) = &entries[1];
@@ -868,18 +873,16 @@ fn an_impersonated_update_that_moves_a_row_out_of_reach_is_refused_by_with_check
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let before = todo_rows(&db);
     let imp = ann.impersonate("joe@example.com");
-    let intent = ann.record_intent(&imp, "explorer.update").unwrap();
     let answer = ann
-        .try_edit_as(&imp, intent, "todos", "update", json!({"keys": [{"id": 1}], "set": {"owner": bea}}))
-        .unwrap_or_else(|e| panic!("edit_as: {}", describe(&e)));
+        .try_edit_as(&imp, "todos", "update", json!({"keys": [{"id": 1}], "set": {"owner": bea}}))
+        .unwrap_or_else(|e| panic!("impersonated edit: {}", describe(&e)));
     let error = only_error(&answer, "update");
     assert_eq!(error["code"], "permission", "{error}");
     assert_eq!(error["sqlstate"], "42501", "{error}");
     assert!(error["message"].as_str().unwrap().contains("row-level security"), "{error}");
     assert_eq!(todo_rows(&db), before, "nothing changed");
     // An insert for someone else is refused the same way.
-    let intent2 = ann.record_intent(&imp, "explorer.insert").unwrap();
-    let answer = ann.try_edit_as(&imp, intent2, "todos", "insert", json!({"rows": [{"owner": bea, "title": "for bea"}]})).unwrap();
+    let answer = ann.try_edit_as(&imp, "todos", "insert", json!({"rows": [{"owner": bea, "title": "for bea"}]})).unwrap();
     assert_eq!(only_error(&answer, "insert")["code"], "permission");
     assert_eq!(todo_rows(&db), before, "nothing inserted");
 
@@ -890,6 +893,7 @@ fn an_impersonated_update_that_moves_a_row_out_of_reach_is_refused_by_with_check
         ["impersonated.explorer.update.intent", "impersonated.explorer.update.result",
          "impersonated.explorer.insert.intent", "impersonated.explorer.insert.result"]
     );
+    let intent = audit_ids(&db, "impersonated.explorer.update.intent")[0];
     let result = &entries[1].3;
     assert_eq!(result["ok"], false, "{result}");
     assert_eq!(result["intent_id"], intent);
@@ -906,17 +910,14 @@ fn an_impersonated_update_of_someone_elses_row_matches_no_row() {
     let before = todo_rows(&db);
     let imp = ann.impersonate("joe@example.com");
     // Row 3 is bea's: RLS hides it from joe, so the key matches nothing.
-    let intent = ann.record_intent(&imp, "explorer.update").unwrap();
-    let answer = ann.try_edit_as(&imp, intent, "todos", "update", json!({"keys": [{"id": 3}], "set": {"title": "hijacked"}})).unwrap();
+    let answer = ann.try_edit_as(&imp, "todos", "update", json!({"keys": [{"id": 3}], "set": {"title": "hijacked"}})).unwrap();
     let error = only_error(&answer, "update");
     assert_eq!((error["code"].as_str(), error["sqlstate"].as_str()), (Some("count_changed"), Some("55000")), "{error}");
     // A delete of it, and a filter reaching it: joe's rows only.
-    let intent2 = ann.record_intent(&imp, "explorer.delete").unwrap();
-    let answer = ann.try_edit_as(&imp, intent2, "todos", "delete", json!({"keys": [{"id": 3}]})).unwrap();
+    let answer = ann.try_edit_as(&imp, "todos", "delete", json!({"keys": [{"id": 3}]})).unwrap();
     assert_eq!(only_error(&answer, "delete")["code"], "count_changed");
-    let intent3 = ann.record_intent(&imp, "explorer.update_where").unwrap();
     let answer = ann
-        .try_edit_as(&imp, intent3, "todos", "update_where", json!({"filter": cond("title", "like", json!("%private")), "expected_count": 2, "set": {"title": "x"}}))
+        .try_edit_as(&imp, "todos", "update_where", json!({"filter": cond("title", "like", json!("%private")), "expected_count": 2, "set": {"title": "x"}}))
         .unwrap();
     let error = only_error(&answer, "update_where");
     assert_eq!(error["code"], "count_changed", "joe sees one private row, not two: {error}");
@@ -933,7 +934,8 @@ fn an_impersonated_update_of_someone_elses_row_matches_no_row() {
          "impersonated.explorer.delete.intent", "impersonated.explorer.delete.result",
          "impersonated.explorer.update_where.intent", "impersonated.explorer.update_where.result"]
     );
-    for (i, intent) in [(1, intent), (3, intent2), (5, intent3)] {
+    let intents = audit_ids(&db, "impersonated.explorer.%.intent");
+    for (i, intent) in [(1, intents[0]), (3, intents[1]), (5, intents[2])] {
         let result = &entries[i].3;
         assert_eq!(result["ok"], false, "{result}");
         assert_eq!(result["intent_id"], intent);
@@ -957,44 +959,49 @@ fn an_impersonated_user_may_delete_a_row_they_may_delete_but_not_update() {
         .unwrap();
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let imp = ann.impersonate("joe@example.com");
-    // Joe may delete his message with plain SQL (rolled back here).
+    // Joe may delete his message with plain SQL (rolled back here), as psql does it.
     {
-        let mut tx = ann.web.transaction().unwrap();
-        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-        tx.execute("SELECT auth.apply_impersonation($1, $2::text::uuid)", &[&ann.token, &imp]).unwrap();
+        let ticket = ann.p.ticket(&ann.token, "impersonate", &json!({"read_only": false}), Some(&imp)).unwrap();
+        let mut tx = ann.p.data.transaction().unwrap();
+        tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        tx.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
         assert_eq!(tx.execute("DELETE FROM public.messages WHERE id = 1", &[]).unwrap(), 1, "joe may delete it");
         tx.rollback().unwrap();
     }
-    let intent = ann.record_intent(&imp, "explorer.delete").unwrap();
-    let answer = ann.try_edit_as(&imp, intent, "messages", "delete", json!({"keys": [{"id": 1}]})).unwrap();
+    let answer = ann.try_edit_as(&imp, "messages", "delete", json!({"keys": [{"id": 1}]})).unwrap();
     let ids: Vec<i64> = table_rows(&db, "public.messages", "id").iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(answer["ok"], true, "the delete joe may do goes through: {answer}");
     assert_eq!(ids, [2]);
     // With UPDATE granted but no UPDATE policy.
     db.connect(Caller::Superuser).batch_execute("GRANT UPDATE ON public.messages TO authenticated").unwrap();
-    let intent = ann.record_intent(&imp, "explorer.delete_where").unwrap();
     let answer = ann
-        .try_edit_as(&imp, intent, "messages", "delete_where", json!({"filter": cond("body", "eq", json!("again")), "expected_count": 1}))
+        .try_edit_as(&imp, "messages", "delete_where", json!({"filter": cond("body", "eq", json!("again")), "expected_count": 1}))
         .unwrap();
     assert_eq!(answer["ok"], true, "{answer}");
     assert!(table_rows(&db, "public.messages", "id").is_empty());
 }
 
 #[test]
-fn edit_as_needs_an_impersonation() {
+fn an_impersonated_edit_needs_an_active_impersonation() {
     let db = TestDb::new();
     todos(&db);
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let imp = ann.impersonate("joe@example.com");
-    let intent = ann.record_intent(&imp, "explorer.update").unwrap();
-    let err = as_dashboard(
-        &mut ann.web,
-        "SELECT fluxbase_admin.edit_as($1, NULL, $2, 'public', 'todos', 'update', '{\"keys\": [{\"id\": 3}], \"set\": {\"title\": \"x\"}}')",
-        &[&ann.token, &intent],
-    )
-    .unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "22023", "{}", describe(&err));
-    assert_eq!(todo_rows(&db)[2]["title"], "bea private");
+    let payload = json!({"keys": [{"id": 1}], "set": {"title": "x"}});
+    // No impersonation of this admin's: refused by the ticket.
+    let (state, message) = failure(ann.try_edit_as("00000000-0000-0000-0000-000000000000", "todos", "update", payload.clone()));
+    assert_eq!(state, "28000", "{message}");
+    // Ended between the ticket and the claim: refused by the claim, nothing changed.
+    let ticket = ann.p.ticket(&ann.token, "edit", &edit_request("public", "todos", "update", payload.clone()), Some(&imp)).unwrap();
+    as_dashboard(&mut ann.p.web, "SELECT auth.end_impersonation($1)", &[&ann.token]).unwrap();
+    let (state, message) = failure(claimed(&mut ann.p.data, &ticket, "SELECT fluxbase_admin.edit()::text", &[]).map(|rows| rows.len()));
+    assert_eq!(state, "28000", "{message}");
+    assert!(message.contains("not active"), "{message}");
+    // Ended: refused by the ticket.
+    let (state, message) = failure(ann.try_edit_as(&imp, "todos", "update", payload));
+    assert_eq!(state, "28000", "{message}");
+    assert_eq!(todo_rows(&db)[0]["title"], "joe private");
+    assert!(audits(&db, "impersonated.%.result").is_empty());
 }
 
 // ---------------------------------------------------------------------------------
@@ -1002,13 +1009,12 @@ fn edit_as_needs_an_impersonation() {
 // ---------------------------------------------------------------------------------
 
 #[test]
-fn a_viewer_is_refused_for_edit_and_edit_as() {
+fn a_viewer_is_refused_for_edits_plain_and_impersonated() {
     let db = TestDb::new();
     shop(&db);
     todos(&db);
     let mut ann = sign_in(&db, "ann@example.com", "admin");
     let imp = ann.impersonate("joe@example.com");
-    let intent = ann.record_intent(&imp, "explorer.update").unwrap();
     let mut vic = sign_in(&db, "vic@example.com", "viewer");
     let before = (orders(&db), todo_rows(&db));
     for (operation, payload) in [
@@ -1021,14 +1027,14 @@ fn a_viewer_is_refused_for_edit_and_edit_as() {
         let (state, message) = failure(vic.try_edit("public", "orders", operation, payload));
         assert_eq!(state, "42501", "{operation}: {message}");
     }
-    // Neither with the admin's impersonation and intent, nor with its own intent.
-    let (state, message) = failure(vic.try_edit_as(&imp, intent, "todos", "update", json!({"keys": [{"id": 1}], "set": {"title": "x"}})));
+    // Nor with the admin's impersonation, as an edit or as psql.
+    let (state, message) = failure(vic.try_edit_as(&imp, "todos", "update", json!({"keys": [{"id": 1}], "set": {"title": "x"}})));
     assert_eq!(state, "42501", "{message}");
-    let err = vic.record_intent(&imp, "explorer.update").unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
+    let (state, message) = failure(vic.p.ticket(&vic.token, "impersonate", &json!({"read_only": false}), Some(&imp)));
+    assert_eq!(state, "42501", "{message}");
     assert_eq!((orders(&db), todo_rows(&db)), before, "nothing changed");
-    assert!(audits(&db, "explorer.%").iter().all(|(a, ..)| a == "explorer.browse"));
-    assert!(audits(&db, "impersonated.%.result").is_empty());
+    assert!(audits(&db, "explorer.%").iter().all(|(a, ..)| a == "explorer.browse"), "refused before any intent");
+    assert!(audits(&db, "impersonated.%").is_empty());
 }
 
 // ---------------------------------------------------------------------------------
@@ -1047,13 +1053,23 @@ fn a_successful_edit_is_audited_with_the_rows_before_and_after() {
     let answer = ann.edit("orders", "delete_where", json!({"filter": cond("code", "eq", json!("AU")), "expected_count": 1}));
     success(&answer, "delete_where");
 
-    let entries = audits(&db, "explorer.%");
-    let actions: Vec<&str> = entries.iter().map(|(a, ..)| a.as_str()).collect();
-    assert_eq!(actions, ["explorer.update", "explorer.insert", "explorer.delete_where"]);
-    for (_, target_type, target_id, details) in &entries {
-        assert_eq!((target_type.as_deref(), target_id.as_deref()), (Some("relation"), Some("public.orders")));
-        assert_eq!((details["schema"].as_str(), details["table"].as_str()), (Some("public"), Some("orders")), "{details}");
+    let all = audits(&db, "explorer.%");
+    let actions: Vec<&str> = all.iter().map(|(a, ..)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["explorer.update.intent", "explorer.update", "explorer.insert.intent", "explorer.insert",
+         "explorer.delete_where.intent", "explorer.delete_where"]
+    );
+    for (action, target_type, target_id, details) in &all {
+        assert_eq!((target_type.as_deref(), target_id.as_deref()), (Some("relation"), Some("public.orders")), "{action}");
+        assert_eq!((details["schema"].as_str(), details["table"].as_str()), (Some("public"), Some("orders")), "{action}: {details}");
     }
+    // Each result names its intent.
+    let ids = audit_ids(&db, "explorer.%");
+    for i in [1, 3, 5] {
+        assert_eq!(all[i].3["intent_id"], ids[i - 1], "{}", all[i].3);
+    }
+    let entries: Vec<_> = all.into_iter().filter(|(a, ..)| !a.ends_with(".intent")).collect();
     let update = &entries[0].3;
     assert_eq!((update["operation"].as_str(), update["count"].as_i64()), (Some("update"), Some(2)), "{update}");
     let before = by_id(&update["before"]);
@@ -1070,24 +1086,21 @@ fn a_successful_edit_is_audited_with_the_rows_before_and_after() {
     assert_eq!(deleted["count"], 1);
     assert_eq!(deleted["before"][0]["id"], new_id, "{deleted}");
 
-    // The entry commits with the change: rolled back together.
-    let mut tx = ann.web.transaction().unwrap();
-    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-    let answer: Value = tx
-        .query_one(
-            "SELECT fluxbase_admin.edit($1, 'public', 'orders', 'update', $2)",
-            &[&ann.token, &json!({"keys": [{"id": 3}], "set": {"status": "rolled back"}})],
-        )
-        .unwrap()
-        .get(0);
+    // The entry commits with the change: rolled back together (the intent stays).
+    let request = edit_request("public", "orders", "update", json!({"keys": [{"id": 3}], "set": {"status": "rolled back"}}));
+    let ticket = ann.p.ticket(&ann.token, "edit", &request, None).unwrap();
+    let mut tx = ann.p.data.transaction().unwrap();
+    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    let answer: Value = serde_json::from_str(&tx.query_one("SELECT fluxbase_admin.edit()::text", &[]).unwrap().get::<_, String>(0)).unwrap();
     success(&answer, "update");
     tx.rollback().unwrap();
     assert_eq!(order(&db, 3)["status"], "new");
-    assert_eq!(audits(&db, "explorer.%").len(), 3, "no entry for the rolled back edit");
+    assert_eq!(edits_done(&db).len(), 3, "no entry for the rolled back edit");
+    assert_eq!(audits(&db, "explorer.%.intent").len(), 4, "its intent is recorded all the same");
 }
 
 #[test]
-fn a_failed_edit_writes_no_audit_entry() {
+fn a_failed_edit_is_audited_as_failed_never_as_done() {
     let db = TestDb::new();
     shop(&db);
     let mut ann = sign_in(&db, "ann@example.com", "admin");
@@ -1099,15 +1112,33 @@ fn a_failed_edit_writes_no_audit_entry() {
         ("update_where", json!({"filter": cond("customer_id", "eq", json!(1)), "expected_count": 7, "set": {"status": "x"}})),
         ("delete_where", json!({"filter": cond("customer_id", "eq", json!(1)), "expected_count": 7})),
     ];
+    let mut refusals = Vec::new();
     for (operation, payload) in failed {
         let answer = ann.edit("orders", operation, payload);
-        refused(&answer, operation);
+        refusals.push(refused(&answer, operation));
     }
-    // Refused before planning: no entry either.
+    // Each answered refusal: its intent, then a failed entry with its errors.
+    let entries = audits(&db, "explorer.%");
+    let actions: Vec<&str> = entries.iter().map(|(a, ..)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["explorer.update.intent", "explorer.update.failed", "explorer.update.intent", "explorer.update.failed",
+         "explorer.insert.intent", "explorer.insert.failed", "explorer.delete.intent", "explorer.delete.failed",
+         "explorer.update_where.intent", "explorer.update_where.failed", "explorer.delete_where.intent", "explorer.delete_where.failed"]
+    );
+    let ids = audit_ids(&db, "explorer.%");
+    for (i, errors) in refusals.iter().enumerate() {
+        let details = &entries[2 * i + 1].3;
+        assert_eq!(details["intent_id"], ids[2 * i], "{details}");
+        assert_eq!(&details["errors"], &Value::Array(errors.clone()), "{details}");
+        assert!(details["after"].is_null() && details["count"].is_null(), "{details}");
+    }
+    // Raised while planning: the intent only. Refused by the ticket: no entry at all.
     failure(ann.try_edit("public", "orders", "insert", json!({"rows": [{"total": 1}]})));
     failure(ann.try_edit("public", "orders", "upsert", json!({"rows": [{"code": "x"}]})));
-    let entries = audits(&db, "explorer.%");
-    assert!(entries.is_empty(), "{entries:?}");
+    let actions: Vec<String> = audits(&db, "explorer.%").into_iter().skip(12).map(|(a, ..)| a).collect();
+    assert_eq!(actions, ["explorer.insert.intent"]);
+    assert!(edits_done(&db).is_empty(), "{:?}", edits_done(&db));
     assert_eq!(orders(&db).len(), 3);
 }
 
@@ -1183,9 +1214,12 @@ fn a_table_and_columns_with_hostile_names_are_edited_correctly() {
     assert_eq!(success(&answer, "delete").0, 1);
     let keys: Vec<i64> = hostile_rows(&db).iter().map(|r| r[HOSTILE_KEY].as_i64().unwrap()).collect();
     assert_eq!(keys, [1, 3]);
-    // Audited under the quoted name.
+    // Audited under the quoted name: each edit's intent and its result (four done, three
+    // failed).
+    assert_eq!(edits_done(&db).len(), 4);
     let entries = audits(&db, "explorer.%");
-    assert_eq!(entries.len(), 4);
+    assert_eq!(entries.len(), 14);
+    assert_eq!(entries.iter().filter(|(a, ..)| a.ends_with(".failed")).count(), 3);
     let expected_target = format!("public.\"{}\"", HOSTILE_TABLE.replace('"', "\"\""));
     assert!(entries.iter().all(|(_, _, target, d)| target.as_deref() == Some(expected_target.as_str()) && d["table"] == HOSTILE_TABLE), "{entries:?}");
     canary_alive(&db);

@@ -1,7 +1,10 @@
 //! A property test of the database explorer against hostile input: thousands of
 //! identifiers and values made of quotes, semicolons, comments, Unicode, names of 63
 //! bytes and more, mixed case, reserved words and the names of system and extension
-//! schemas, thrown at every entry point through the web role. Each call must either be
+//! schemas, thrown at every entry point the way `fluxbase serve` calls them: tickets
+//! (browse, follow, export, edit, impersonate) and the catalog, describe_table and
+//! plan_browse on the dashboard login, and browse(), open_export() and edit() on the data
+//! login after a claim. Each call must either be
 //! handled as data (a success whose result agrees with what the superuser sees through a
 //! parameterized query) or be refused with a clear error of an allowed SQLSTATE; nothing
 //! may ever be executed: a canary table keeps its one row, no object appears, no data
@@ -11,6 +14,7 @@
 //! names the case (entry point, arguments) so that it can be replayed by hand.
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, login, PASSWORD};
+use fluxbase_tests::data_plane::{claimed, ticket_text};
 use fluxbase_tests::{Caller, TestDb};
 use postgres::types::ToSql;
 use postgres::Client;
@@ -761,11 +765,14 @@ impl Judge {
 struct Explorer {
     db_name: String,
     web: Client,
+    data: Client,
     su: Client,
     token: String,
     other_token: String,
     impersonation: String,
-    intent: i64,
+    /// Relations in the database at the start: an edit's transaction is rolled back, so
+    /// it is checked from inside, before the rollback.
+    relations: i64,
     rels: Vec<Rel>,
     system: Vec<(String, String)>,
     pool: Vec<String>,
@@ -800,6 +807,24 @@ impl Req {
             cursor: None,
             total: Some("exact".into()),
         }
+    }
+
+    /// The request as a ticket takes it, as JSON text: filter and sort go in as written,
+    /// so that Postgres reads the numbers (every digit kept) and refuses what is not JSON.
+    fn json(&self) -> String {
+        let text = |v: &Option<String>| v.as_deref().map(jstr).unwrap_or("null".into());
+        let raw = |v: &Option<String>| v.clone().unwrap_or("null".into());
+        format!(
+            "{{\"schema\": {}, \"table\": {}, \"filter\": {}, \"sort\": {}, \"search\": {}, \"page_size\": {}, \"cursor\": {}, \"total\": {}}}",
+            text(&self.schema),
+            text(&self.name),
+            raw(&self.filter),
+            raw(&self.sort),
+            text(&self.search),
+            self.page_size.map(|p| p.to_string()).unwrap_or("null".into()),
+            text(&self.cursor),
+            text(&self.total)
+        )
     }
 
     fn describe(&self) -> String {
@@ -844,10 +869,11 @@ enum Via {
 impl Explorer {
     // --- raw calls ---------------------------------------------------------------
 
-    fn timed<T>(&mut self, entry: &str, desc: &str, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> Result<T, (String, String)> {
+    /// A call on the dashboard login (`data` false) or the data login (`data` true).
+    fn timed<T>(&mut self, entry: &str, desc: &str, data: bool, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> Result<T, (String, String)> {
         self.calls += 1;
         let started = Instant::now();
-        let result = f(&mut self.web);
+        let result = f(if data { &mut self.data } else { &mut self.web });
         let took = started.elapsed();
         if took > Duration::from_secs(5) {
             self.judge.violation(entry, "a call took more than 5 s (pg_sleep executed?)", format!("{took:?}: {desc}"));
@@ -869,43 +895,72 @@ impl Explorer {
         let db = TestDb { name: self.db_name.clone() };
         self.web = db.connect(Caller::Dashboard);
         self.web.batch_execute("SET statement_timeout = '20s'").unwrap();
+        self.data = db.connect(Caller::Data);
+        self.data.batch_execute("SET statement_timeout = '20s'").unwrap();
         std::mem::forget(db); // the database belongs to the test, not to this handle
     }
 
+    fn parse_json(&mut self, entry: &str, desc: &str, text: Option<String>) -> Out {
+        match text.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(v)) => Out::Ok(v),
+            Some(Err(e)) => {
+                self.judge.violation(entry, "a success whose result is not JSON", format!("{e}: {desc}"));
+                Out::Ok(Value::Null)
+            }
+            None => Out::Ok(Value::Null),
+        }
+    }
+
     fn json_call(&mut self, entry: &str, desc: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Out {
-        let result = self.timed(entry, desc, |web| as_dashboard(web, sql, params));
+        let result = self.timed(entry, desc, false, |web| as_dashboard(web, sql, params));
         match result {
             Ok(rows) => {
                 let text: Option<String> = rows.first().and_then(|r| r.get(0));
-                match text.as_deref().map(serde_json::from_str::<Value>) {
-                    Some(Ok(v)) => Out::Ok(v),
-                    Some(Err(e)) => {
-                        self.judge.violation(entry, "a success whose result is not JSON", format!("{e}: {desc}"));
-                        Out::Ok(Value::Null)
-                    }
-                    None => Out::Ok(Value::Null),
-                }
+                self.parse_json(entry, desc, text)
             }
             Err((code, message)) => Out::Err { code, message },
         }
     }
 
-    fn browse(&mut self, token: &str, req: &Req, desc: &str) -> Out {
-        self.json_call(
-            "browse",
-            desc,
-            "SELECT fluxbase_admin.browse($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6, $7, $8, $9)::text",
-            &[&token, &req.schema, &req.name, &req.filter, &req.sort, &req.search, &req.page_size, &req.cursor, &req.total],
-        )
+    /// A ticket for `operation` from the dashboard login; its outcome counts for
+    /// `ticket(operation)`.
+    fn ticket(&mut self, token: &str, operation: &str, request: &str, imp: Option<&str>, desc: &str) -> Result<String, (String, String)> {
+        let entry = format!("ticket({operation})");
+        let result = self.timed(&entry, desc, false, |web| ticket_text(web, token, operation, request, imp));
+        self.judge.outcome(&entry, match &result {
+            Ok(_) => "ok",
+            Err((code, _)) => code,
+        });
+        result
     }
 
-    fn browse_as(&mut self, token: &str, imp: Option<&str>, intent: i64, req: &Req, desc: &str) -> Out {
-        self.json_call(
-            "browse_as",
-            desc,
-            "SELECT fluxbase_admin.browse_as($1, $2::text::uuid, $3, $4, $5, $6::text::jsonb, $7::text::jsonb, $8, $9, $10, $11)::text",
-            &[&token, &imp, &intent, &req.schema, &req.name, &req.filter, &req.sort, &req.search, &req.page_size, &req.cursor, &req.total],
-        )
+    /// A ticket, then on the data login claim + `sql` (which returns jsonb as text), in
+    /// one transaction; the data plane's outcome counts for `data_entry`.
+    fn two_planes(&mut self, token: &str, operation: &str, request: &str, imp: Option<&str>, data_entry: &str, sql: &str, desc: &str) -> Out {
+        let ticket = match self.ticket(token, operation, request, imp, desc) {
+            Ok(t) => t,
+            Err((code, message)) => return Out::Err { code, message },
+        };
+        let result = self.timed(data_entry, desc, true, |data| claimed(data, &ticket, sql, &[]));
+        match result {
+            Ok(rows) => {
+                self.judge.outcome(data_entry, "ok");
+                let text: Option<String> = rows.first().and_then(|r| r.get(0));
+                self.parse_json(data_entry, desc, text)
+            }
+            Err((code, message)) => {
+                self.judge.outcome(data_entry, &code);
+                Out::Err { code, message }
+            }
+        }
+    }
+
+    fn browse(&mut self, token: &str, req: &Req, desc: &str) -> Out {
+        self.two_planes(token, "browse", &req.json(), None, "browse()", "SELECT fluxbase_admin.browse()::text", desc)
+    }
+
+    fn browse_as(&mut self, token: &str, imp: Option<&str>, req: &Req, desc: &str) -> Out {
+        self.two_planes(token, "browse", &req.json(), imp, "browse()", "SELECT fluxbase_admin.browse()::text", desc)
     }
 
     fn plan(&mut self, token: &str, req: &Req, desc: &str) -> Out {
@@ -917,31 +972,38 @@ impl Explorer {
         )
     }
 
-    fn start_export(&mut self, token: &str, req: &Req, desc: &str) -> Result<i64, (String, String)> {
-        let (t, s, n, f, o, q) = (token.to_string(), req.schema.clone(), req.name.clone(), req.filter.clone(), req.sort.clone(), req.search.clone());
-        self.timed("start_export", desc, move |web| {
-            as_dashboard(web, "SELECT fluxbase_admin.start_export($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6)", &[&t, &s, &n, &f, &o, &q])
-                .map(|rows| rows[0].get::<_, i64>(0))
-        })
+    /// An export ticket (filter, sort and search of the request).
+    fn export_ticket(&mut self, token: &str, req: &Req, desc: &str) -> Result<String, (String, String)> {
+        let request = format!(
+            "{{\"schema\": {}, \"table\": {}, \"filter\": {}, \"sort\": {}, \"search\": {}}}",
+            req.schema.as_deref().map(jstr).unwrap_or("null".into()),
+            req.name.as_deref().map(jstr).unwrap_or("null".into()),
+            req.filter.clone().unwrap_or("null".into()),
+            req.sort.clone().unwrap_or("null".into()),
+            req.search.as_deref().map(jstr).unwrap_or("null".into())
+        );
+        self.ticket(token, "export", &request, None, desc)
     }
 
-    /// open_export and FETCH ALL in one transaction: (header, lines).
-    fn open_export(&mut self, token: &str, id: i64, portal: Option<&str>, desc: &str) -> Result<(String, Vec<String>), (String, String)> {
-        let token = token.to_string();
+    /// claim, open_export and FETCH ALL in one transaction on the data login: (header, lines).
+    fn open_export(&mut self, ticket: &str, portal: Option<&str>, desc: &str) -> Result<(String, Vec<String>), (String, String)> {
+        let ticket = ticket.to_string();
         let portal = portal.map(str::to_string);
-        self.timed("open_export", desc, move |web| {
-            let mut tx = web.transaction()?;
-            tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
-            let row = tx.query_one(
-                "SELECT portal::text, header FROM fluxbase_admin.open_export($1, $2, coalesce($3, 'fluxbase_export'))",
-                &[&token, &id, &portal],
-            )?;
+        let result = self.timed("open_export()", desc, true, move |data| {
+            let mut tx = data.transaction()?;
+            tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+            let row = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export(coalesce($1, 'fluxbase_export'))", &[&portal])?;
             let name: String = row.get(0);
             let header: String = row.get(1);
             let lines: Vec<String> = tx.query(&format!("FETCH ALL FROM {}", qi(&name)), &[])?.iter().map(|r| r.get(0)).collect();
             tx.commit()?;
             Ok((header, lines))
-        })
+        });
+        self.judge.outcome("open_export()", match &result {
+            Ok(_) => "ok",
+            Err((code, _)) => code,
+        });
+        result
     }
 
     // --- the oracle's side -------------------------------------------------------------
@@ -1513,7 +1575,7 @@ impl Explorer {
         let broken = self.rng.chance(50);
         let token = if broken { self.broken_token() } else { self.token.clone() };
         let desc = format!("catalog(token={})", short(&token));
-        let result = self.timed("catalog", &desc, |web| {
+        let result = self.timed("catalog", &desc, false, |web| {
             as_dashboard(web, "SELECT coalesce(jsonb_agg(jsonb_build_array(schema, name, kind)), '[]')::text FROM fluxbase_admin.catalog($1)", &[&token])
                 .map(|rows| rows[0].get::<_, String>(0))
         });
@@ -1600,7 +1662,6 @@ impl Explorer {
         let broken = self.rng.chance(3);
         let token = if broken { self.broken_token() } else { self.token.clone() };
         let mut imp = Some(self.impersonation.clone());
-        let mut intent = self.intent;
         let mut extra: Vec<&str> = vec![];
         if entry == "browse_as" {
             match self.rng.below(40) {
@@ -1609,20 +1670,16 @@ impl Explorer {
                     extra.push("28000");
                 }
                 1 => imp = None,
-                2 => {
-                    intent = *self.rng.pick(&[0, -1, i64::MAX, 1]);
-                    extra.push("P0002");
-                }
                 _ => {}
             }
         }
         if entry == "plan_browse" {
             req.total = None;
         }
-        let desc = format!("{entry}(token={}, {}{})", short(&token), req.describe(), if entry == "browse_as" { format!(", impersonation={imp:?}, intent={intent}") } else { String::new() });
+        let desc = format!("{entry}(token={}, {}{})", short(&token), req.describe(), if entry == "browse_as" { format!(", impersonation={imp:?}") } else { String::new() });
         let out = match entry {
             "browse" => self.browse(&token, &req, &desc),
-            "browse_as" => self.browse_as(&token, imp.as_deref(), intent, &req, &desc),
+            "browse_as" => self.browse_as(&token, imp.as_deref(), &req, &desc),
             _ => self.plan(&token, &req, &desc),
         };
         if broken {
@@ -1743,7 +1800,7 @@ impl Explorer {
         let entry = match via {
             Via::Browse => "browse",
             Via::BrowseAs => "browse_as",
-            Via::Export => "start_export",
+            Via::Export => "export",
         };
         let desc = format!("{entry}({}) on column {} ({:?})", req.describe(), short(&c.name), c.kind);
         if via == Via::Browse && self.rng.chance(35) {
@@ -1757,8 +1814,7 @@ impl Explorer {
                     self.browse(&token, &req, &desc)
                 } else {
                     let imp = self.impersonation.clone();
-                    let intent = self.intent;
-                    self.browse_as(&token, Some(&imp), intent, &req, &desc)
+                    self.browse_as(&token, Some(&imp), &req, &desc)
                 };
                 match out {
                     Out::Ok(v) => {
@@ -1770,11 +1826,11 @@ impl Explorer {
             }
             Via::Export => {
                 let token = self.token.clone();
-                match self.start_export(&token, &req, &desc) {
-                    Err((code, message)) => Err(("start_export", code, message)),
-                    Ok(id) => {
-                        self.judge.outcome("start_export", "ok");
-                        match self.open_export(&token, id, None, &desc) {
+                match self.export_ticket(&token, &req, &desc) {
+                    Err((code, message)) => Err(("export", code, message)),
+                    Ok(ticket) => {
+                        self.judge.outcome("export", "ok");
+                        match self.open_export(&ticket, None, &desc) {
                             Err((code, message)) => Err(("open_export", code, message)),
                             Ok((header, lines)) => {
                                 self.judge.outcome("open_export", "ok");
@@ -2197,21 +2253,22 @@ impl Explorer {
             (s, n, Some(fk), format!("{{\"select\": 1, \"uid\": {}}}", jstr(&self.hostile_value_text())), None)
         };
         let desc = format!(
-            "follow_foreign_key(token={}, schema={}, relation={}, foreign_key={}, row={})",
+            "follow(token={}, schema={}, relation={}, foreign_key={}, row={})",
             short(&token),
             short_opt(&schema),
             short_opt(&name),
             short_opt(&fk_name),
             short(&row)
         );
-        let out = self.json_call(
-            "follow_foreign_key",
-            &desc,
-            "SELECT fluxbase_admin.follow_foreign_key($1, $2, $3, $4, $5::text::jsonb)::text",
-            &[&token, &schema, &name, &fk_name, &row],
+        let request = format!(
+            "{{\"schema\": {}, \"table\": {}, \"foreign_key\": {}, \"row\": {row}}}",
+            schema.as_deref().map(jstr).unwrap_or("null".into()),
+            name.as_deref().map(jstr).unwrap_or("null".into()),
+            fk_name.as_deref().map(jstr).unwrap_or("null".into())
         );
+        let out = self.two_planes(&token, "follow", &request, None, "browse()", "SELECT fluxbase_admin.browse()::text", &desc);
         if broken {
-            self.check_broken_token("follow_foreign_key", &desc, match out {
+            self.check_broken_token("follow", &desc, match out {
                 Out::Ok(_) => Ok(()),
                 Out::Err { code, message } => Err((code, message)),
             });
@@ -2219,16 +2276,16 @@ impl Explorer {
         }
         match out {
             Out::Ok(v) => {
-                self.judge.outcome("follow_foreign_key", "ok");
-                let Some(target) = self.check_page("follow_foreign_key", &desc, None, &v, Some(1)) else { return };
+                self.judge.outcome("follow", "ok");
+                let Some(target) = self.check_page("follow", &desc, None, &v, Some(1)) else { return };
                 let target = self.rels[target].clone();
                 if let Some((fk, value)) = judged {
                     if (target.schema.as_str(), target.name.as_str()) != (fk.target_schema.as_str(), fk.target_name.as_str()) {
-                        self.judge.violation("follow_foreign_key", "followed to another relation than the key's", desc.clone());
+                        self.judge.violation("follow", "followed to another relation than the key's", desc.clone());
                     }
                     let tc = target.col(&fk.target_col).unwrap().clone();
                     let Some(value) = value else {
-                        self.judge.violation("follow_foreign_key", "followed a row without the key's value", desc);
+                        self.judge.violation("follow", "followed a row without the key's value", desc);
                         return;
                     };
                     if let Ok(Some(cond)) = Self::oracle_condition(&tc, "eq", Some(&value)) {
@@ -2236,18 +2293,18 @@ impl Explorer {
                             Ok(want) => {
                                 let got: Vec<i64> = v["rows"].as_array().into_iter().flatten().filter_map(|r| r["values"][target.id_col.as_ref().unwrap()].as_i64()).collect();
                                 if got.len() != want.len().min(1) || !got.iter().all(|g| want.contains(g)) {
-                                    self.judge.violation("follow_foreign_key", "followed to another row than the superuser's query", format!("explorer {got:?}, superuser {want:?}: {desc}"));
+                                    self.judge.violation("follow", "followed to another row than the superuser's query", format!("explorer {got:?}, superuser {want:?}: {desc}"));
                                 }
                             }
-                            Err(e) => self.judge.violation("follow_foreign_key", "followed with a value Postgres refuses", format!("{e}: {desc}")),
+                            Err(e) => self.judge.violation("follow", "followed with a value Postgres refuses", format!("{e}: {desc}")),
                         }
                     } else {
-                        self.judge.violation("follow_foreign_key", "followed with a value that is not a scalar", desc);
+                        self.judge.violation("follow", "followed with a value that is not a scalar", desc);
                     }
                 }
             }
             Out::Err { code, message } => {
-                self.check_error("follow_foreign_key", &desc, &code, &message, &[]);
+                self.check_error("follow", &desc, &code, &message, &[]);
                 // A real key, a real row of the child, a value that exists: that must work
                 // (unless the key leads into a system schema).
                 if let Some((fk, Some(value))) = &judged {
@@ -2255,7 +2312,7 @@ impl Explorer {
                     // cannot be in them, and is refused as not fitting the column.
                     let plain = matches!(&value.kind, JK::Str(s) if s.parse::<i32>().is_ok()) || (matches!(value.kind, JK::Num) && value.raw.parse::<i32>().is_ok());
                     if plain && !forbidden_schema(&fk.target_schema) {
-                        self.judge.violation("follow_foreign_key", "a real key with a real value was refused", format!("{code}: {message}: {desc}"));
+                        self.judge.violation("follow", "a real key with a real value was refused", format!("{code}: {message}: {desc}"));
                     }
                 }
             }
@@ -2266,28 +2323,28 @@ impl Explorer {
         let req = self.gen_request();
         let broken = self.rng.chance(3);
         let token = if broken { self.broken_token() } else { self.token.clone() };
-        let desc = format!("start_export(token={}, {})", short(&token), req.describe());
-        let started = self.start_export(&token, &req, &desc);
+        let desc = format!("export(token={}, {})", short(&token), req.describe());
+        let started = self.export_ticket(&token, &req, &desc);
         if broken {
-            self.check_broken_token("start_export", &desc, started.map(|_| ()));
+            self.check_broken_token("export", &desc, started.map(|_| ()));
             return;
         }
-        let id = match started {
-            Ok(id) => {
-                self.judge.outcome("start_export", "ok");
-                id
+        let ticket = match started {
+            Ok(ticket) => {
+                self.judge.outcome("export", "ok");
+                ticket
             }
             Err((code, message)) => {
-                self.check_error("start_export", &desc, &code, &message, &[]);
+                self.check_error("export", &desc, &code, &message, &[]);
                 return;
             }
         };
         let (schema, name) = (req.schema.clone().unwrap_or_default(), req.name.clone().unwrap_or_default());
         if forbidden_schema(&schema) {
-            self.judge.violation("start_export", "an export of a system or extension schema was recorded", desc.clone());
+            self.judge.violation("export", "an export of a system or extension schema was recorded", desc.clone());
         }
         let Some(at) = self.rel_index(&schema, &name) else {
-            self.judge.violation("start_export", "an export of a relation outside the fixture was recorded", desc);
+            self.judge.violation("export", "an export of a relation outside the fixture was recorded", desc);
             return;
         };
         let rel = self.rels[at].clone();
@@ -2297,8 +2354,8 @@ impl Explorer {
             2 => None,
             _ => Some("fluxbase_export".into()),
         };
-        let desc = format!("{desc} then open_export(id={id}, portal={})", short_opt(&portal));
-        match self.open_export(&token, id, portal.as_deref(), &desc) {
+        let desc = format!("{desc} then open_export(portal={})", short_opt(&portal));
+        match self.open_export(&ticket, portal.as_deref(), &desc) {
             Ok((header, lines)) => {
                 self.judge.outcome("open_export", "ok");
                 let expected_header = rel.cols.iter().map(|c| format!("\"{}\"", c.name.replace('"', "\"\""))).collect::<Vec<_>>().join(",");
@@ -2317,24 +2374,220 @@ impl Explorer {
         }
     }
 
-    /// Export ids that are not the caller's to open.
-    fn hostile_export_ids(&mut self) {
+    /// Hostile edits: real and hostile relations, operations, columns and values. The
+    /// data plane's transaction is always rolled back, so that the fixture stays as it is;
+    /// before the rollback, from inside it, the canary and the relations are checked, so
+    /// that nothing executed hides behind the rollback.
+    fn edit_case(&mut self) {
+        let broken = self.rng.chance(3);
+        let token = if broken { self.broken_token() } else { self.token.clone() };
+        let (schema, name) = self.pick_target();
+        let rel = match (&schema, &name) {
+            (Some(s), Some(n)) => self.rel_index(s, n).map(|i| self.rels[i].clone()),
+            _ => None,
+        };
+        let operation = match self.rng.below(12) {
+            0..=2 => "update".to_string(),
+            3..=4 => "insert".to_string(),
+            5..=6 => "delete".to_string(),
+            7..=8 => "update_where".to_string(),
+            9 => "delete_where".to_string(),
+            10 => rng_text(&mut self.rng),
+            _ => self.hostile_ident(),
+        };
+        let mut pair = |x: &mut Self| -> String {
+            let column = x.column_name(rel.as_ref());
+            let value = match (&rel, x.rng.chance(50)) {
+                (Some(r), true) => match r.cols.iter().find(|c| c.name == column).cloned() {
+                    Some(c) => x.value_for(r, &c, "eq").raw,
+                    None => x.hostile_value().raw,
+                },
+                _ => x.hostile_value().raw,
+            };
+            format!("{}: {value}", jstr(&column))
+        };
+        let object = |x: &mut Self, pair: &mut dyn FnMut(&mut Self) -> String| -> String {
+            let n = x.rng.range(0, 3);
+            format!("{{{}}}", (0..n).map(|_| pair(x)).collect::<Vec<_>>().join(", "))
+        };
+        let payload = match (operation.as_str(), self.rng.below(12)) {
+            (_, 0) => self.hostile_value().raw,
+            ("update", _) => format!("{{\"keys\": [{}], \"set\": {}}}", object(self, &mut pair), object(self, &mut pair)),
+            ("insert", _) => format!("{{\"rows\": [{}]}}", object(self, &mut pair)),
+            ("delete", _) => format!("{{\"keys\": [{}]}}", object(self, &mut pair)),
+            ("update_where", _) => format!(
+                "{{\"filter\": {}, \"expected_count\": {}, \"set\": {}}}",
+                self.gen_filter(rel.as_ref(), 1),
+                self.rng.text(NUMBER_LITERALS),
+                object(self, &mut pair)
+            ),
+            _ => format!("{{\"filter\": {}, \"expected_count\": {}}}", self.gen_filter(rel.as_ref(), 1), self.rng.text(NUMBER_LITERALS)),
+        };
+        let request = format!(
+            "{{\"schema\": {}, \"table\": {}, \"operation\": {}, \"payload\": {payload}}}",
+            schema.as_deref().map(jstr).unwrap_or("null".into()),
+            name.as_deref().map(jstr).unwrap_or("null".into()),
+            jstr(&operation)
+        );
+        let desc = format!("edit(token={}, request={})", short(&token), short(&request));
+        let ticket = self.ticket(&token, "edit", &request, None, &desc);
+        if broken {
+            self.check_broken_token("edit", &desc, ticket.map(|_| ()));
+            return;
+        }
+        let ticket = match ticket {
+            Ok(t) => t,
+            Err((code, message)) => return self.check_error("edit", &desc, &code, &message, &[]),
+        };
+        let result = self.timed("edit()", &desc, true, |data| {
+            let mut tx = data.transaction()?;
+            tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+            let answer: String = tx.query_one("SELECT fluxbase_admin.edit()::text", &[])?.get(0);
+            tx.batch_execute("SET LOCAL ROLE fluxbase_explorer")?;
+            let inside: (String, i64) = tx
+                .query_one("SELECT coalesce((SELECT array_agg(x ORDER BY x) FROM public.canary)::text, ''), (SELECT count(*) FROM pg_catalog.pg_class)", &[])
+                .map(|r| (r.get(0), r.get(1)))?;
+            tx.rollback()?;
+            Ok((answer, inside))
+        });
+        self.judge.outcome("edit()", match &result {
+            Ok(_) => "ok",
+            Err((code, _)) => code,
+        });
+        match result {
+            Ok((answer, (canary, relations))) => {
+                self.judge.outcome("edit", "ok");
+                if canary != "{1}" || relations != self.relations {
+                    self.judge.violation("edit", "the edit's transaction changed the canary or the relations", format!("canary {canary}, {relations} relations: {desc}"));
+                }
+                let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+                match v["ok"].as_bool() {
+                    None => self.judge.violation("edit", "an answer without ok", format!("{}: {desc}", short(&answer))),
+                    Some(true) => {
+                        if rel.is_none() || schema.as_deref().is_some_and(forbidden_schema) {
+                            self.judge.violation("edit", "an edit of a relation outside the fixture succeeded", desc.clone());
+                        }
+                    }
+                    Some(false) => {
+                        for error in v["errors"].as_array().into_iter().flatten() {
+                            let code = error["sqlstate"].as_str().unwrap_or_default();
+                            if code == "42601" || code == "XX000" {
+                                self.judge.violation("edit", &format!("an edit's error {code}"), format!("{error}: {desc}"));
+                            }
+                            if error["message"].as_str().is_none_or(|m| m.trim().is_empty()) {
+                                self.judge.violation("edit", "an edit's error without a message", format!("{error}: {desc}"));
+                            }
+                        }
+                    }
+                }
+            }
+            Err((code, message)) => self.check_error("edit", &desc, &code, &message, &[]),
+        }
+    }
+
+    /// Hostile tickets on the data login: made up, spent, expired, tampered, claimed twice
+    /// in one transaction, for another operation; and hostile impersonate tickets.
+    fn hostile_tickets(&mut self) {
         let token = self.token.clone();
         let other = self.other_token.clone();
         let rel = self.rels.iter().find(|r| r.schema == "public" && r.name == "select").unwrap().clone();
         let req = Req::on(&rel);
-        let opened = self.start_export(&token, &req, "start_export for a double open").unwrap();
-        let _ = self.open_export(&token, opened, None, "first open").unwrap();
-        let others = self.start_export(&other, &req, "start_export by another admin").unwrap();
-        let login_audit: i64 = self.su.query_one("SELECT min(id) FROM dashboard_auth.audit_log", &[]).unwrap().get(0);
-        for id in [0, -1, i64::MAX, i64::MIN, login_audit, opened, others, opened + 1_000_000] {
-            let desc = format!("open_export(id={id})");
-            match self.open_export(&token, id, None, &desc) {
+        let spent = self.export_ticket(&token, &req, "export ticket to spend").unwrap();
+        let _ = self.open_export(&spent, None, "first open").unwrap();
+        let others = self.export_ticket(&other, &req, "another admin's export ticket").unwrap();
+        let _ = self.open_export(&others, None, "another admin's ticket is a bearer ticket, opened by its holder").unwrap();
+        let expired = self.export_ticket(&token, &req, "export ticket to expire").unwrap();
+        self.su
+            .execute("UPDATE dashboard_auth.tickets SET expires_at = clock_timestamp() - interval '1 second' WHERE ticket_hash = dashboard_auth.token_hash($1)", &[&expired])
+            .unwrap();
+        let fresh = self.export_ticket(&token, &req, "export ticket to tamper with").unwrap();
+        let mut cases: Vec<(String, String)> = vec![
+            ("spent".into(), spent.clone()),
+            ("another admin's, spent".into(), others),
+            ("expired".into(), expired),
+            ("empty".into(), String::new()),
+            ("upper case".into(), fresh.to_uppercase()),
+            ("with a quote".into(), format!("{fresh}'")),
+            ("with SQL".into(), format!("{fresh}'; DROP TABLE public.canary; --")),
+            ("cut short".into(), fresh[..fresh.len() - 1].to_string()),
+            ("a session token".into(), token.clone()),
+        ];
+        for _ in 0..20 {
+            cases.push(("hostile text".into(), mix(&mut self.rng)));
+        }
+        for (what, ticket) in cases {
+            let desc = format!("open_export(ticket {what}: {})", short(&ticket));
+            match self.open_export(&ticket, None, &desc) {
                 Ok((_, lines)) => {
-                    self.judge.outcome("open_export", "ok");
-                    self.judge.violation("open_export", "opened an export that is not the caller's to open", format!("{} lines: {desc}", lines.len()));
+                    self.judge.outcome("claim", "ok");
+                    self.judge.violation("claim", "claimed a ticket that is not claimable", format!("{} lines: {desc}", lines.len()));
                 }
-                Err((code, message)) => self.check_error("open_export", &desc, &code, &message, &["P0002", "55000"]),
+                Err((code, message)) => {
+                    self.judge.outcome("claim", &code);
+                    if code != "28000" {
+                        self.judge.violation("claim", &format!("a bad ticket refused with {code}, not 28000"), format!("{message}: {desc}"));
+                    }
+                }
+            }
+        }
+        // A browse ticket for another operation's work, and two tickets in one transaction.
+        let browse = self.ticket(&token, "browse", &req.json(), None, "browse ticket").unwrap();
+        let result = self.timed("claim", "a browse ticket opened as an export", true, |data| claimed(data, &browse, "SELECT * FROM fluxbase_admin.open_export()", &[]));
+        match result {
+            Err((code, _)) if code == "55000" => self.judge.outcome("claim", &code),
+            other => self.judge.violation("claim", "a browse ticket was used for another operation", format!("{other:?}")),
+        }
+        let first = self.ticket(&token, "browse", &req.json(), None, "browse ticket").unwrap();
+        let second = self.ticket(&token, "browse", &req.json(), None, "browse ticket").unwrap();
+        let result = self.timed("claim", "two claims in one transaction", true, |data| claimed(data, &first, "SELECT fluxbase_admin.claim($1)::text", &[&second]));
+        match result {
+            Err((code, _)) if code == "55000" => self.judge.outcome("claim", &code),
+            other => self.judge.violation("claim", "two tickets were claimed in one transaction", format!("{other:?}")),
+        }
+        // Data-plane work without a claim.
+        for sql in ["SELECT fluxbase_admin.browse()::text", "SELECT fluxbase_admin.edit()::text", "SELECT portal::text FROM fluxbase_admin.open_export()", "SELECT auth.apply_impersonation()::text"] {
+            match self.timed("claim", sql, true, |data| data.query(sql, &[])) {
+                Err((code, _)) if code == "55000" => self.judge.outcome("claim", &code),
+                other => self.judge.violation("claim", "data-plane work ran without a claim", format!("{sql}: {other:?}")),
+            }
+        }
+        // Hostile impersonate tickets: the read_only flag, and impersonations that are not
+        // the caller's; the ones issued switch the transaction to the target, and back.
+        let imp = self.impersonation.clone();
+        for i in 0..40 {
+            let read_only = match i % 4 {
+                0 => "true".to_string(),
+                1 => "false".to_string(),
+                2 => jstr(self.rng.text(TEXT_VALUES)),
+                _ => self.hostile_value().raw,
+            };
+            let target = match self.rng.below(6) {
+                0 => None,
+                1 => Some(uuid::Uuid::new_v4().to_string()),
+                _ => Some(imp.clone()),
+            };
+            let request = format!("{{\"read_only\": {read_only}}}");
+            let desc = format!("ticket(impersonate, {}, {target:?})", short(&request));
+            match self.ticket(&token, "impersonate", &request, target.as_deref(), &desc) {
+                Ok(ticket) => {
+                    let result = self.timed("apply_impersonation()", &desc, true, |data| {
+                        claimed(data, &ticket, "SELECT current_user::text || ' ' || (auth.apply_impersonation() ->> 'sub') || ' ' || current_user::text", &[])
+                    });
+                    self.judge.outcome("apply_impersonation()", match &result {
+                        Ok(_) => "ok",
+                        Err((code, _)) => code,
+                    });
+                    match result {
+                        Ok(rows) => {
+                            let seen: String = rows[0].get(0);
+                            if !seen.starts_with("fluxbase_data ") || !seen.ends_with(" authenticated") {
+                                self.judge.violation("impersonate", "an impersonate ticket did not switch to its target", format!("{seen}: {desc}"));
+                            }
+                        }
+                        Err((code, message)) => self.check_error("impersonate", &desc, &code, &message, &[]),
+                    }
+                }
+                Err((code, message)) => self.check_error("impersonate", &desc, &code, &message, &["28000"]),
             }
         }
     }
@@ -2342,17 +2595,23 @@ impl Explorer {
     /// The connection is still the web role's, with no claims left over, and the canary
     /// still has its one row.
     fn health(&mut self, when: &str) {
-        match self.web.query_one("SELECT current_user::text, session_user::text, coalesce(current_setting('request.jwt.claims', true), '')", &[]) {
-            Ok(row) => {
-                let (cu, su, claims): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-                if cu != "fluxbase_web" || su != "fluxbase_web" || !claims.is_empty() {
-                    self.judge.violation("connection", "the connection kept a role or claims after a call", format!("{when}: current_user {cu}, claims {claims:?}"));
-                    let _ = self.web.batch_execute("ROLLBACK; RESET ROLE");
+        for (login, data) in [("fluxbase_web", false), ("fluxbase_data", true)] {
+            let conn = if data { &mut self.data } else { &mut self.web };
+            match conn.query_one(
+                "SELECT current_user::text, session_user::text, coalesce(current_setting('request.jwt.claims', true), ''), current_setting('transaction_read_only')",
+                &[],
+            ) {
+                Ok(row) => {
+                    let (cu, su, claims, read_only): (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+                    if cu != login || su != login || !claims.is_empty() || read_only != "off" {
+                        self.judge.violation("connection", "the connection kept a role, claims or read-only after a call", format!("{when}: {login}: current_user {cu}, claims {claims:?}, read only {read_only}"));
+                        let _ = conn.batch_execute("ROLLBACK; RESET ROLE");
+                    }
                 }
-            }
-            Err(e) => {
-                self.judge.violation("connection", "the connection stopped working", format!("{when}: {e}"));
-                self.reconnect();
+                Err(e) => {
+                    self.judge.violation("connection", "the connection stopped working", format!("{when}: {login}: {e}"));
+                    self.reconnect();
+                }
             }
         }
         let canary: Vec<i32> = self.su.query("SELECT x FROM public.canary ORDER BY x", &[]).map(|rows| rows.iter().map(|r| r.get(0)).collect()).unwrap_or_default();
@@ -2457,14 +2716,14 @@ fn hostile_identifiers_and_values_are_data_or_refused_never_executed() {
     .unwrap()[0];
     assert!(row.get::<_, bool>(0), "{}: {}", row.get::<_, String>(1), row.get::<_, String>(2));
     let impersonation: String = row.get(3);
-    let intent: i64 = as_dashboard(&mut web, "SELECT auth.record_impersonated_intent($1, $2::text::uuid, 'explorer.browse', '{}')", &[&token, &impersonation])
-        .unwrap()[0]
-        .get(0);
+    let mut data = db.connect(Caller::Data);
+    data.batch_execute("SET statement_timeout = '20s'").unwrap();
     let mut su = db.connect(Caller::Superuser);
-    let web_style: String = web.query_one("SHOW DateStyle", &[]).unwrap().get(0);
+    let data_style: String = data.query_one("SHOW DateStyle", &[]).unwrap().get(0);
     let su_style: String = su.query_one("SHOW DateStyle", &[]).unwrap().get(0);
-    assert_eq!(web_style, su_style, "the oracle reads values as the web connection does");
+    assert_eq!(data_style, su_style, "the oracle reads values as the data connection does");
     let before = snapshot(&mut su, &fixture.rels);
+    let relations: i64 = su.query_one("SELECT count(*) FROM pg_catalog.pg_class", &[]).unwrap().get(0);
 
     let mut pool: Vec<String> = Vec::new();
     for rel in &fixture.rels {
@@ -2486,11 +2745,12 @@ fn hostile_identifiers_and_values_are_data_or_refused_never_executed() {
     let mut x = Explorer {
         db_name: db.name.clone(),
         web,
+        data,
         su,
         token,
         other_token,
         impersonation,
-        intent,
+        relations,
         rels: fixture.rels.clone(),
         system: fixture.system.clone(),
         pool,
@@ -2517,6 +2777,7 @@ fn hostile_identifiers_and_values_are_data_or_refused_never_executed() {
         ("exact_export", 100),
         ("browse_as", 300),
         ("exact_as", 200),
+        ("edit", 300),
     ];
     let mut queue: Vec<&str> = schedule.iter().flat_map(|(what, n)| std::iter::repeat_n(*what, *n)).collect();
     // A fixed shuffle.
@@ -2541,13 +2802,14 @@ fn hostile_identifiers_and_values_are_data_or_refused_never_executed() {
             "exact_export" => x.exact_case(Via::Export),
             "browse_as" => x.random_case("browse_as"),
             "exact_as" => x.exact_case(Via::BrowseAs),
+            "edit" => x.edit_case(),
             _ => unreachable!(),
         }
         if i % 100 == 99 {
             x.health(&format!("after case {}", i + 1));
         }
     }
-    x.hostile_export_ids();
+    x.hostile_tickets();
     x.health("at the end");
 
     // Nothing was executed: no object appeared or went, no data changed.
@@ -2568,8 +2830,17 @@ fn hostile_identifiers_and_values_are_data_or_refused_never_executed() {
     let report = x.judge.report();
     eprintln!("{report}\n{} calls in {:?}", x.calls, started.elapsed());
     assert!(x.calls >= 3000, "only {} calls", x.calls);
-    for entry in ["catalog", "describe_table", "browse", "plan_browse", "follow_foreign_key", "start_export", "open_export", "browse_as"] {
+    for entry in [
+        "catalog", "describe_table", "browse", "plan_browse", "follow", "export", "open_export", "browse_as", "edit", "impersonate", "claim",
+        "ticket(browse)", "ticket(follow)", "ticket(export)", "ticket(edit)", "ticket(impersonate)",
+        "browse()", "open_export()", "edit()", "apply_impersonation()",
+    ] {
         assert!(x.judge.cases(entry) > 0, "no case reached {entry}");
+    }
+    // Each data-plane entry point both answered and refused something.
+    for entry in ["browse()", "open_export()", "edit()"] {
+        let seen = &x.judge.outcomes[entry];
+        assert!(seen.contains_key("ok") && seen.len() > 1, "{entry}: {seen:?}");
     }
     assert!(x.judge.violations.is_empty(), "{report}");
 }

@@ -69,6 +69,18 @@ impl Admin {
     }
 }
 
+/// Runs `statement` (with %I for the login) for every data login of the cluster
+/// (fluxbase_admin.data_logins): a setting that names a role needs all of them.
+fn data_logins(su: &mut Client, statement: &str) {
+    su.batch_execute(&format!(
+        "DO $$ DECLARE l text; BEGIN
+             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
+         END $$",
+        statement.replace('\'', "''")
+    ))
+    .unwrap();
+}
+
 fn titles(mut rows: Vec<String>) -> Vec<String> {
     rows.sort();
     rows
@@ -351,9 +363,9 @@ fn a_role_that_can_reach_privileges_is_never_a_target() {
     // Listing a role needs every data login to be a member first. The membership is taken
     // back at once: the data login is cluster-wide, and a membership that no database
     // lists makes every other database's claims refuse it.
-    su.batch_execute("GRANT imp_later TO fluxbase_data").unwrap();
+    data_logins(&mut su, "GRANT imp_later TO %I");
     let listed = as_dashboard(&mut admin.web, "SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'imp_later')", &[&admin.token]);
-    su.batch_execute("REVOKE imp_later FROM fluxbase_data").unwrap();
+    data_logins(&mut su, "REVOKE imp_later FROM %I");
     listed.unwrap();
     let session = admin.start_ok("user", Some("later@example.com"));
     let early = admin.ticket(&session, true).unwrap();

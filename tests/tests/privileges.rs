@@ -87,7 +87,144 @@ fn the_dashboard_login_role_has_no_rights_until_it_switches_role() {
     // Nothing of the switch survives the transaction.
     let role: String = web.query_one("SELECT current_user::text", &[]).unwrap().get(0);
     assert_eq!(role, "fluxbase_web");
+
+    // It may switch to fluxbase_dashboard only: not to the app's roles, nor to the roles
+    // of the data plane.
+    for role in ["anon", "authenticated", "service_role", "fluxbase_explorer", "fluxbase_operator", "fluxbase_data"] {
+        let mut tx = web.transaction().unwrap();
+        let err = tx.batch_execute(&format!("SET LOCAL ROLE {role}")).unwrap_err();
+        assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "SET ROLE {role}: {err}");
+    }
 }
+
+/// A role's direct memberships, by name.
+fn memberships(client: &mut postgres::Client, role: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1 ORDER BY 1",
+            &[&role],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn each_login_of_the_two_planes_holds_exactly_the_roles_of_its_plane() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    // The dashboard login: NOINHERIT, a member of fluxbase_dashboard only, not of the
+    // app's roles, directly or otherwise.
+    assert_eq!(memberships(&mut su, "fluxbase_web"), ["fluxbase_dashboard"]);
+    // The data login: NOINHERIT, a member of the roles the data plane switches to, and of
+    // nothing of the dashboard plane.
+    assert_eq!(memberships(&mut su, "fluxbase_data"), ["anon", "authenticated", "fluxbase_explorer", "service_role"]);
+    for (login, foreign) in [
+        ("fluxbase_web", ["anon", "authenticated", "service_role", "fluxbase_explorer", "fluxbase_operator"]),
+        ("fluxbase_data", ["fluxbase_dashboard", "fluxbase_operator", "fluxbase_web", "pg_read_all_data", "pg_write_all_data"]),
+    ] {
+        let row = su
+            .query_one("SELECT rolinherit, rolsuper, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname = $1", &[&login])
+            .unwrap();
+        assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2), row.get::<_, bool>(3)), (false, false, false, false), "{login}");
+        for role in foreign {
+            let member: bool = su.query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&login, &role]).unwrap().get(0);
+            assert!(!member, "{login} is a member of {role}");
+        }
+    }
+    // The explorer role: not a login, not a superuser, sees every row (BYPASSRLS), and a
+    // member of nothing.
+    let row = su
+        .query_one("SELECT rolcanlogin, rolsuper, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname = 'fluxbase_explorer'", &[])
+        .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2), row.get::<_, bool>(3)), (false, false, false, true));
+    assert!(memberships(&mut su, "fluxbase_explorer").is_empty());
+    // And the extension's own check of both logins finds nothing wrong.
+    for (login, plane) in [("fluxbase_web", "dashboard"), ("fluxbase_data", "data")] {
+        let problems: Vec<String> = su
+            .query("SELECT role || ': ' || problem FROM fluxbase_admin.login_problems($1, $2)", &[&login, &plane])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(problems.is_empty(), "{login}: {problems:?}");
+    }
+}
+
+#[test]
+fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functions() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    let definer: Vec<String> = su
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin') AND p.prosecdef
+                AND has_function_privilege('fluxbase_data', p.oid, 'EXECUTE')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(definer, ["fluxbase_admin.claim(text)", "fluxbase_admin.record_result(jsonb)"]);
+    // The roles the data plane switches to (and app code runs as) may call none of the
+    // dashboard's definer functions (the app's own sign-in functions in auth are theirs);
+    // the explorer role none of the extension's.
+    for (role, schemas) in [
+        ("fluxbase_explorer", vec!["auth", "dashboard_auth", "fluxbase_admin"]),
+        ("anon", vec!["dashboard_auth", "fluxbase_admin"]),
+        ("authenticated", vec!["dashboard_auth", "fluxbase_admin"]),
+        ("service_role", vec!["dashboard_auth", "fluxbase_admin"]),
+    ] {
+        let reached: Vec<String> = su
+            .query(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE n.nspname::text = ANY ($2) AND p.prosecdef
+                    AND has_function_privilege($1, p.oid, 'EXECUTE')",
+                &[&role, &schemas],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(reached.is_empty(), "{role}: {reached:?}");
+    }
+    // As itself, the data login is refused the dashboard's functions and cannot become
+    // the dashboard's role.
+    let mut data = db.connect(Caller::Data);
+    for call in [
+        "SELECT fluxbase_admin.ticket('fbs_x', 'browse', '{}')",
+        "SELECT * FROM dashboard_auth.login('a@example.com', 'x')",
+        "SELECT fluxbase_admin.plan_browse('fbs_x', 'public', 't')",
+        "SELECT * FROM fluxbase_admin.sql_begin('fbs_x', 'SELECT 1', false, NULL, NULL)",
+        "SET ROLE fluxbase_dashboard",
+        "SET ROLE fluxbase_operator",
+    ] {
+        let err = data.batch_execute(call).unwrap_err();
+        assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "fluxbase_data: {call}: {err}");
+    }
+    // The dashboard's role may run none of the data plane's work.
+    let mut web = db.connect(Caller::Dashboard);
+    for call in DATA_PLANE_CALLS {
+        let mut tx = web.transaction().unwrap();
+        tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+        let err = tx.query(call, &[]).unwrap_err();
+        assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "fluxbase_dashboard: {call}: {err}");
+    }
+}
+
+/// The data plane's entry points: nobody but the data login calls them.
+const DATA_PLANE_CALLS: [&str; 6] = [
+    "SELECT fluxbase_admin.claim('fbk_x')",
+    "SELECT fluxbase_admin.browse()",
+    "SELECT fluxbase_admin.edit()",
+    "SELECT * FROM fluxbase_admin.open_export()",
+    "SELECT fluxbase_admin.sql_execute('SELECT 1')",
+    "SELECT auth.apply_impersonation()",
+];
 
 #[test]
 fn an_operator_reaches_the_admin_schemas() {
@@ -177,15 +314,33 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
 #[test]
 fn app_roles_reach_nothing_of_the_dashboard() {
     let db = TestDb::new();
+    // Every function named here exists: a refusal is not a missing function.
+    let mut su = db.connect(Caller::Superuser);
+    for signature in [
+        "fluxbase_admin.claim(text)", "fluxbase_admin.browse()", "fluxbase_admin.edit()", "fluxbase_admin.open_export(text)",
+        "fluxbase_admin.ticket(text, text, jsonb, uuid)", "fluxbase_admin.record_result(jsonb)", "fluxbase_admin.sql_execute(text)",
+        "auth.apply_impersonation()", "fluxbase_admin.read_page(jsonb, text, jsonb)",
+        "fluxbase_admin.build_browse(jsonb, text, text, text, integer, text)",
+    ] {
+        let found: Option<String> = su.query_one("SELECT to_regprocedure($1)::text", &[&signature]).unwrap().get(0);
+        assert!(found.is_some(), "{signature} does not exist");
+    }
     let calls = [
         "SELECT * FROM dashboard_auth.login('a@example.com', 'x')",
         "SELECT dashboard_auth.needs_setup()",
         "SELECT * FROM dashboard_auth.dashboard_users",
         "SELECT * FROM dashboard_auth.audit_log",
-        "SELECT fluxbase_admin.browse('x', 'public', 't')",
-        "SELECT fluxbase_admin.read_page('{}', 'none', NULL, NULL)",
+        "SELECT * FROM dashboard_auth.tickets",
+        "SELECT fluxbase_admin.ticket('x', 'browse', '{}')",
+        "SELECT fluxbase_admin.record_result('{}')",
+        "SELECT fluxbase_admin.read_page('{}', 'none', NULL)",
         "SELECT fluxbase_admin.build_browse('{}', NULL, NULL, NULL, 1, NULL)",
-        "SELECT * FROM fluxbase_admin.open_export('x', 1)",
+        DATA_PLANE_CALLS[0],
+        DATA_PLANE_CALLS[1],
+        DATA_PLANE_CALLS[2],
+        DATA_PLANE_CALLS[3],
+        DATA_PLANE_CALLS[4],
+        DATA_PLANE_CALLS[5],
     ];
     // The application's own login role, as itself.
     let mut app = db.connect(Caller::App);
@@ -194,7 +349,6 @@ fn app_roles_reach_nothing_of_the_dashboard() {
         assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "app_user: {call}: {err}");
     }
     // And each app role, switched to from a superuser's connection.
-    let mut su = db.connect(Caller::Superuser);
     for role in ["anon", "authenticated", "service_role"] {
         for call in calls {
             let mut tx = su.transaction().unwrap();

@@ -1,7 +1,9 @@
-//! The SQL runner (sql/sql_runner.sql) driven as `fluxbase serve` drives it: the three
-//! calls on one connection as fluxbase_dashboard (sql_begin, then BEGIN / SET LOCAL
-//! statement_timeout / sql_execute, then sql_finish with COMMIT or after ROLLBACK), and
-//! what each run leaves in the audit log, the history and the connection.
+//! The SQL runner (sql/sql_runner.sql) driven as `fluxbase serve` drives it across the
+//! two planes: sql_begin on the dashboard login (which returns a ticket), then on the
+//! data login BEGIN / SET LOCAL statement_timeout / claim / SAVEPOINT / sql_execute, then
+//! record_result and COMMIT for a write, or ROLLBACK TO SAVEPOINT, COMMIT and sql_finish
+//! on the dashboard login for a read or a failure; and what each run leaves in the audit
+//! log, the history and the connections.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,12 +18,18 @@ use serde_json::{json, Value};
 // The harness: a fixture, the three steps, and what the superuser sees afterwards
 // ---------------------------------------------------------------------------------
 
+/// An admin's two connections: the dashboard login (already `SET ROLE
+/// fluxbase_dashboard` for the session) and the data login.
+struct Conns {
+    web: Client,
+    data: Client,
+}
+
 /// A test database with `public.items` (20 rows, `note` NULL on odd ids) granted to
-/// service_role, the runner's default role, and an admin signed in on a dashboard
-/// connection.
+/// service_role, the runner's default role, and an admin signed in.
 struct Ctx {
     db: TestDb,
-    web: Client,
+    c: Conns,
     token: String,
 }
 
@@ -35,17 +43,16 @@ fn setup() -> Ctx {
              GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO service_role;",
         )
         .unwrap();
-    let (web, token) = sign_in(&db, "ann@example.com", "admin");
-    Ctx { db, web, token }
+    let (c, token) = sign_in(&db, "ann@example.com", "admin");
+    Ctx { db, c, token }
 }
 
-/// Creates an admin (or viewer) and returns a dashboard connection, already
-/// `SET ROLE fluxbase_dashboard` for the whole session, and its session token.
-fn sign_in(db: &TestDb, email: &str, role: &str) -> (Client, String) {
+/// Creates an admin (or viewer) and returns its connections and its session token.
+fn sign_in(db: &TestDb, email: &str, role: &str) -> (Conns, String) {
     create_admin(db, email, role);
     let mut web = dashboard(db);
     let token = login(&mut web, email, PASSWORD, "192.0.2.1").token().to_string();
-    (web, token)
+    (Conns { web, data: db.connect(Caller::Data) }, token)
 }
 
 /// A connection as the web login role, switched to fluxbase_dashboard for the session.
@@ -66,11 +73,15 @@ struct Begun {
     read_only: Option<bool>,
     timeout_ms: Option<i64>,
     row_limit: Option<i32>,
+    ticket: Option<String>,
 }
 
 impl Begun {
     fn run_id(&self) -> &str {
         self.run_id.as_deref().unwrap_or_else(|| panic!("no run: {self:?}"))
+    }
+    fn ticket(&self) -> &str {
+        self.ticket.as_deref().unwrap_or_else(|| panic!("no ticket: {self:?}"))
     }
 }
 
@@ -105,11 +116,13 @@ impl RunError {
     }
 }
 
-/// Step 1: sql_begin in a transaction of its own (it commits the intent).
-fn begin(c: &mut Client, token: &str, sql: &str, writes: bool, explain: Option<&str>, impersonation: Option<&str>) -> Begun {
+/// Step 1, on the dashboard login: sql_begin in a transaction of its own (it commits the
+/// intent and the ticket).
+fn begin(c: &mut Conns, token: &str, sql: &str, writes: bool, explain: Option<&str>, impersonation: Option<&str>) -> Begun {
     let row = c
+        .web
         .query_one(
-            "SELECT ok, code, message, run_id::text, run_as, read_only, timeout_ms, row_limit
+            "SELECT ok, code, message, run_id::text, run_as, read_only, timeout_ms, row_limit, ticket
                FROM fluxbase_admin.sql_begin($1, $2, $3, $4, $5::text::uuid)",
             &[&token, &sql, &writes, &explain, &impersonation],
         )
@@ -123,41 +136,57 @@ fn begin(c: &mut Client, token: &str, sql: &str, writes: bool, explain: Option<&
         read_only: row.get(5),
         timeout_ms: row.get(6),
         row_limit: row.get(7),
+        ticket: row.get(8),
     }
 }
 
-/// Step 2: opens the run's transaction, sets its timeout and runs the statement. The
-/// transaction stays open (also on failure): `close` ends it.
-fn execute_open(c: &mut Client, token: &str, begun: &Begun, sql: &str) -> Result<Value, postgres::Error> {
-    c.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {}", begun.timeout_ms.expect("a timeout")))?;
-    let row = c.query_one("SELECT fluxbase_admin.sql_execute($1, $2::text::uuid, $3)", &[&token, &begun.run_id(), &sql])?;
+/// Step 2, on the data login: opens the run's transaction, sets its timeout, claims the
+/// ticket, sets the savepoint and runs the statement. The transaction stays open (also
+/// on failure): `close` ends it.
+fn execute_open(c: &mut Conns, begun: &Begun, sql: &str) -> Result<Value, postgres::Error> {
+    c.data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {}", begun.timeout_ms.expect("a timeout")))?;
+    c.data.execute("SELECT fluxbase_admin.claim($1)", &[&begun.ticket()])?;
+    c.data.batch_execute("SAVEPOINT run")?;
+    let row = c.data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&sql])?;
     Ok(row.get(0))
 }
 
-fn finish(c: &mut Client, token: &str, run_id: &str, outcome: &Value) {
-    c.execute("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, $3)", &[&token, &run_id, outcome])
+fn finish(c: &mut Conns, token: &str, run_id: &str, outcome: &Value) {
+    c.web
+        .execute("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, $3)", &[&token, &run_id, outcome])
         .unwrap_or_else(|e| panic!("sql_finish {outcome}: {e:?}"));
 }
 
-/// Step 3: a write that succeeded is finished in its own transaction and committed; a
-/// read, or any failure, is rolled back and then finished on its own.
-fn close(c: &mut Client, token: &str, begun: &Begun, writes: bool, result: Result<Value, postgres::Error>) -> Result<Value, RunError> {
+/// Undoes the statement and commits the claim; when the claim itself failed (no
+/// savepoint), rolls everything back.
+fn undo(c: &mut Conns) {
+    if c.data.batch_execute("ROLLBACK TO SAVEPOINT run; COMMIT").is_err() {
+        c.data.batch_execute("ROLLBACK").unwrap();
+    }
+}
+
+/// Step 3: a write that succeeded records its result in its own transaction, which
+/// commits; a read, or any failure, is rolled back to the savepoint, committed, and then
+/// finished on the dashboard login.
+fn close(c: &mut Conns, token: &str, begun: &Begun, writes: bool, result: Result<Value, postgres::Error>) -> Result<Value, RunError> {
     let run_id = begun.run_id();
     match result {
         Ok(value) => {
             let outcome = json!({"status": "succeeded", "row_count": value["row_count"], "affected": value["affected"],
                                  "truncated": value["truncated"]});
             if writes {
-                finish(c, token, run_id, &outcome);
-                c.batch_execute("COMMIT").unwrap();
+                c.data
+                    .execute("SELECT fluxbase_admin.record_result($1)", &[&outcome])
+                    .unwrap_or_else(|e| panic!("record_result {outcome}: {e:?}"));
+                c.data.batch_execute("COMMIT").unwrap();
             } else {
-                c.batch_execute("ROLLBACK").unwrap();
+                undo(c);
                 finish(c, token, run_id, &outcome);
             }
             Ok(value)
         }
         Err(e) => {
-            c.batch_execute("ROLLBACK").unwrap();
+            undo(c);
             let (code, message) = match e.as_db_error() {
                 Some(db) => (db.code().code().to_string(), db.message().to_string()),
                 None => (String::new(), e.to_string()),
@@ -175,18 +204,19 @@ fn close(c: &mut Client, token: &str, begun: &Begun, writes: bool, result: Resul
 }
 
 /// A whole run of `sql`: the three steps, done properly whatever happens.
-fn run(c: &mut Client, token: &str, sql: &str, writes: bool, explain: Option<&str>) -> Result<Value, RunError> {
+fn run(c: &mut Conns, token: &str, sql: &str, writes: bool, explain: Option<&str>) -> Result<Value, RunError> {
     run_as(c, token, sql, writes, explain, None)
 }
 
 /// A whole run, optionally under an impersonation.
-fn run_as(c: &mut Client, token: &str, sql: &str, writes: bool, explain: Option<&str>, impersonation: Option<&str>) -> Result<Value, RunError> {
+fn run_as(c: &mut Conns, token: &str, sql: &str, writes: bool, explain: Option<&str>, impersonation: Option<&str>) -> Result<Value, RunError> {
     let begun = begin(c, token, sql, writes, explain, impersonation);
     if !begun.ok {
         assert!(begun.run_id.is_none(), "a refused run has no id: {begun:?}");
+        assert!(begun.ticket.is_none(), "a refused run has no ticket: {begun:?}");
         return Err(RunError::Refused { code: begun.code, message: begun.message });
     }
-    let result = execute_open(c, token, &begun, sql);
+    let result = execute_open(c, &begun, sql);
     close(c, token, &begun, writes, result)
 }
 
@@ -232,8 +262,8 @@ struct Past {
     error_code: Option<String>,
 }
 
-fn history(c: &mut Client, token: &str, max_rows: i32) -> Vec<Past> {
-    c.query(
+fn history(c: &mut Conns, token: &str, max_rows: i32) -> Vec<Past> {
+    c.web.query(
         "SELECT run_id::text, statement, mode, status, row_count, affected, truncated, error_code
            FROM fluxbase_admin.sql_history($1, $2)",
         &[&token, &max_rows],
@@ -253,12 +283,24 @@ fn history(c: &mut Client, token: &str, max_rows: i32) -> Vec<Past> {
     .collect()
 }
 
-fn set_setting(c: &mut Client, token: &str, key: &str, value: &str) -> Result<(), postgres::Error> {
-    c.query("SELECT * FROM dashboard_auth.set_setting($1, $2, $3)", &[&token, &key, &value]).map(|_| ())
+fn set_setting(c: &mut Conns, token: &str, key: &str, value: &str) -> Result<(), postgres::Error> {
+    c.web.query("SELECT * FROM dashboard_auth.set_setting($1, $2, $3)", &[&token, &key, &value]).map(|_| ())
 }
 
 fn items_fingerprint(db: &TestDb) -> String {
     su_one(db, "SELECT string_agg(id || ':' || name || ':' || coalesce(note, '-'), ',' ORDER BY id) FROM public.items")
+}
+
+/// Runs `statement` (with %I for the login) for every data login of the cluster
+/// (fluxbase_admin.data_logins): runner.role must name a role all of them are members of.
+fn data_logins(su: &mut Client, statement: &str) {
+    su.batch_execute(&format!(
+        "DO $$ DECLARE l text; BEGIN
+             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
+         END $$",
+        statement.replace('\'', "''")
+    ))
+    .unwrap();
 }
 
 /// Cluster-wide roles for the fixtures, made once (other runs of the suite may have made
@@ -280,18 +322,18 @@ fn ensure_role(db: &TestDb, name: &str, attributes: &str) {
 
 #[test]
 fn a_read_returns_every_column_and_a_write_commits_for_everyone() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
 
     let sql = "SELECT id, name AS label, note, id * 10 AS label FROM public.items WHERE id IN (1, 2) ORDER BY id";
-    let begun = begin(&mut web, &token, sql, false, None, None);
+    let begun = begin(&mut c, &token, sql, false, None, None);
     assert!(begun.ok, "{begun:?}");
     assert_eq!(begun.code, "ok");
     assert_eq!(begun.run_as.as_deref(), Some("service_role"));
     assert_eq!(begun.read_only, Some(true));
     assert_eq!(begun.timeout_ms, Some(30_000), "the default runner.timeout is 30s");
     assert_eq!(begun.row_limit, Some(1000), "the default runner.row_limit");
-    let result = execute_open(&mut web, &token, &begun, sql);
-    let read = close(&mut web, &token, &begun, false, result).unwrap();
+    let result = execute_open(&mut c, &begun, sql);
+    let read = close(&mut c, &token, &begun, false, result).unwrap();
     assert_eq!(
         read["columns"],
         json!([{"name": "id", "type": "integer"}, {"name": "label", "type": "text"},
@@ -312,7 +354,7 @@ fn a_read_returns_every_column_and_a_write_commits_for_everyone() {
     assert_eq!(read["run_id"], begun.run_id());
     assert!(read["plan"].is_null());
 
-    let updated = ok(run(&mut web, &token, "UPDATE public.items SET name = upper(name) WHERE id <= 3 RETURNING id, name", true, None));
+    let updated = ok(run(&mut c, &token, "UPDATE public.items SET name = upper(name) WHERE id <= 3 RETURNING id, name", true, None));
     assert_eq!(updated["command"], "UPDATE");
     assert_eq!(updated["affected"], 3);
     assert_eq!(updated["row_count"], 3);
@@ -327,7 +369,7 @@ fn a_read_returns_every_column_and_a_write_commits_for_everyone() {
         ]
     );
 
-    let inserted = ok(run(&mut web, &token, "INSERT INTO public.items (id, name) VALUES (21, 'new'), (22, 'newer')", true, None));
+    let inserted = ok(run(&mut c, &token, "INSERT INTO public.items (id, name) VALUES (21, 'new'), (22, 'newer')", true, None));
     assert_eq!(inserted["command"], "INSERT");
     assert_eq!(inserted["affected"], 2);
     assert_eq!(inserted["rows"], json!([]));
@@ -340,7 +382,7 @@ fn a_read_returns_every_column_and_a_write_commits_for_everyone() {
     let new: Vec<String> = other.query("SELECT name FROM public.items WHERE id > 20 ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(new, ["new", "newer"]);
 
-    let past = history(&mut web, &token, 10);
+    let past = history(&mut c, &token, 10);
     assert_eq!(past.iter().map(|p| (p.mode.as_str(), p.status.as_str())).collect::<Vec<_>>(),
                [("write", "succeeded"), ("write", "succeeded"), ("read", "succeeded")]);
     assert_eq!(past[0].affected, Some(2));
@@ -353,24 +395,24 @@ fn a_read_returns_every_column_and_a_write_commits_for_everyone() {
 
 #[test]
 fn an_update_in_a_read_run_fails_read_only_and_changes_nothing() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let before = items_fingerprint(&db);
-    let err = run(&mut web, &token, "UPDATE public.items SET name = 'gone' RETURNING id", false, None).unwrap_err();
+    let err = run(&mut c, &token, "UPDATE public.items SET name = 'gone' RETURNING id", false, None).unwrap_err();
     assert_eq!(err.sqlstate(), "25006", "{err:?}");
-    let err = run(&mut web, &token, "DELETE FROM public.items", false, None).unwrap_err();
+    let err = run(&mut c, &token, "DELETE FROM public.items", false, None).unwrap_err();
     assert_eq!(err.sqlstate(), "25006", "{err:?}");
     // Turning the read-only mode off from inside the statement is not possible either.
-    let err = run(&mut web, &token, "SELECT set_config('transaction_read_only', 'off', true)", false, None).unwrap_err();
+    let err = run(&mut c, &token, "SELECT set_config('transaction_read_only', 'off', true)", false, None).unwrap_err();
     assert_eq!(err.sqlstate(), "25001", "{err:?}");
     assert_eq!(items_fingerprint(&db), before);
-    let past = history(&mut web, &token, 3);
+    let past = history(&mut c, &token, 3);
     assert!(past.iter().all(|p| p.status == "failed" && p.mode == "read"), "{past:?}");
     assert_eq!(past[2].error_code.as_deref(), Some("25006"));
 }
 
 #[test]
 fn a_viewer_is_refused_a_write_but_may_read() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let (mut viewer, vtoken) = sign_in(&db, "vic@example.com", "viewer");
     let before = items_fingerprint(&db);
 
@@ -399,12 +441,12 @@ fn a_viewer_is_refused_a_write_but_may_read() {
     assert_eq!(past.len(), 1);
     assert_eq!((past[0].mode.as_str(), past[0].status.as_str()), ("read", "succeeded"));
     // The viewer's runs are their own: the admin's history is empty.
-    assert!(history(&mut web, &token, 10).is_empty());
+    assert!(history(&mut c, &token, 10).is_empty());
 }
 
 #[test]
 fn several_statements_transaction_control_and_role_changes_are_refused_and_audited() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let before = items_fingerprint(&db);
     let refused = [
         "UPDATE public.items SET name = 'one'; UPDATE public.items SET name = 'two'",
@@ -424,7 +466,7 @@ fn several_statements_transaction_control_and_role_changes_are_refused_and_audit
     ];
     for sql in refused {
         for writes in [false, true] {
-            let err = run(&mut web, &token, sql, writes, None).unwrap_err();
+            let err = run(&mut c, &token, sql, writes, None).unwrap_err();
             let (code, message) = err.refusal();
             assert_eq!(code, "refused", "{sql}: {message}");
         }
@@ -443,31 +485,32 @@ fn several_statements_transaction_control_and_role_changes_are_refused_and_audit
     assert_eq!(runs, 0, "nothing refused was begun");
     assert!(!admin::audit_actions(&db).iter().any(|a| a == "sql.run.intent"));
     assert_eq!(items_fingerprint(&db), before);
-    let role: String = web.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    let role: String = c.web.query_one("SELECT current_user::text", &[]).unwrap().get(0);
     assert_eq!(role, "fluxbase_dashboard");
 }
 
 #[test]
 fn a_role_change_the_check_misses_is_caught_and_rolled_back() {
-    let Ctx { db, mut web, token } = setup();
-    let sql = "SELECT set_config(lower('ROLE'), 'fluxbase_dashboard', true)";
-    let begun = begin(&mut web, &token, sql, false, None, None);
+    let Ctx { db, mut c, token } = setup();
+    // The data login may switch to the explorer role (BYPASSRLS): a run must not.
+    let sql = "SELECT set_config(lower('ROLE'), 'fluxbase_explorer', true)";
+    let begun = begin(&mut c, &token, sql, false, None, None);
     assert!(begun.ok, "a computed name passes the static check: {begun:?}");
-    let result = execute_open(&mut web, &token, &begun, sql);
-    let err = close(&mut web, &token, &begun, false, result).unwrap_err();
+    let result = execute_open(&mut c, &begun, sql);
+    let err = close(&mut c, &token, &begun, false, result).unwrap_err();
     assert_eq!(err.sqlstate(), "42501", "{err:?}");
     assert!(err.db_error().message().contains("changed the current role"), "{err:?}");
 
     let sql = "WITH x AS (INSERT INTO public.items (id, name) VALUES (50, 'sneaky') RETURNING 1)
-               SELECT set_config(lower('ROLE'), 'fluxbase_dashboard', true) FROM x";
-    let err = run(&mut web, &token, sql, true, None).unwrap_err();
+               SELECT set_config(lower('ROLE'), 'fluxbase_explorer', true) FROM x";
+    let err = run(&mut c, &token, sql, true, None).unwrap_err();
     assert_eq!(err.sqlstate(), "42501", "{err:?}");
     let sneaky: i64 = su_one(&db, "SELECT count(*) FROM public.items WHERE id = 50");
     assert_eq!(sneaky, 0, "the write in the same statement is rolled back");
 
-    let role: String = web.query_one("SELECT current_user::text", &[]).unwrap().get(0);
-    assert_eq!(role, "fluxbase_dashboard");
-    let past = history(&mut web, &token, 2);
+    let role: String = c.data.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    assert_eq!(role, "fluxbase_data");
+    let past = history(&mut c, &token, 2);
     assert!(past.iter().all(|p| p.status == "rolled_back" && p.error_code.as_deref() == Some("42501")), "{past:?}");
     assert_eq!(audit_details(&db, "sql.run.rolled_back").len(), 2);
 }
@@ -479,14 +522,14 @@ fn a_role_change_the_check_misses_is_caught_and_rolled_back() {
 /// both facts down, so that a stronger guard shows up here when it comes.
 #[test]
 fn a_role_switched_and_back_within_the_statement_is_in_the_audit_log() {
-    let Ctx { db, mut web, token } = setup();
-    set_setting(&mut web, &token, "runner.role", "anon").unwrap();
-    let plain = run(&mut web, &token, "SELECT count(*) FROM public.items", false, None).unwrap_err();
+    let Ctx { db, mut c, token } = setup();
+    set_setting(&mut c, &token, "runner.role", "anon").unwrap();
+    let plain = run(&mut c, &token, "SELECT count(*) FROM public.items", false, None).unwrap_err();
     assert_eq!(plain.sqlstate(), "42501", "anon may not read items: {plain:?}");
     let sql = "SELECT set_config(lower('ROLE'), 'service_role', true) AS up,
                       query_to_xml('SELECT count(*) AS n FROM public.items', false, false, '') AS secret,
                       set_config(lower('ROLE'), 'anon', true) AS down";
-    let result = run(&mut web, &token, sql, false, None);
+    let result = run(&mut c, &token, sql, false, None);
     assert!(result.is_ok(), "a stronger guard caught it: update this test and the README: {result:?}");
     let recorded: Vec<String> = db
         .connect(Caller::Superuser)
@@ -504,19 +547,19 @@ fn a_role_switched_and_back_within_the_statement_is_in_the_audit_log() {
 
 #[test]
 fn a_statement_past_the_timeout_is_cancelled_and_recorded_as_failed() {
-    let Ctx { db: _db, mut web, token } = setup();
-    set_setting(&mut web, &token, "runner.timeout", "1s").unwrap();
+    let Ctx { db: _db, mut c, token } = setup();
+    set_setting(&mut c, &token, "runner.timeout", "1s").unwrap();
     let sql = "SELECT pg_sleep(5)";
-    let begun = begin(&mut web, &token, sql, false, None, None);
+    let begun = begin(&mut c, &token, sql, false, None, None);
     assert_eq!(begun.timeout_ms, Some(1000), "{begun:?}");
     let started = Instant::now();
-    let result = execute_open(&mut web, &token, &begun, sql);
+    let result = execute_open(&mut c, &begun, sql);
     let elapsed = started.elapsed();
-    let err = close(&mut web, &token, &begun, false, result).unwrap_err();
+    let err = close(&mut c, &token, &begun, false, result).unwrap_err();
     assert_eq!(err.sqlstate(), "57014", "{err:?}");
     assert!(err.db_error().message().contains("statement timeout"), "{err:?}");
     assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3), "cancelled after {elapsed:?}");
-    let past = history(&mut web, &token, 1);
+    let past = history(&mut c, &token, 1);
     assert_eq!(past[0].run_id, begun.run_id());
     assert_eq!(past[0].status, "failed");
     assert_eq!(past[0].error_code.as_deref(), Some("57014"));
@@ -524,28 +567,28 @@ fn a_statement_past_the_timeout_is_cancelled_and_recorded_as_failed() {
 
 #[test]
 fn the_row_limit_cuts_the_rows_but_a_write_counts_every_change() {
-    let Ctx { db, mut web, token } = setup();
-    set_setting(&mut web, &token, "runner.row_limit", "5").unwrap();
+    let Ctx { db, mut c, token } = setup();
+    set_setting(&mut c, &token, "runner.row_limit", "5").unwrap();
     let sql = "SELECT generate_series(1, 20) AS n";
-    let begun = begin(&mut web, &token, sql, false, None, None);
+    let begun = begin(&mut c, &token, sql, false, None, None);
     assert_eq!(begun.row_limit, Some(5));
-    let result = execute_open(&mut web, &token, &begun, sql);
-    let read = close(&mut web, &token, &begun, false, result).unwrap();
+    let result = execute_open(&mut c, &begun, sql);
+    let read = close(&mut c, &token, &begun, false, result).unwrap();
     assert_eq!(rows(&read), (1..=5).map(|n| vec![Some(n.to_string())]).collect::<Vec<_>>());
     assert_eq!(read["row_count"], 5);
     assert_eq!(read["truncated"], true);
 
     // Exactly the limit is not truncated.
-    let five = ok(run(&mut web, &token, "SELECT generate_series(1, 5)", false, None));
+    let five = ok(run(&mut c, &token, "SELECT generate_series(1, 5)", false, None));
     assert_eq!((five["row_count"].clone(), five["truncated"].clone()), (json!(5), json!(false)));
 
-    let write = ok(run(&mut web, &token, "UPDATE public.items SET note = 'touched' RETURNING id", true, None));
+    let write = ok(run(&mut c, &token, "UPDATE public.items SET note = 'touched' RETURNING id", true, None));
     assert_eq!(write["row_count"], 5);
     assert_eq!(write["truncated"], true);
     assert_eq!(write["affected"], 20, "{write}");
     let touched: i64 = su_one(&db, "SELECT count(*) FROM public.items WHERE note = 'touched'");
     assert_eq!(touched, 20, "the whole update ran and committed");
-    let past = history(&mut web, &token, 1);
+    let past = history(&mut c, &token, 1);
     assert_eq!((past[0].row_count, past[0].affected, past[0].truncated), (Some(5), Some(20), Some(true)));
 }
 
@@ -555,9 +598,9 @@ fn the_row_limit_cuts_the_rows_but_a_write_counts_every_change() {
 
 #[test]
 fn an_error_reports_its_position_and_the_history_keeps_the_run() {
-    let Ctx { db: _db, mut web, token } = setup();
+    let Ctx { db: _db, mut c, token } = setup();
     let sql = "SELECT idd FROM public.items";
-    let err = run(&mut web, &token, sql, false, None).unwrap_err();
+    let err = run(&mut c, &token, sql, false, None).unwrap_err();
     assert_eq!(err.sqlstate(), "42703", "{err:?}");
     match err.db_error().position() {
         Some(ErrorPosition::Internal { position, query }) => {
@@ -568,7 +611,7 @@ fn an_error_reports_its_position_and_the_history_keeps_the_run() {
     }
     // A syntax error (which the classifier leaves to the run) too.
     let sql = "SELECT id FROM public.items WHERE";
-    let err = run(&mut web, &token, sql, false, None).unwrap_err();
+    let err = run(&mut c, &token, sql, false, None).unwrap_err();
     assert_eq!(err.sqlstate(), "42601", "{err:?}");
     match err.db_error().position() {
         Some(ErrorPosition::Internal { position, query }) => {
@@ -577,7 +620,7 @@ fn an_error_reports_its_position_and_the_history_keeps_the_run() {
         }
         other => panic!("expected an internal position, got {other:?}"),
     }
-    let past = history(&mut web, &token, 10);
+    let past = history(&mut c, &token, 10);
     assert_eq!(past.len(), 2);
     assert_eq!(past[1].statement, "SELECT idd FROM public.items");
     assert_eq!(past[1].status, "failed");
@@ -586,27 +629,27 @@ fn an_error_reports_its_position_and_the_history_keeps_the_run() {
 
 #[test]
 fn explain_shows_the_plan_and_analyze_runs_read_only() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let before = items_fingerprint(&db);
-    let plan = ok(run(&mut web, &token, "SELECT * FROM public.items WHERE note IS NULL", false, Some("plan")));
+    let plan = ok(run(&mut c, &token, "SELECT * FROM public.items WHERE note IS NULL", false, Some("plan")));
     let text = plan["plan"].as_str().unwrap_or_else(|| panic!("no plan in {plan}"));
     assert!(text.contains("Scan"), "{text}");
     assert!(!text.contains("actual time"), "a plan without ANALYZE: {text}");
     assert_eq!(plan["columns"], json!([{"name": "QUERY PLAN", "type": "text"}]));
 
-    let analyzed = ok(run(&mut web, &token, "SELECT * FROM public.items WHERE note IS NULL", false, Some("analyze")));
+    let analyzed = ok(run(&mut c, &token, "SELECT * FROM public.items WHERE note IS NULL", false, Some("analyze")));
     let text = analyzed["plan"].as_str().unwrap();
     assert!(text.contains("actual time"), "{text}");
 
-    let err = run(&mut web, &token, "UPDATE public.items SET name = 'analyzed'", false, Some("analyze")).unwrap_err();
+    let err = run(&mut c, &token, "UPDATE public.items SET name = 'analyzed'", false, Some("analyze")).unwrap_err();
     assert_eq!(err.sqlstate(), "25006", "{err:?}");
     assert_eq!(items_fingerprint(&db), before, "EXPLAIN ANALYZE in a read run changes nothing");
 
-    let err = run(&mut web, &token, "CREATE TABLE public.explained (id int)", true, Some("plan")).unwrap_err();
+    let err = run(&mut c, &token, "CREATE TABLE public.explained (id int)", true, Some("plan")).unwrap_err();
     let (code, message) = err.refusal();
     assert_eq!(code, "refused");
     assert!(message.contains("CREATE TABLE"), "{message}");
-    let err = run(&mut web, &token, "EXPLAIN SELECT 1", false, Some("plan")).unwrap_err();
+    let err = run(&mut c, &token, "EXPLAIN SELECT 1", false, Some("plan")).unwrap_err();
     assert_eq!(err.refusal().0, "refused");
     let exists: bool = su_one(&db, "SELECT to_regclass('public.explained') IS NOT NULL");
     assert!(!exists);
@@ -614,7 +657,8 @@ fn explain_shows_the_plan_and_analyze_runs_read_only() {
     assert_eq!(refused.len(), 2);
     assert_eq!(refused[0]["explain"], "plan");
     // An unknown explain mode is a bad call, not a refusal.
-    let err = web
+    let err = c
+        .web
         .query("SELECT * FROM fluxbase_admin.sql_begin($1, 'SELECT 1', false, 'verbose')", &[&token])
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22023");
@@ -622,8 +666,8 @@ fn explain_shows_the_plan_and_analyze_runs_read_only() {
 
 #[test]
 fn explain_analyze_of_a_write_counts_the_rows_it_changed() {
-    let Ctx { db, mut web, token } = setup();
-    let result = ok(run(&mut web, &token, "UPDATE public.items SET note = 'analyzed' WHERE id <= 3", true, Some("analyze")));
+    let Ctx { db, mut c, token } = setup();
+    let result = ok(run(&mut c, &token, "UPDATE public.items SET note = 'analyzed' WHERE id <= 3", true, Some("analyze")));
     let changed: i64 = su_one(&db, "SELECT count(*) FROM public.items WHERE note = 'analyzed'");
     assert_eq!(changed, 3, "EXPLAIN ANALYZE in a write run runs and commits the write");
     assert!(
@@ -636,8 +680,8 @@ fn explain_analyze_of_a_write_counts_the_rows_it_changed() {
 
 #[test]
 fn select_into_creates_its_table_or_is_refused_up_front() {
-    let Ctx { db: _db, mut web, token } = setup();
-    match run(&mut web, &token, "SELECT id, name INTO TEMP items_copy FROM public.items", true, None) {
+    let Ctx { db: _db, mut c, token } = setup();
+    match run(&mut c, &token, "SELECT id, name INTO TEMP items_copy FROM public.items", true, None) {
         Ok(result) => assert_eq!(result["affected"], 20, "{result}"),
         Err(RunError::Refused { code, .. }) => assert_eq!(code, "refused"),
         Err(e) => panic!("SELECT INTO neither ran nor was refused: {}", e.db_error().message()),
@@ -650,26 +694,26 @@ fn select_into_creates_its_table_or_is_refused_up_front() {
 
 #[test]
 fn a_run_is_cancelled_from_another_connection_by_its_admin_only() {
-    let Ctx { db, web, token } = setup();
+    let Ctx { db, c, token } = setup();
     let (mut bob, bob_token) = sign_in(&db, "bob@example.com", "admin");
     let (tx, rx) = mpsc::channel::<String>();
     let runner_token = token.clone();
     let runner = std::thread::spawn(move || {
-        let mut web = web;
+        let mut c = c;
         let sql = "SELECT pg_sleep(30)";
-        let begun = begin(&mut web, &runner_token, sql, false, None, None);
+        let begun = begin(&mut c, &runner_token, sql, false, None, None);
         assert!(begun.ok, "{begun:?}");
         tx.send(begun.run_id().to_string()).unwrap();
         let started = Instant::now();
-        let result = execute_open(&mut web, &runner_token, &begun, sql);
+        let result = execute_open(&mut c, &begun, sql);
         let elapsed = started.elapsed();
-        (close(&mut web, &runner_token, &begun, false, result), elapsed, web)
+        (close(&mut c, &runner_token, &begun, false, result), elapsed, c)
     });
     let run_id = rx.recv_timeout(Duration::from_secs(10)).expect("the run began");
     std::thread::sleep(Duration::from_secs(1));
 
     // Another admin cannot see, let alone cancel, ann's run.
-    let err = bob.query("SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&bob_token, &run_id]).unwrap_err();
+    let err = bob.web.query("SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&bob_token, &run_id]).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "P0002", "{err:?}");
 
     let mut other = dashboard(&db);
@@ -678,7 +722,7 @@ fn a_run_is_cancelled_from_another_connection_by_its_admin_only() {
         .unwrap()
         .get(0);
     assert!(cancelled, "the cancel was sent");
-    let (result, elapsed, mut web) = runner.join().unwrap();
+    let (result, elapsed, mut c) = runner.join().unwrap();
     let err = result.unwrap_err();
     assert_eq!(err.sqlstate(), "57014", "{err:?}");
     assert!(err.db_error().message().contains("user request"), "{err:?}");
@@ -689,23 +733,23 @@ fn a_run_is_cancelled_from_another_connection_by_its_admin_only() {
         .unwrap()
         .get(0);
     assert!(!again, "a finished run is not cancelled");
-    let past = history(&mut web, &token, 1);
+    let past = history(&mut c, &token, 1);
     assert_eq!((past[0].run_id.as_str(), past[0].status.as_str()), (run_id.as_str(), "cancelled"));
     let cancels = audit_details(&db, "sql.cancel");
     assert_eq!(cancels.iter().map(|d| d["cancelled"].clone()).collect::<Vec<_>>(), [json!(true), json!(false)]);
     // The connection works normally afterwards.
-    let after = ok(run(&mut web, &token, "SELECT 42", false, None));
+    let after = ok(run(&mut c, &token, "SELECT 42", false, None));
     assert_eq!(rows(&after), vec![vec![Some("42".into())]]);
 }
 
 #[test]
 fn the_history_lists_runs_newest_first_and_keeps_the_last_100() {
-    let Ctx { db, mut web, token } = setup();
-    ok(run(&mut web, &token, "SELECT 1", false, None));
-    run(&mut web, &token, "SELECT idd FROM public.items", false, None).unwrap_err();
-    ok(run(&mut web, &token, "UPDATE public.items SET note = 'x' WHERE id = 1", true, None));
-    run(&mut web, &token, "SELECT 1; SELECT 2", false, None).unwrap_err(); // refused: not in the history
-    let past = history(&mut web, &token, 100);
+    let Ctx { db, mut c, token } = setup();
+    ok(run(&mut c, &token, "SELECT 1", false, None));
+    run(&mut c, &token, "SELECT idd FROM public.items", false, None).unwrap_err();
+    ok(run(&mut c, &token, "UPDATE public.items SET note = 'x' WHERE id = 1", true, None));
+    run(&mut c, &token, "SELECT 1; SELECT 2", false, None).unwrap_err(); // refused: not in the history
+    let past = history(&mut c, &token, 100);
     assert_eq!(
         past.iter().map(|p| (p.statement.as_str(), p.mode.as_str(), p.status.as_str())).collect::<Vec<_>>(),
         [
@@ -714,12 +758,12 @@ fn the_history_lists_runs_newest_first_and_keeps_the_last_100() {
             ("SELECT 1", "read", "succeeded"),
         ]
     );
-    assert_eq!(history(&mut web, &token, 2).len(), 2, "max_rows is honoured");
+    assert_eq!(history(&mut c, &token, 2).len(), 2, "max_rows is honoured");
 
     for i in 0..105 {
-        ok(run(&mut web, &token, &format!("SELECT {i}"), false, None));
+        ok(run(&mut c, &token, &format!("SELECT {i}"), false, None));
     }
-    let past = history(&mut web, &token, 1000);
+    let past = history(&mut c, &token, 1000);
     assert_eq!(past.len(), 100, "at most 100 are listed");
     assert_eq!(past[0].statement, "SELECT 104");
     assert_eq!(past[99].statement, "SELECT 5");
@@ -734,10 +778,10 @@ fn the_history_lists_runs_newest_first_and_keeps_the_last_100() {
 
 #[test]
 fn a_password_never_reaches_the_audit_log_or_the_history() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     ensure_role(&db, "sqlr_pw_target", "NOLOGIN");
     let sql = "ALTER ROLE sqlr_pw_target PASSWORD 'hunter2'";
-    let err = run(&mut web, &token, sql, true, None).unwrap_err();
+    let err = run(&mut c, &token, sql, true, None).unwrap_err();
     assert_eq!(err.sqlstate(), "42501", "service_role cannot change another role's password: {err:?}");
     let redacted = "ALTER ROLE sqlr_pw_target PASSWORD '***'";
 
@@ -748,13 +792,13 @@ fn a_password_never_reaches_the_audit_log_or_the_history() {
     assert_eq!(intents[0]["statement"], redacted);
     let leaks: i64 = su_one(&db, "SELECT count(*) FROM dashboard_auth.sql_runs WHERE statement LIKE '%hunter2%' OR error_message LIKE '%hunter2%'");
     assert_eq!(leaks, 0);
-    let past = history(&mut web, &token, 10);
+    let past = history(&mut c, &token, 10);
     assert_eq!(past.len(), 1);
     assert_eq!(past[0].statement, redacted);
     assert_eq!(past[0].status, "failed");
 
     // A refused statement is redacted too.
-    run(&mut web, &token, "ALTER ROLE sqlr_pw_target PASSWORD 'hunter2'; SELECT 1", true, None).unwrap_err();
+    run(&mut c, &token, "ALTER ROLE sqlr_pw_target PASSWORD 'hunter2'; SELECT 1", true, None).unwrap_err();
     let refused = audit_details(&db, "sql.refused");
     assert_eq!(refused[0]["statement"], "ALTER ROLE sqlr_pw_target PASSWORD '***'; SELECT 1");
     let leaks: i64 = su_one(&db, "SELECT count(*) FROM dashboard_auth.audit_log WHERE details::text LIKE '%hunter2%'");
@@ -763,14 +807,14 @@ fn a_password_never_reaches_the_audit_log_or_the_history() {
 
 #[test]
 fn every_spelling_of_a_password_literal_is_redacted() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     ensure_role(&db, "sqlr_pw_target", "NOLOGIN");
     for sql in [
         "ALTER ROLE sqlr_pw_target PASSWORD U&'hunter2'",
         "ALTER ROLE sqlr_pw_target PASSWORD /* the new one */ 'hunter2'",
         "ALTER ROLE sqlr_pw_target PASSWORD 'hun'\n'ter2'",
     ] {
-        let err = run(&mut web, &token, sql, true, None).unwrap_err();
+        let err = run(&mut c, &token, sql, true, None).unwrap_err();
         assert_eq!(err.sqlstate(), "42501", "{sql}: {err:?}");
     }
     let leaked: Vec<String> = db
@@ -785,20 +829,20 @@ fn every_spelling_of_a_password_literal_is_redacted() {
 
 #[test]
 fn the_statement_that_runs_is_the_one_recorded() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let recorded = "/* password 'x' */ SELECT 1";
     let executed = "/* password '*/ INSERT INTO public.items (id, name) VALUES (60, $h$hidden$h$); /*' */ SELECT 1";
-    let begun = begin(&mut web, &token, recorded, true, None, None);
+    let begun = begin(&mut c, &token, recorded, true, None, None);
     assert!(begun.ok, "{begun:?}");
-    let result = execute_open(&mut web, &token, &begun, executed);
-    let outcome = close(&mut web, &token, &begun, true, result);
+    let result = execute_open(&mut c, &begun, executed);
+    let outcome = close(&mut c, &token, &begun, true, result);
     let hidden: i64 = su_one(&db, "SELECT count(*) FROM public.items WHERE id = 60");
     assert_eq!(hidden, 0, "a statement other than the recorded one ran: {outcome:?}");
     assert_eq!(outcome.unwrap_err().sqlstate(), "22023");
 
     // One statement alone: the audit text must still show what it does.
     let sql = "/* password '*/ DELETE FROM public.items WHERE id = 20 /*' */";
-    ok(run(&mut web, &token, sql, true, None));
+    ok(run(&mut c, &token, sql, true, None));
     let intents = audit_details(&db, "sql.run.intent");
     let last = intents.last().unwrap();
     assert!(last["statement"].as_str().unwrap().contains("DELETE"), "the audit log hides the statement: {last}");
@@ -809,8 +853,9 @@ fn todos_fixture(db: &TestDb) -> String {
     fluxbase_tests::fixtures::rls_todos(db).0
 }
 
-fn start_impersonation(web: &mut Client, token: &str, mode: &str, target: Option<&str>) -> String {
-    let row = web
+fn start_impersonation(c: &mut Conns, token: &str, mode: &str, target: Option<&str>) -> String {
+    let row = c
+        .web
         .query_one(
             "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, $2, $3, 'ticket 42', '192.0.2.1', 'tests')",
             &[&token, &mode, &target],
@@ -823,16 +868,16 @@ fn start_impersonation(web: &mut Client, token: &str, mode: &str, target: Option
 
 #[test]
 fn an_impersonated_run_sees_only_the_targets_rows_and_is_audited_as_such() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let joe = todos_fixture(&db);
-    let impersonation = start_impersonation(&mut web, &token, "user", Some("joe@example.com"));
+    let impersonation = start_impersonation(&mut c, &token, "user", Some("joe@example.com"));
 
     let sql = "SELECT title, auth.uid()::text AS uid, current_user::text AS who FROM public.todos ORDER BY title";
-    let begun = begin(&mut web, &token, sql, false, None, Some(&impersonation));
+    let begun = begin(&mut c, &token, sql, false, None, Some(&impersonation));
     assert!(begun.ok, "{begun:?}");
     assert_eq!(begun.run_as.as_deref(), Some("authenticated"));
-    let result = execute_open(&mut web, &token, &begun, sql);
-    let read = close(&mut web, &token, &begun, false, result).unwrap();
+    let result = execute_open(&mut c, &begun, sql);
+    let read = close(&mut c, &token, &begun, false, result).unwrap();
     assert_eq!(read["run_as"], "authenticated");
     assert_eq!(
         rows(&read),
@@ -842,7 +887,7 @@ fn an_impersonated_run_sees_only_the_targets_rows_and_is_audited_as_such() {
         ]
     );
     // A write run under impersonation is held to the user's policies.
-    let err = run_as(&mut web, &token, "UPDATE public.todos SET owner = NULL RETURNING title", true, None, Some(&impersonation)).unwrap_err();
+    let err = run_as(&mut c, &token, "UPDATE public.todos SET owner = NULL RETURNING title", true, None, Some(&impersonation)).unwrap_err();
     assert_eq!(err.sqlstate(), "42501", "{err:?}");
     let titles: i64 = su_one(&db, "SELECT count(*) FROM public.todos WHERE owner IS NULL");
     assert_eq!(titles, 1, "nothing changed");
@@ -864,16 +909,16 @@ fn an_impersonated_run_sees_only_the_targets_rows_and_is_audited_as_such() {
     assert_eq!(results[0]["intent_id"], intent_id);
     let actions = admin::audit_actions(&db);
     assert!(!actions.iter().any(|a| a.starts_with("sql.run.")), "no plain sql.run entries: {actions:?}");
-    let past = history(&mut web, &token, 10);
+    let past = history(&mut c, &token, 10);
     assert_eq!(past.len(), 2);
     assert_eq!(past[1].statement, sql);
 }
 
 #[test]
 fn the_intent_of_a_failing_statement_survives() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     let sql = "INSERT INTO public.items (id, name) VALUES (1, 'duplicate')";
-    let err = run(&mut web, &token, sql, true, None).unwrap_err();
+    let err = run(&mut c, &token, sql, true, None).unwrap_err();
     assert_eq!(err.sqlstate(), "23505", "{err:?}");
     let intents = audit_details(&db, "sql.run.intent");
     assert_eq!(intents.len(), 1);
@@ -888,14 +933,14 @@ fn the_intent_of_a_failing_statement_survives() {
 
     // Even when the caller never finishes (a crash after the rollback), the intent stays.
     let sql = "UPDATE public.items SET id = 1 WHERE id = 2";
-    let begun = begin(&mut web, &token, sql, true, None, None);
-    let err = execute_open(&mut web, &token, &begun, sql).unwrap_err();
+    let begun = begin(&mut c, &token, sql, true, None, None);
+    let err = execute_open(&mut c, &begun, sql).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "23505");
-    web.batch_execute("ROLLBACK").unwrap();
+    c.data.batch_execute("ROLLBACK").unwrap();
     let intents = audit_details(&db, "sql.run.intent");
     assert_eq!(intents.len(), 2);
     assert_eq!(intents[1]["statement"], sql);
-    let past = history(&mut web, &token, 1);
+    let past = history(&mut c, &token, 1);
     assert_eq!(past[0].status, "running", "unfinished: the history shows it as such");
 }
 
@@ -905,38 +950,53 @@ fn the_intent_of_a_failing_statement_survives() {
 
 #[test]
 fn the_runner_role_is_never_a_superuser_or_one_with_createrole() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     ensure_role(&db, "sqlr_creator", "NOLOGIN CREATEROLE");
     ensure_role(&db, "sqlr_creator_member", "NOLOGIN");
     ensure_role(&db, "sqlr_later", "NOLOGIN NOCREATEROLE");
     db.connect(Caller::Superuser).batch_execute("GRANT sqlr_creator TO sqlr_creator_member").unwrap();
     for role in ["postgres", "sqlr_creator", "sqlr_creator_member", "no_such_role_sqlr"] {
-        let err = set_setting(&mut web, &token, "runner.role", role).unwrap_err();
+        let err = set_setting(&mut c, &token, "runner.role", role).unwrap_err();
         assert_eq!(err.code().unwrap().code(), "22023", "{role}: {err:?}");
     }
-    let role: String = web
+    let role: String = c
+        .web
         .query_one("SELECT value FROM dashboard_auth.list_settings($1) WHERE key = 'runner.role'", &[&token])
         .unwrap()
         .get(0);
     assert_eq!(role, "service_role", "the setting is unchanged");
 
-    // A role that gains CREATEROLE after being chosen is refused at the next run.
-    set_setting(&mut web, &token, "runner.role", "sqlr_later").unwrap();
-    db.connect(Caller::Superuser).batch_execute("ALTER ROLE sqlr_later CREATEROLE").unwrap();
-    let refused = run(&mut web, &token, "SELECT 1", false, None);
-    db.connect(Caller::Superuser).batch_execute("ALTER ROLE sqlr_later NOCREATEROLE").unwrap();
+    // A role that gains CREATEROLE after being chosen is refused at the next run, and a
+    // run begun before is refused when it executes. Choosing it needs every data login to
+    // be a member first; the membership is taken back at once (the data login is
+    // cluster-wide, and a membership no database lists makes other databases' claims
+    // refuse it; a data login that reaches CREATEROLE would be refused everywhere).
+    let mut su = db.connect(Caller::Superuser);
+    data_logins(&mut su, "GRANT sqlr_later TO %I");
+    let chosen = set_setting(&mut c, &token, "runner.role", "sqlr_later");
+    data_logins(&mut su, "REVOKE sqlr_later FROM %I");
+    chosen.unwrap();
+    let early = begin(&mut c, &token, "SELECT 1", false, None, None);
+    assert!(early.ok, "{early:?}");
+    su.batch_execute("ALTER ROLE sqlr_later CREATEROLE").unwrap();
+    let refused = run(&mut c, &token, "SELECT 1", false, None);
+    let executed = execute_open(&mut c, &early, "SELECT 1");
+    su.batch_execute("ALTER ROLE sqlr_later NOCREATEROLE").unwrap();
     let err = refused.unwrap_err();
     let (code, message) = err.refusal();
     assert_eq!(code, "refused");
     assert!(message.contains("CREATEROLE"), "{message}");
+    let err = close(&mut c, &token, &early, false, executed).unwrap_err();
+    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    assert!(err.db_error().message().contains("CREATEROLE"), "{err:?}");
 }
 
 #[test]
 fn the_runner_role_is_never_the_operators_or_the_dashboards_role() {
-    let Ctx { db: _db, mut web, token } = setup();
+    let Ctx { db: _db, mut c, token } = setup();
     let mut accepted = Vec::new();
     for role in ["fluxbase_operator", "fluxbase_dashboard", "pg_execute_server_program"] {
-        match set_setting(&mut web, &token, "runner.role", role) {
+        match set_setting(&mut c, &token, "runner.role", role) {
             Err(e) => assert_eq!(e.code().unwrap().code(), "22023", "{role}: {e:?}"),
             Ok(()) => accepted.push(role),
         }
@@ -946,12 +1006,12 @@ fn the_runner_role_is_never_the_operators_or_the_dashboards_role() {
 
 #[test]
 fn a_connection_is_clean_after_a_run() {
-    let Ctx { db, mut web, token } = setup();
+    let Ctx { db, mut c, token } = setup();
     todos_fixture(&db);
     // The claims: unset before any transaction set them, '' afterwards (Postgres keeps the
     // placeholder variable); both mean "no claims".
-    let state = |web: &mut Client| -> (String, String, Option<String>) {
-        let row = web
+    let state = |conn: &mut Client| -> (String, String, Option<String>) {
+        let row = conn
             .query_one(
                 "SELECT current_user::text, current_setting('search_path'), nullif(current_setting('request.jwt.claims', true), '')",
                 &[],
@@ -959,50 +1019,51 @@ fn a_connection_is_clean_after_a_run() {
             .unwrap();
         (row.get(0), row.get(1), row.get(2))
     };
-    let before = state(&mut web);
-    assert_eq!(before.0, "fluxbase_dashboard");
+    let before = state(&mut c.data);
+    assert_eq!(before.0, "fluxbase_data");
+    let web_before = state(&mut c.web);
+    assert_eq!(web_before.0, "fluxbase_dashboard");
 
-    // Inside the run's transaction, right after the statement: back to the caller.
+    // Inside the run's transaction, right after the statement: back to the data login.
     let sql = "UPDATE public.items SET note = current_user WHERE id = 1 RETURNING note";
-    let begun = begin(&mut web, &token, sql, true, None, None);
-    let result = execute_open(&mut web, &token, &begun, sql);
-    let (role, path): (String, String) = web
+    let begun = begin(&mut c, &token, sql, true, None, None);
+    let result = execute_open(&mut c, &begun, sql);
+    let (role, path): (String, String) = c
+        .data
         .query_one("SELECT current_user::text, current_setting('search_path')", &[])
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
-    assert_eq!(role, "fluxbase_dashboard");
+    assert_eq!(role, "fluxbase_data");
     assert_eq!(path, before.1);
-    let written = close(&mut web, &token, &begun, true, result).unwrap();
+    let written = close(&mut c, &token, &begun, true, result).unwrap();
     assert_eq!(rows(&written), vec![vec![Some("service_role".into())]]);
-    assert_eq!(state(&mut web), before);
+    assert_eq!(state(&mut c.data), before);
 
     // An impersonated write sets claims and the role for its transaction only.
-    let impersonation = start_impersonation(&mut web, &token, "user", Some("joe@example.com"));
+    let impersonation = start_impersonation(&mut c, &token, "user", Some("joe@example.com"));
     let sql = "UPDATE public.todos SET title = title || '!' RETURNING current_setting('request.jwt.claims')::jsonb ->> 'email'";
-    let begun = begin(&mut web, &token, sql, true, None, Some(&impersonation));
-    let result = execute_open(&mut web, &token, &begun, sql);
-    let inside: (String, Option<String>) = web
-        .query_one("SELECT current_user::text, current_setting('request.jwt.claims', true)", &[])
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
-    assert_eq!(inside.0, "fluxbase_dashboard", "back to the caller inside the transaction");
-    let written = close(&mut web, &token, &begun, true, result).unwrap();
+    let begun = begin(&mut c, &token, sql, true, None, Some(&impersonation));
+    let result = execute_open(&mut c, &begun, sql);
+    let inside: String = c.data.query_one("SELECT current_user::text", &[]).map(|r| r.get(0)).unwrap();
+    assert_eq!(inside, "fluxbase_data", "back to the data login inside the transaction");
+    let written = close(&mut c, &token, &begun, true, result).unwrap();
     assert_eq!(rows(&written), vec![vec![Some("joe@example.com".into())]; 2]);
-    assert_eq!(state(&mut web), before, "claims, role and search_path are back after COMMIT");
+    assert_eq!(state(&mut c.data), before, "claims, role and search_path are back after COMMIT");
+    assert_eq!(state(&mut c.web), web_before, "the dashboard login never switched");
 
     // A temporary table made by a write run stays in the session until DISCARD ALL (which
     // fluxbase serve runs when the connection goes back to its pool): recorded, not asserted.
-    ok(run(&mut web, &token, "CREATE TEMP TABLE sqlr_scratch (x int)", true, None));
-    let temp: bool = web.query_one("SELECT to_regclass('pg_temp.sqlr_scratch') IS NOT NULL", &[]).unwrap().get(0);
+    ok(run(&mut c, &token, "CREATE TEMP TABLE sqlr_scratch (x int)", true, None));
+    let temp: bool = c.data.query_one("SELECT to_regclass('pg_temp.sqlr_scratch') IS NOT NULL", &[]).unwrap().get(0);
     eprintln!("after a write run with CREATE TEMP TABLE, the temporary table is still there: {temp}");
-    assert_eq!(state(&mut web), before);
+    assert_eq!(state(&mut c.data), before);
 
     // So do session-level settings that a committed write run makes, even the role when a
     // DO block sets it: recorded here for the report, not asserted.
-    ok(run(&mut web, &token, "SELECT set_config('statement_timeout', '4242', false)", true, None));
-    let timeout: String = web.query_one("SELECT current_setting('statement_timeout')", &[]).unwrap().get(0);
+    ok(run(&mut c, &token, "SELECT set_config('statement_timeout', '4242', false)", true, None));
+    let timeout: String = c.data.query_one("SELECT current_setting('statement_timeout')", &[]).unwrap().get(0);
     eprintln!("after a write run with set_config('statement_timeout', '4242', false): statement_timeout = {timeout}");
-    ok(run(&mut web, &token, "DO $$ BEGIN SET ROLE service_role; END $$", true, None));
-    let role: String = web.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    ok(run(&mut c, &token, "DO $$ BEGIN SET ROLE service_role; END $$", true, None));
+    let role: String = c.data.query_one("SELECT current_user::text", &[]).unwrap().get(0);
     eprintln!("after a write run of DO $$ BEGIN SET ROLE service_role; END $$: current_user = {role}");
 }
