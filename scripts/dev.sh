@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: installs what is missing, builds and installs the extension, starts a
-# local Postgres 15 cluster, prepares the database and the dashboard's login role, and
-# runs `fluxbase serve` on port 3001. Safe to run again: data is kept across runs.
+# local Postgres 15 cluster, prepares the database and the dashboard's two logins (the
+# dashboard login and the data login), and runs `fluxbase serve` on port 3001. Safe to run
+# again: data is kept across runs.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster.sh"
 cd "$REPO_ROOT"

@@ -66,7 +66,7 @@ BEGIN
               USING ERRCODE = 'invalid_transaction_state',
                     HINT = 'Run it outside BEGIN ISOLATION LEVEL REPEATABLE READ / SERIALIZABLE.';
     END IF;
-    PERFORM pg_catalog.pg_advisory_xact_lock(1179408450, 2);
+    PERFORM dashboard_auth.hold_lock('admin_set');
 END
 $$;
 
@@ -322,11 +322,17 @@ CREATE FUNCTION dashboard_auth.check_session(token text) RETURNS dashboard_auth.
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- NULL: the session this connection signed in with (dashboard_auth.use_session).
+    hash   bytea := CASE WHEN check_session.token IS NULL THEN dashboard_auth.bound_session_hash()
+                         ELSE dashboard_auth.token_hash(check_session.token) END;
     found_session dashboard_auth.live_sessions;
     result dashboard_auth.session_admin;
 BEGIN
-    SELECT * INTO found_session FROM dashboard_auth.live_sessions s
-     WHERE s.token_hash = dashboard_auth.token_hash(check_session.token);
+    IF hash IS NULL THEN
+        RAISE EXCEPTION 'no session: pass a session token, or sign this connection in with dashboard_auth.use_session'
+              USING ERRCODE = 'invalid_authorization_specification', HINT = 'Sign in again.';
+    END IF;
+    SELECT * INTO found_session FROM dashboard_auth.live_sessions s WHERE s.token_hash = hash;
     IF found_session.id IS NULL THEN
         RAISE EXCEPTION 'the session is invalid or has expired'
               USING ERRCODE = 'invalid_authorization_specification', HINT = 'Sign in again.';
@@ -753,6 +759,30 @@ CREATE FUNCTION dashboard_auth.whoami(session_token text) RETURNS dashboard_auth
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.check_session(session_token) $$;
 
+-- Signs this connection in with a session, in a statement of its own, so that later
+-- statements pass NULL for the token and it never sits in their text, where functions
+-- they run could read it (current_query(), pg_stat_activity). The session is kept in the
+-- backend's memory, which no SQL can read, until end_session() or the connection ends;
+-- each call still checks it, so an expired or revoked session stops working at once.
+--   SELECT * FROM dashboard_auth.use_session('fbs_...');
+--   SELECT * FROM fluxbase_admin.catalog(NULL);
+CREATE FUNCTION dashboard_auth.use_session(session_token text) RETURNS dashboard_auth.session_admin
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(coalesce(session_token, ''));
+BEGIN
+    PERFORM dashboard_auth.bind_session_hash(dashboard_auth.token_hash(session_token));
+    RETURN who;
+END
+$$;
+
+-- Forgets the session this connection signed in with (it stays valid elsewhere: sign out
+-- with dashboard_auth.logout(NULL) to end it). True when one was bound.
+CREATE FUNCTION dashboard_auth.end_session() RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.unbind_session() $$;
+
 CREATE FUNCTION dashboard_auth.logout(session_token text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -760,6 +790,9 @@ DECLARE
     who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
 BEGIN
     UPDATE dashboard_auth.sessions s SET revoked_at = pg_catalog.now(), revoked_reason = 'logout' WHERE s.id = who.session_id;
+    IF session_token IS NULL THEN
+        PERFORM dashboard_auth.unbind_session();
+    END IF;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.logout', 'session', who.session_id::text);
 END
 $$;
@@ -995,6 +1028,8 @@ GRANT EXECUTE ON FUNCTION
     dashboard_auth.link_info(text),
     dashboard_auth.redeem_link(text, text, inet, text, interval),
     dashboard_auth.whoami(text),
+    dashboard_auth.use_session(text),
+    dashboard_auth.end_session(),
     dashboard_auth.logout(text),
     dashboard_auth.logout_others(text),
     dashboard_auth.change_password(text, text, text),

@@ -1,7 +1,7 @@
 -- The audit log: append-only and hash-chained.
 --
 -- Writers only INSERT. Chaining ("sealing") is done separately, under a transaction-level
--- advisory lock that writers merely *try*: an open psql transaction that holds it delays
+-- lock (dashboard_auth.locks) that writers merely *try*: an open psql transaction that holds it delays
 -- sealing but never blocks anyone's login. The chain order is `chain_seq`, assigned at
 -- sealing, and each entry's hash covers the previous hash and its own content, so
 -- concurrent writers cannot fork it (chain_seq is unique as well).
@@ -46,9 +46,38 @@ AS $$
     )::text, 'UTF8'))
 $$;
 
--- The advisory lock that serialises sealing: (class, object) = ('FLXB', 1).
-CREATE FUNCTION dashboard_auth.audit_chain_lock_key() RETURNS int
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1179408450 $$;
+-- Named locks that only the extension's owner can take: a row each, locked FOR UPDATE
+-- until the transaction ends. Advisory locks would do the same, but any role may take any
+-- advisory key, and so stop sealing, the admin-set changes or the sampler; a row lock
+-- needs UPDATE on this table, which nobody else has. Rows are made on first use, so the
+-- install writes none.
+CREATE TABLE dashboard_auth.locks (
+    name text PRIMARY KEY
+);
+COMMENT ON TABLE dashboard_auth.locks IS 'Named locks of the extension''s own (a row each, locked for a transaction)';
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.locks', '');
+REVOKE ALL ON dashboard_auth.locks FROM PUBLIC;
+
+-- Waits for the lock `lock_name` and holds it until the transaction ends.
+CREATE FUNCTION dashboard_auth.hold_lock(lock_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO dashboard_auth.locks (name) VALUES (lock_name) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM dashboard_auth.locks l WHERE l.name = lock_name FOR UPDATE;
+END
+$$;
+
+-- Takes the lock `lock_name` if it is free, until the transaction ends: true when taken.
+CREATE FUNCTION dashboard_auth.try_lock(lock_name text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO dashboard_auth.locks (name) VALUES (lock_name) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM dashboard_auth.locks l WHERE l.name = lock_name FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END
+$$;
 
 -- Seals the pending entries this transaction can see into the chain. Returns how many
 -- it sealed, or NULL when it did not get the lock (`wait` false) or when the
@@ -67,8 +96,8 @@ BEGIN
         RETURN NULL;
     END IF;
     IF wait THEN
-        PERFORM pg_catalog.pg_advisory_xact_lock(dashboard_auth.audit_chain_lock_key(), 1);
-    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(dashboard_auth.audit_chain_lock_key(), 1) THEN
+        PERFORM dashboard_auth.hold_lock('audit_chain');
+    ELSIF NOT dashboard_auth.try_lock('audit_chain') THEN
         RETURN NULL;
     END IF;
     -- Under the lock, this statement's snapshot sees every seal committed before.

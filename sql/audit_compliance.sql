@@ -172,7 +172,7 @@ BEGIN
         RAISE EXCEPTION 'purge needs a date: entries before it are removed' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- One purge at a time, and no sealing while it runs.
-    PERFORM pg_catalog.pg_advisory_xact_lock(dashboard_auth.audit_chain_lock_key(), 1);
+    PERFORM dashboard_auth.hold_lock('audit_chain');
     SELECT pg_catalog.min(a.chain_seq) INTO from_seq FROM dashboard_auth.audit_log a WHERE a.chain_seq IS NOT NULL;
     IF from_seq IS NULL OR to_seq IS NULL OR to_seq < from_seq
        OR NOT EXISTS (SELECT 1 FROM dashboard_auth.audit_log a

@@ -1,5 +1,14 @@
 -- fluxbase_admin bootstrap: runs before anything else the extension creates.
 
+-- 0. The install's search path: pg_catalog, then pg_temp, which Postgres never searches
+--    for functions or operators. CREATE EXTENSION would otherwise search the creation
+--    schema (the first schema of the installer's path, such as "$user" or public), where
+--    any role with CREATE could plant an operator or a function that matches an argument
+--    type better than pg_catalog's (say postgres.||(text[], text)) and so runs as the
+--    installing superuser. Postgres restores the installer's path when the script ends.
+--    Every object below is created with its schema named.
+SET search_path = pg_catalog, pg_temp;
+
 -- 1. Refuse schemas the extension did not create. The extension owns `auth`,
 --    `dashboard_auth` and `fluxbase_admin` outright; writing into an application's
 --    own `auth` schema would mix its objects with ours and let DROP EXTENSION eat them.
@@ -7,10 +16,10 @@ DO $refuse_foreign_schemas$
 DECLARE
     found text;
 BEGIN
-    SELECT string_agg(pg_catalog.quote_ident(nspname), ', ' ORDER BY nspname)
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(nspname), ', ' ORDER BY nspname)
       INTO found
       FROM pg_catalog.pg_namespace
-     WHERE nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin');
+     WHERE nspname OPERATOR(pg_catalog.=) ANY (ARRAY['auth', 'dashboard_auth', 'fluxbase_admin']::pg_catalog.name[]);
     IF found IS NOT NULL THEN
         RAISE EXCEPTION 'fluxbase_admin cannot be installed: schema % already exists in database %, and the extension did not create it',
                 found, pg_catalog.current_database()
@@ -56,26 +65,26 @@ DECLARE
     origin   text;
 BEGIN
     FOR i IN 1 .. pg_catalog.array_length(wanted, 1) LOOP
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = wanted[i][1]) THEN
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) wanted[i][1]) THEN
             SELECT pg_catalog.string_agg(pg_catalog.quote_ident(m.rolname), ', ' ORDER BY m.rolname)
               INTO members
               FROM pg_catalog.pg_auth_members am
-              JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
-              JOIN pg_catalog.pg_roles m ON m.oid = am.member
-             WHERE r.rolname = wanted[i][1];
-            SELECT CASE WHEN pg_catalog.shobj_description(r.oid, 'pg_authid') LIKE marker || '%'
+              JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) am.roleid
+              JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) am.member
+             WHERE r.rolname OPERATOR(pg_catalog.=) wanted[i][1];
+            SELECT CASE WHEN pg_catalog.starts_with(coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''), marker)
                         THEN 'made by an earlier install' ELSE 'not made by fluxbase_admin' END
               INTO origin
-              FROM pg_catalog.pg_roles r WHERE r.rolname = wanted[i][1];
-            adopted := adopted || pg_catalog.format('%s (%s; members: %s)', wanted[i][1], origin,
-                                                     coalesce(members, 'none'));
+              FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) wanted[i][1];
+            adopted := pg_catalog.array_append(adopted, pg_catalog.format('%s (%s; members: %s)', wanted[i][1], origin,
+                                                                          coalesce(members, 'none')));
         ELSE
             EXECUTE pg_catalog.format('CREATE ROLE %I %s', wanted[i][1], wanted[i][2]);
             EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS %L', wanted[i][1],
-                                      marker || ' (' || wanted[i][2] || ')');
+                                      pg_catalog.format('%s (%s)', marker, wanted[i][2]));
         END IF;
     END LOOP;
-    IF pg_catalog.cardinality(adopted) > 0 THEN
+    IF pg_catalog.cardinality(adopted) OPERATOR(pg_catalog.>) 0 THEN
         RAISE WARNING 'fluxbase_admin adopted existing roles: %', pg_catalog.array_to_string(adopted, '; ')
               USING HINT = 'Adopted roles keep their attributes and members. Check that each member should have that role.';
     END IF;

@@ -24,21 +24,6 @@
 -- The explorer role's grants: explicit, on app schemas only
 -- ---------------------------------------------------------------------------------
 
--- Schemas the explorer works in: not a system schema, not the extension's, not another
--- extension's. No SET clause, so that it inlines; every name is qualified.
-CREATE FUNCTION fluxbase_admin.app_schema(schema_oid oid) RETURNS boolean
-LANGUAGE sql STABLE
-AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_namespace n
-         WHERE n.oid = schema_oid
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'auth', 'dashboard_auth', 'fluxbase_admin')
-           AND n.nspname !~ '^pg_(temp|toast_temp|toast)'
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                            WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
-                              AND d.objid = n.oid AND d.deptype = 'e'))
-$$;
-
 -- The GRANTs the explorer role needs on one object (a schema, a relation or a sequence),
 -- or none when the object is not the application's.
 CREATE FUNCTION fluxbase_admin.explorer_grants_for(class_id oid, object_id oid) RETURNS SETOF text
@@ -281,32 +266,38 @@ END
 $$;
 COMMENT ON FUNCTION fluxbase_admin.login_problems(text, text) IS 'What is wrong with a login of the dashboard or data plane, each with its fix; no rows when it is fit';
 
--- The logins of the data plane that exist now: LOGIN roles that are direct members of
--- the explorer role.
+-- The data logins of this database: LOGIN roles that are direct members of the explorer
+-- role and may claim here (prepare_data_login grants that per database; roles are
+-- cluster-wide).
 CREATE FUNCTION fluxbase_admin.data_logins() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT m.rolname::text FROM pg_catalog.pg_auth_members am
       JOIN pg_catalog.pg_roles g ON g.oid = am.roleid AND g.rolname = 'fluxbase_explorer'
-      JOIN pg_catalog.pg_roles m ON m.oid = am.member AND m.rolcanlogin
+      JOIN pg_catalog.pg_roles m ON m.oid = am.member AND m.rolcanlogin AND NOT m.rolsuper
+     WHERE pg_catalog.has_function_privilege(m.oid, 'fluxbase_admin.claim(text, text)', 'EXECUTE')
      ORDER BY 1
 $$;
 
--- Refuses (42501) a settings change after which a data login could not do its work or
--- would hold too much: runs when runner.role or users.extra_roles changes.
+-- Runs when runner.role or users.extra_roles changes. Refuses (42501) the change when a
+-- data login of this database would hold too much; warns when one lacks a role it now
+-- switches to (the work that needs it fails with Postgres's own message until then).
 CREATE FUNCTION fluxbase_admin.check_data_logins() RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     found record;
 BEGIN
-    SELECT l.login, p.* INTO found
-      FROM fluxbase_admin.data_logins() l(login), fluxbase_admin.login_problems(l.login, 'data') p
-     LIMIT 1;
-    IF found.login IS NOT NULL THEN
-        RAISE EXCEPTION 'the data login %: %', found.login, found.problem
-              USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', found.fix);
-    END IF;
+    FOR found IN
+        SELECT l.login, p.* FROM fluxbase_admin.data_logins() l(login), fluxbase_admin.login_problems(l.login, 'data') p
+    LOOP
+        IF found.fix NOT LIKE 'GRANT %' THEN
+            RAISE EXCEPTION 'the data login %: % %', found.login, found.role, found.problem
+                  USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', found.fix);
+        END IF;
+        RAISE WARNING 'the data login %: %', found.login, found.problem
+              USING HINT = pg_catalog.format('An operator runs: %s', found.fix);
+    END LOOP;
 END
 $$;
 
@@ -328,13 +319,14 @@ BEGIN
     END LOOP;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA fluxbase_admin TO %I', login);
     -- The data plane's invoker functions, and of the dashboard's definer functions only
-    -- claim and record_result.
+    -- claim and record_result. Never bind_claim (only claim binds a request) nor
+    -- statement_mac (its key must not be usable to test guesses at a statement).
     FOR granted IN
         SELECT p.oid::pg_catalog.regprocedure::text FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = 'fluxbase_admin'::pg_catalog.regnamespace AND p.prokind = 'f'
            AND p.prorettype <> 'pg_catalog.event_trigger'::pg_catalog.regtype
            AND (NOT p.prosecdef OR p.proname IN ('claim', 'record_result'))
-           AND p.proname <> 'prepare_data_login'
+           AND p.proname NOT IN ('prepare_data_login', 'bind_claim', 'statement_mac')
         UNION ALL
         SELECT 'auth.apply_impersonation()'
     LOOP
@@ -501,6 +493,9 @@ BEGIN
         action := 'psql';
         details := pg_catalog.jsonb_build_object('read_only', read_only);
     ELSE
+        IF req ->> 'schema' IS NULL OR req ->> 'table' IS NULL THEN
+            RAISE EXCEPTION 'the request names no table: give "schema" and "table"' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         relation := pg_catalog.format('%I.%I', req ->> 'schema', req ->> 'table');
         PERFORM fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table');
         details := pg_catalog.jsonb_build_object('schema', req ->> 'schema', 'table', req ->> 'table');
@@ -519,6 +514,9 @@ BEGIN
                                                                   'sort', req -> 'sort', 'search', req -> 'search');
         ELSE
             action := 'explorer.browse';
+            details := details || pg_catalog.jsonb_build_object('kind',
+                (SELECT r.kind FROM fluxbase_admin.browsable_relations() r
+                  WHERE r.oid = fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table')));
             IF req ? 'followed' THEN
                 details := details || pg_catalog.jsonb_build_object('followed', req -> 'followed');
             END IF;
@@ -548,11 +546,29 @@ COMMENT ON FUNCTION fluxbase_admin.ticket(text, text, jsonb, uuid) IS 'Dashboard
 -- Claiming and recording (the data login's only two dashboard functions)
 -- ---------------------------------------------------------------------------------
 
+-- The request claimed in this transaction (data_plane.rs keeps it). Refused (55000) when
+-- none is.
+CREATE FUNCTION fluxbase_admin.bound_request() RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bound text := fluxbase_admin.bound_request_text();
+BEGIN
+    IF bound IS NULL THEN
+        RAISE EXCEPTION 'no ticket is claimed in this transaction'
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Begin a transaction on the data login and call fluxbase_admin.claim(ticket) first.';
+    END IF;
+    RETURN bound::jsonb;
+END
+$$;
+
 -- The first statement of a data-plane transaction: checks the ticket, the session and
 -- the impersonation again, spends the ticket and binds its request to this backend until
--- the transaction ends. A read ticket makes the transaction READ ONLY. Returns what was
--- bound: {operation, read_only, impersonated}.
-CREATE FUNCTION fluxbase_admin.claim(ticket text) RETURNS jsonb
+-- the transaction ends. A read ticket makes the transaction READ ONLY. A SQL run's ticket
+-- is claimed with the statement itself, which must be the text sql_begin recorded (by
+-- its keyed MAC). Returns what was bound: {operation, read_only, impersonated}.
+CREATE FUNCTION fluxbase_admin.claim(ticket text, statement text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -560,8 +576,17 @@ DECLARE
     problem record;
     imp     auth.impersonation_sessions;
 BEGIN
+    IF fluxbase_admin.bound_request_text() IS NOT NULL THEN
+        RAISE EXCEPTION 'a ticket is claimed in this transaction already: one ticket per transaction'
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     -- Memberships that give too much refuse the claim; a missing one fails where it is
     -- needed, with Postgres's own message.
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+        RAISE EXCEPTION 'a superuser cannot claim a ticket: the data plane never runs as one'
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'Claim it in a session of the data login (FLUXBASE_ADMIN_DATA_DATABASE_URL).';
+    END IF;
     SELECT * INTO problem FROM fluxbase_admin.login_problems(session_user::text, 'data') p
      WHERE p.fix NOT LIKE 'GRANT %' LIMIT 1;
     IF problem.role IS NOT NULL THEN
@@ -592,14 +617,24 @@ BEGIN
         END IF;
     END IF;
     IF spent.operation = 'sql_run' THEN
+        IF claim.statement IS NULL
+           OR pg_catalog.encode(fluxbase_admin.statement_mac(claim.statement), 'hex') IS DISTINCT FROM spent.request ->> 'statement_mac' THEN
+            RAISE EXCEPTION 'the statement is not the one SQL run % recorded', spent.request ->> 'run_id'
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Claim a SQL run''s ticket with the very statement given to sql_begin.';
+        END IF;
         UPDATE dashboard_auth.sql_runs r SET backend_pid = pg_catalog.pg_backend_pid()
          WHERE r.id = (spent.request ->> 'run_id')::uuid;
+    ELSIF claim.statement IS NOT NULL THEN
+        RAISE EXCEPTION 'only a SQL run''s ticket is claimed with a statement' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM fluxbase_admin.bind_claim(pg_catalog.jsonb_build_object(
         'ticket_hash', pg_catalog.encode(spent.ticket_hash, 'hex'), 'operation', spent.operation,
-        'request', spent.request, 'run_as', spent.run_as, 'claims', spent.claims,
+        'request', spent.request || CASE WHEN claim.statement IS NULL THEN '{}'::jsonb
+                                         ELSE pg_catalog.jsonb_build_object('statement', claim.statement) END,
+        'run_as', spent.run_as, 'claims', spent.claims,
         'impersonation_id', spent.impersonation_id, 'intent_id', spent.intent_id, 'read_only', spent.read_only,
-        'backend_pid', pg_catalog.pg_backend_pid()));
+        'backend_pid', pg_catalog.pg_backend_pid())::text);
     IF spent.read_only THEN
         PERFORM pg_catalog.set_config('transaction_read_only', 'on', true);
     END IF;
@@ -607,7 +642,7 @@ BEGIN
                                          'impersonated', spent.impersonation_id IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION fluxbase_admin.claim(text) IS 'Data plane: the first statement of a transaction; spends a ticket and binds its request to this backend';
+COMMENT ON FUNCTION fluxbase_admin.claim(text, text) IS 'Data plane: the first statement of a transaction; spends a ticket and binds its request to this backend';
 
 -- The result of the bound work, written in the work's own transaction so that it commits
 -- with it, once: a second call (a forged result from app code, say) finds the intent

@@ -4,6 +4,22 @@
 -- schemas and objects that belong to any extension never appear: they have pages of
 -- their own (users, audit, metrics) or are not the application's.
 
+-- Schemas of the application: not a system schema, not the extension's, not another
+-- extension's. The explorer shows their relations and the explorer role is granted them.
+-- No SET clause, so that it inlines; every name is qualified.
+CREATE FUNCTION fluxbase_admin.app_schema(schema_oid oid) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_namespace n
+         WHERE n.oid = schema_oid
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'auth', 'dashboard_auth', 'fluxbase_admin')
+           AND n.nspname !~ '^pg_(temp|toast_temp)_[0-9]+$'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                              AND d.objid = n.oid AND d.deptype = 'e'))
+$$;
+
 -- Relations the explorer may show. No SET clause, so that the planner inlines it and a
 -- lookup by name uses pg_class's index instead of listing every relation; every name in
 -- it is schema-qualified, and its callers pin search_path.
@@ -18,12 +34,9 @@ AS $$
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
        AND NOT c.relispartition
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'auth', 'dashboard_auth', 'fluxbase_admin')
-       AND n.nspname !~ '^pg_(temp|toast_temp)_'
+       AND fluxbase_admin.app_schema(n.oid)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                        WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objid = n.oid AND d.deptype = 'e')
 $$;
 
 -- The relation named schema.name, if the explorer may show it; else an error a person

@@ -116,7 +116,7 @@ BEGIN
     PERFORM dashboard_auth.check_interval(duration, interval '1 minute', longest, 'impersonation duration', false,
                                           'The longest is the setting impersonation.max_duration.');
     -- One start at a time per admin, so that "one active session" holds under races.
-    PERFORM pg_catalog.pg_advisory_xact_lock(1179408451, pg_catalog.hashtext(who.admin_id::text));
+    PERFORM dashboard_auth.hold_lock('impersonation:' || who.admin_id::text);
     PERFORM auth.expire_impersonations();
 
     IF start_impersonation.mode = 'user' THEN

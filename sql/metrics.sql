@@ -310,7 +310,7 @@ AS $$
 DECLARE
     latest timestamptz;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(1179408450, 3) THEN
+    IF NOT dashboard_auth.try_lock('metric_sampler') THEN
         RETURN false;
     END IF;
     -- Under the lock, a fresh snapshot sees the last sample committed by another copy.

@@ -18,8 +18,10 @@ CREATE TABLE dashboard_auth.sql_runs (
     admin_id         uuid NOT NULL REFERENCES dashboard_auth.dashboard_users (id) ON DELETE CASCADE,
     -- The statement with PASSWORD literals redacted: the history shows this.
     statement        text NOT NULL,
-    -- SHA-256 of the statement as given: sql_execute runs only that very text.
-    statement_hash   bytea NOT NULL,
+    -- A MAC of the statement as given, keyed with the cluster's sealing key (outside every
+    -- dump): the claim accepts only that very text, and a dump gives no way to test a
+    -- guess at a redacted password.
+    statement_mac    bytea NOT NULL,
     command          text,
     mode             text NOT NULL CHECK (mode IN ('read', 'write')),
     explain          text CHECK (explain IN ('plan', 'analyze')),
@@ -155,8 +157,8 @@ BEGIN
         RETURN ROW(false, code, refusal, NULL, run_as, NULL, NULL, NULL, NULL)::fluxbase_admin.sql_run;
     END IF;
 
-    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, statement_hash, command, mode, explain, run_as, impersonation_id, backend_pid)
-    VALUES (who.admin_id, redacted, pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')), kind ->> 'command', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, explain,
+    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, statement_mac, command, mode, explain, run_as, impersonation_id, backend_pid)
+    VALUES (who.admin_id, redacted, fluxbase_admin.statement_mac(statement), kind ->> 'command', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, explain,
             run_as, impersonation_id, pg_catalog.pg_backend_pid())
     RETURNING * INTO run;
     IF impersonation_id IS NOT NULL THEN
@@ -177,7 +179,7 @@ BEGIN
                dashboard_auth.setting_int('runner.row_limit')::integer,
                fluxbase_admin.issue_ticket(who, 'sql_run',
                    pg_catalog.jsonb_build_object('run_id', run.id,
-                       'statement_hash', pg_catalog.encode(run.statement_hash, 'hex'),
+                       'statement_mac', pg_catalog.encode(run.statement_mac, 'hex'),
                        'explain', explain, 'prefix', fluxbase_admin.sql_explain_prefix(explain),
                        'row_limit', dashboard_auth.setting_int('runner.row_limit')),
                    run_as, context.claims, impersonation_id, run.intent_id, NOT coalesce(allow_writes, false))
@@ -196,7 +198,8 @@ DECLARE
     kind    jsonb;
     refusal text;
 BEGIN
-    IF pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')), 'hex') IS DISTINCT FROM req ->> 'statement_hash' THEN
+    -- The claim checked the statement against the recorded MAC and bound it.
+    IF statement IS DISTINCT FROM req ->> 'statement' THEN
         RAISE EXCEPTION 'the statement is not the one SQL run % recorded', req ->> 'run_id'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -244,8 +247,6 @@ DECLARE
     affected  bigint;
     more      bigint;
 BEGIN
-    -- Held while the statement runs: fluxbase_admin.sql_cancel finds the backend by it.
-    PERFORM pg_catalog.pg_advisory_xact_lock(1179408452, pg_catalog.hashtext(run_id));
     PERFORM fluxbase_admin.enter_role(context);
 
     IF (context ->> 'returns_rows')::boolean THEN
@@ -358,8 +359,10 @@ BEGIN
 END
 $$;
 
--- Cancels a running statement of the caller's, from any connection: the run's backend
--- is the one holding its advisory lock right now.
+-- Cancels a running statement of the caller's, from any connection. The run's backend is
+-- the one whose transaction claimed the run's ticket: the claim's update of the ticket
+-- stamps the ticket's row with that transaction (xmax) until it ends, and only the
+-- extension's owner can write that table, so no other role can pose as the run.
 CREATE FUNCTION fluxbase_admin.sql_cancel(session_token text, run_id uuid) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -373,14 +376,12 @@ BEGIN
         RAISE EXCEPTION 'no SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
     IF run.status = 'running' THEN
-        -- The data-login backend holding the run's lock: the claim's record of its pid
-        -- commits only with the run.
         SELECT pg_catalog.bool_or(pg_catalog.pg_cancel_backend(l.pid)) INTO cancelled
-          FROM pg_catalog.pg_locks l
-          JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted
-           AND l.classid = 1179408452::oid AND l.objid = pg_catalog.hashtext(run.id::text)::oid AND l.objsubid = 2
-           AND a.usename::text IN (SELECT fluxbase_admin.data_logins());
+          FROM dashboard_auth.tickets t
+          JOIN pg_catalog.pg_locks l ON l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+                                    AND l.transactionid = t.xmax
+         WHERE t.operation = 'sql_run' AND t.request ->> 'run_id' = run.id::text AND t.claimed_at IS NULL
+           AND t.xmax <> '0'::xid;
         cancelled := coalesce(cancelled, false);
     END IF;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'sql.cancel', 'sql_run', run.id::text,

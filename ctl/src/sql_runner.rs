@@ -139,7 +139,7 @@ async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bo
     };
     let tx = data.transaction().await.map_err(transport)?;
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}")).await.map_err(transport)?;
-    tx.query_typed("SELECT fluxbase_admin.claim($1)", &[(&ticket, Type::TEXT)]).await.map_err(|e| {
+    tx.query_typed("SELECT fluxbase_admin.claim($1, $2)", &[(&ticket, Type::TEXT), (&statement, Type::TEXT)]).await.map_err(|e| {
         let failure = describe_failure(&e, statement);
         json!({"code": failure["code"], "message": failure["message"], "status": "failed",
                "outcome": {"status": "failed", "error_code": failure["code"], "error_message": failure["message"]}})

@@ -22,6 +22,9 @@ pgrx::extension_sql_file!(
         passwords::dashboard_auth::password_needs_rehash,
         passwords::dashboard_auth::password_problem,
         tokens::dashboard_auth::new_token,
+        session_binding::dashboard_auth::bind_session_hash,
+        session_binding::dashboard_auth::unbind_session,
+        session_binding::dashboard_auth::bound_session_hash,
     ]
 );
 

@@ -22,12 +22,12 @@ use pgrx::prelude::*;
 pgrx::extension_sql_file!(
     "../../sql/data_plane.sql",
     name = "data_plane",
-    requires = ["impersonation", "settings", "explorer_catalog", bind_claim, bound_request]
+    requires = ["impersonation", "settings", "explorer_catalog", bind_claim, bound_request_text]
 );
 
 thread_local! {
     /// The request claimed in the current transaction, if any.
-    static BINDING: RefCell<Option<serde_json::Value>> = const { RefCell::new(None) };
+    static BINDING: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 static mut PREVIOUS_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -123,12 +123,14 @@ unsafe extern "C-unwind" fn refuse_protected_role_changes(
 #[pg_schema]
 mod fluxbase_admin {
     use pgrx::prelude::*;
-    use pgrx::JsonB;
+
+    // The binding is kept as the text of its jsonb: Postgres parses it (a request may nest
+    // deeper than serde_json reads), and the builder refuses what it cannot read.
 
     /// Binds a claimed request to this backend until the transaction ends. Internal:
     /// only `fluxbase_admin.claim`, a definer function, may call it (no grant).
     #[pg_extern(volatile, strict)]
-    fn bind_claim(binding: JsonB) {
+    fn bind_claim(binding: &str) {
         super::BINDING.with(|bound| {
             let mut bound = bound.borrow_mut();
             if bound.is_some() {
@@ -138,23 +140,15 @@ mod fluxbase_admin {
                     "a ticket is claimed in this transaction already: one ticket per transaction"
                 );
             }
-            *bound = Some(binding.0);
+            *bound = Some(binding.to_string());
         });
     }
 
-    /// The request claimed in this transaction. Refused (55000) when none is.
-    #[pg_extern(stable)]
-    fn bound_request() -> JsonB {
-        let bound = super::BINDING.with(|bound| bound.borrow().clone());
-        let Some(binding) = bound else {
-            pgrx::ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "no ticket is claimed in this transaction",
-                "Begin a transaction on the data login and call fluxbase_admin.claim(ticket) first."
-            );
-        };
-        JsonB(binding)
+    /// The text of the request claimed in this transaction, or NULL when none is
+    /// (`fluxbase_admin.bound_request` reads it as jsonb).
+    #[pg_extern(volatile)]
+    fn bound_request_text() -> Option<String> {
+        super::BINDING.with(|bound| bound.borrow().clone())
     }
 }
 
@@ -171,8 +165,8 @@ mod tests {
     #[pg_test]
     fn a_binding_reads_back_as_it_was_bound() {
         Spi::run("SELECT fluxbase_admin.bind_claim('{\"operation\": \"browse\", \"run_as\": \"fluxbase_explorer\"}')").unwrap();
-        let bound = Spi::get_one::<pgrx::JsonB>("SELECT fluxbase_admin.bound_request()").unwrap().unwrap().0;
-        assert_eq!(bound["run_as"], "fluxbase_explorer");
+        let run_as = Spi::get_one::<String>("SELECT fluxbase_admin.bound_request() ->> 'run_as'").unwrap();
+        assert_eq!(run_as.as_deref(), Some("fluxbase_explorer"));
     }
 
     #[pg_test(error = "a ticket is claimed in this transaction already: one ticket per transaction")]

@@ -300,12 +300,34 @@ mod fluxbase_admin {
     fn portal_columns(portal: &str) -> JsonB {
         JsonB(super::portal_columns(portal))
     }
+
+    /// A keyed MAC of a statement's text: what the history keeps and the claim checks, so
+    /// that the run executes exactly the text recorded. Keyed with the cluster's sealing
+    /// key, which lives outside every dump: a dump of the history gives no way to test a
+    /// guess at a redacted password. Internal: only the extension's definer functions call it.
+    #[pg_extern(stable, strict)]
+    fn statement_mac(statement: &str) -> Vec<u8> {
+        let key = match crate::two_factor::sealing_key() {
+            Ok(key) => key,
+            Err(e) => pgrx::error!("{e}"),
+        };
+        super::statement_mac(&key, statement).to_vec()
+    }
+}
+
+/// BLAKE2s keyed with the sealing key, over a domain-separated statement text.
+fn statement_mac(key: &[u8; 32], statement: &str) -> [u8; 32] {
+    use blake2::digest::{KeyInit, Mac};
+    let mut mac = <blake2::Blake2sMac256 as KeyInit>::new_from_slice(key).expect("a 32-byte key fits BLAKE2s");
+    mac.update(b"fluxbase_admin sql_runs statement\0");
+    mac.update(statement.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 pgrx::extension_sql_file!(
     "../../sql/sql_runner.sql",
     name = "sql_runner",
-    requires = ["impersonation", "settings", "data_plane", redact_secrets, classify_statement, portal_columns]
+    requires = ["impersonation", "settings", "data_plane", redact_secrets, classify_statement, portal_columns, statement_mac]
 );
 
 #[cfg(test)]

@@ -61,7 +61,8 @@ fn key_path() -> PathBuf {
 
 /// The cluster's sealing key, made on first use. Two backends racing to make it agree:
 /// each writes a private file and links it into place, and the loser reads the winner's.
-fn sealing_key() -> Result<[u8; 32], String> {
+/// It also keys the SQL runner's statement MACs (sql_runner.rs).
+pub(crate) fn sealing_key() -> Result<[u8; 32], String> {
     let path = key_path();
     if let Ok(bytes) = std::fs::read(&path) {
         return bytes.try_into().map_err(|_| format!("{} is damaged: it must hold exactly 32 bytes", path.display()));

@@ -1013,7 +1013,7 @@ fn verify_an_intact_chain_from_the_cli_and_sql() {
     // Pending entries (a writer that did not get the lock) are sealed first, then verified.
     let mut holder = db.connect(Caller::Superuser);
     let mut tx = holder.transaction().unwrap();
-    tx.execute("SELECT pg_advisory_xact_lock(dashboard_auth.audit_chain_lock_key(), 1)", &[]).unwrap();
+    tx.execute("SELECT dashboard_auth.hold_lock('audit_chain')", &[]).unwrap();
     ann.churn(2, 2);
     let pending: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE chain_seq IS NULL", &[]).unwrap().get(0);
     assert_eq!(pending, 2, "the writers did not wait for the lock");

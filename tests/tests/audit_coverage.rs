@@ -854,7 +854,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     {
         // The run itself, on the data login.
         data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {timeout}")).unwrap();
-        data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &statement]).unwrap();
         data.batch_execute("SAVEPOINT run").unwrap();
         let result: Value = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&statement]).unwrap().get(0);
         assert_eq!(result["rows"], json!([["2"]]), "rows 1 and 3 are left after the edits: {result}");
@@ -882,7 +882,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     );
     {
         data.batch_execute("BEGIN").unwrap();
-        data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &secret_statement]).unwrap();
         data.batch_execute("SAVEPOINT run").unwrap();
         let failed = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&secret_statement]);
         assert!(failed.is_err(), "service_role may not change a role's password");
@@ -903,7 +903,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     );
     {
         data.batch_execute("BEGIN").unwrap();
-        data.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &write]).unwrap();
         data.batch_execute("SAVEPOINT run").unwrap();
         let result: Value = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&write]).unwrap().get(0);
         assert_eq!(result["affected"], 1, "{result}");

@@ -131,7 +131,8 @@ fn a_data_login_that_holds_too_much_is_refused_naming_the_role_and_the_fix() {
     let url = db.url(Caller::Dashboard, "");
     let data_url = url.replacen("fluxbase_web:", "fluxbase_data_greedy:", 1);
     let stderr = serve_fails_with(&[("DATABASE_URL", &url), ("FLUXBASE_ADMIN_DATA_DATABASE_URL", &data_url)]);
-    su.batch_execute("REVOKE pg_read_all_data, fluxbase_dashboard FROM fluxbase_data_greedy").unwrap();
+    // The role is cluster-wide: gone again before other tests look at the cluster's logins.
+    su.batch_execute("DROP OWNED BY fluxbase_data_greedy; DROP ROLE fluxbase_data_greedy").unwrap();
     assert!(stderr.contains("the database logins are not safe to serve with"), "{stderr}");
     assert!(stderr.contains("pg_read_all_data") && stderr.contains("REVOKE pg_read_all_data FROM fluxbase_data_greedy"), "{stderr}");
     assert!(stderr.contains("REVOKE fluxbase_dashboard FROM fluxbase_data_greedy"), "{stderr}");

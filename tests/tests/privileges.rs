@@ -169,7 +169,7 @@ fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functi
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(definer, ["fluxbase_admin.claim(text)", "fluxbase_admin.record_result(jsonb)"]);
+    assert_eq!(definer, ["fluxbase_admin.claim(text,text)", "fluxbase_admin.record_result(jsonb)"]);
     // The roles the data plane switches to (and app code runs as) may call none of the
     // dashboard's definer functions (the app's own sign-in functions in auth are theirs);
     // the explorer role none of the extension's.
@@ -290,10 +290,10 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
         .collect();
     let expected = [
         "begin_2fa_enrolment", "change_password", "confirm_2fa_enrolment", "create_setup_link", "delete_admin",
-        "disable_2fa", "disable_admin", "enable_admin", "invite_admin", "link_info", "list_admins", "list_settings",
+        "disable_2fa", "disable_admin", "enable_admin", "end_session", "invite_admin", "link_info", "list_admins", "list_settings",
         "login", "login_second_factor", "logout", "logout_others", "needs_setup", "redeem_link",
         "regenerate_recovery_codes", "reset_setting", "search_audit", "set_admin_role", "set_setting", "setup", "two_factor_status",
-        "whoami",
+        "use_session", "whoami",
     ];
     assert_eq!(granted, expected);
     // Each of them checks a session token, or is one of the pre-session functions.
@@ -317,7 +317,7 @@ fn app_roles_reach_nothing_of_the_dashboard() {
     // Every function named here exists: a refusal is not a missing function.
     let mut su = db.connect(Caller::Superuser);
     for signature in [
-        "fluxbase_admin.claim(text)", "fluxbase_admin.browse()", "fluxbase_admin.edit()", "fluxbase_admin.open_export(text)",
+        "fluxbase_admin.claim(text,text)", "fluxbase_admin.browse()", "fluxbase_admin.edit()", "fluxbase_admin.open_export(text)",
         "fluxbase_admin.ticket(text, text, jsonb, uuid)", "fluxbase_admin.record_result(jsonb)", "fluxbase_admin.sql_execute(text)",
         "auth.apply_impersonation()", "fluxbase_admin.read_page(jsonb, text, jsonb)",
         "fluxbase_admin.build_browse(jsonb, text, text, text, integer, text)",

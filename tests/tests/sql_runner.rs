@@ -145,7 +145,7 @@ fn begin(c: &mut Conns, token: &str, sql: &str, writes: bool, explain: Option<&s
 /// on failure): `close` ends it.
 fn execute_open(c: &mut Conns, begun: &Begun, sql: &str) -> Result<Value, postgres::Error> {
     c.data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {}", begun.timeout_ms.expect("a timeout")))?;
-    c.data.execute("SELECT fluxbase_admin.claim($1)", &[&begun.ticket()])?;
+    c.data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&begun.ticket(), &sql])?;
     c.data.batch_execute("SAVEPOINT run")?;
     let row = c.data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&sql])?;
     Ok(row.get(0))

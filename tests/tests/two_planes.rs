@@ -728,7 +728,7 @@ fn a_data_login_that_reads_all_data_is_a_problem() {
     );
     assert_eq!(listed.len(), 1, "only pg_read_all_data is wrong: {listed:?}");
     // And such a login may not claim a ticket.
-    su.batch_execute(&format!("GRANT USAGE ON SCHEMA fluxbase_admin TO {0}; GRANT EXECUTE ON FUNCTION fluxbase_admin.claim(text) TO {0}", greedy.name)).unwrap();
+    su.batch_execute(&format!("GRANT USAGE ON SCHEMA fluxbase_admin TO {0}; GRANT EXECUTE ON FUNCTION fluxbase_admin.claim(text, text) TO {0}", greedy.name)).unwrap();
     let err = greedy.connect().query_one("SELECT fluxbase_admin.claim('fbk_whatever')", &[]).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
     assert!(describe(&err).contains("pg_read_all_data"), "{}", describe(&err));
@@ -757,7 +757,7 @@ fn run_sql(planes: &mut Planes, token: &str, statement: &str, writes: bool) -> R
     let t: String = row.get(5);
     let data = &mut planes.data;
     data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {timeout}")).unwrap();
-    data.execute("SELECT fluxbase_admin.claim($1)", &[&t]).unwrap_or_else(|e| panic!("claim: {}", describe(&e)));
+    data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&t, &statement]).unwrap_or_else(|e| panic!("claim: {}", describe(&e)));
     data.batch_execute("SAVEPOINT run").unwrap();
     let result = data.query_one("SELECT fluxbase_admin.sql_execute($1)::text", &[&statement]);
     let outcome = match result {
@@ -843,4 +843,19 @@ fn issuance_never_violates_its_own_expiry_check() {
     let bad: String = planes.web.query_one("SELECT current_setting('twop.bad', true)", &[]).unwrap().get(0);
     assert_eq!(bad, "0", "{bad} of 200 calls of fluxbase_admin.ticket failed with 23514 tickets_check");
     let _ = ann;
+}
+
+#[test]
+fn the_data_login_cannot_bind_a_request_of_its_own() {
+    let (_db, mut planes, _, _) = notes();
+    // Only claim, a definer function that spends a ticket, binds a request: code on the
+    // data login that calls the binder itself is refused.
+    let err = planes
+        .data
+        .batch_execute(r#"BEGIN; SELECT fluxbase_admin.bind_claim('{"operation": "edit", "run_as": "service_role"}')"#)
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{}", describe(&err));
+    planes.data.batch_execute("ROLLBACK").unwrap();
+    let err = planes.data.query_one("SELECT fluxbase_admin.browse()", &[]).unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("55000"), "{}", describe(&err));
 }
