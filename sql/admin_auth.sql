@@ -755,7 +755,7 @@ COMMENT ON FUNCTION dashboard_auth.redeem_link(text, text, inet, text, interval)
 -- With a session (fluxbase_dashboard): the first argument is the session token
 -- ---------------------------------------------------------------------------------
 
-CREATE FUNCTION dashboard_auth.whoami(session_token text) RETURNS dashboard_auth.session_admin
+CREATE FUNCTION dashboard_auth.whoami(session_token text DEFAULT NULL) RETURNS dashboard_auth.session_admin
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.check_session(session_token) $$;
 
@@ -783,7 +783,7 @@ CREATE FUNCTION dashboard_auth.end_session() RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.unbind_session() $$;
 
-CREATE FUNCTION dashboard_auth.logout(session_token text) RETURNS void
+CREATE FUNCTION dashboard_auth.logout(session_token text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -797,7 +797,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION dashboard_auth.logout_others(session_token text) RETURNS integer
+CREATE FUNCTION dashboard_auth.logout_others(session_token text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -856,7 +856,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION dashboard_auth.list_admins(session_token text)
+CREATE FUNCTION dashboard_auth.list_admins(session_token text DEFAULT NULL)
 RETURNS SETOF dashboard_auth.admin_overview
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -896,7 +896,7 @@ CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) R
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id) $$;
 
-CREATE FUNCTION dashboard_auth.list_settings(session_token text)
+CREATE FUNCTION dashboard_auth.list_settings(session_token text DEFAULT NULL)
 RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text,
                changed_by text, changed_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

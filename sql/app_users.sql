@@ -349,7 +349,7 @@ $$;
 -- keyset: pass the `cursor` of the last row seen as `after`, so a page costs the same at
 -- any depth. Every value is a bound parameter; the sort column comes from a fixed list.
 CREATE FUNCTION auth.admin_list_users(
-    session_token text,
+    session_token text DEFAULT NULL,
     search text DEFAULT NULL,
     filter_role text DEFAULT NULL,
     filter_status text DEFAULT NULL,

@@ -8,7 +8,7 @@
 --   target: the target's id exactly (a user id, "public.orders", ...)
 --   cursor: next_cursor of the previous page
 CREATE FUNCTION dashboard_auth.search_audit(
-    session_token text, actor text DEFAULT NULL, action text DEFAULT NULL, target text DEFAULT NULL,
+    session_token text DEFAULT NULL, actor text DEFAULT NULL, action text DEFAULT NULL, target text DEFAULT NULL,
     since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

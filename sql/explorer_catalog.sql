@@ -74,7 +74,7 @@ AS $$
 $$;
 
 -- Every browsable relation, for the explorer's list (viewers may call it).
-CREATE FUNCTION fluxbase_admin.catalog(session_token text)
+CREATE FUNCTION fluxbase_admin.catalog(session_token text DEFAULT NULL)
 RETURNS TABLE (schema text, name text, kind text, estimated_rows bigint, total_bytes bigint,
                rls_enabled boolean, rls_forced boolean, has_primary_key boolean, description text,
                explorer_limits text)

@@ -78,7 +78,7 @@ END
 $$;
 
 -- The tables with real time on.
-CREATE FUNCTION fluxbase_admin.realtime_tables(session_token text) RETURNS TABLE (schema text, name text)
+CREATE FUNCTION fluxbase_admin.realtime_tables(session_token text DEFAULT NULL) RETURNS TABLE (schema text, name text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

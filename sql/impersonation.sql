@@ -170,7 +170,7 @@ END
 $$;
 COMMENT ON FUNCTION auth.start_impersonation(text, text, text, text, inet, text, interval) IS 'Starts viewing the database as a user, anon or the service role; commit it on its own';
 
-CREATE FUNCTION auth.end_impersonation(session_token text) RETURNS boolean
+CREATE FUNCTION auth.end_impersonation(session_token text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

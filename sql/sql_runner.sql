@@ -391,7 +391,7 @@ END
 $$;
 
 -- The caller's last statements, newest first (at most 100 are kept).
-CREATE FUNCTION fluxbase_admin.sql_history(session_token text, max_rows integer DEFAULT 100)
+CREATE FUNCTION fluxbase_admin.sql_history(session_token text DEFAULT NULL, max_rows integer DEFAULT 100)
 RETURNS TABLE (run_id uuid, started_at timestamptz, finished_at timestamptz, statement text, command text, mode text,
                explain text, run_as text, impersonation_id uuid, status text, row_count bigint, affected bigint,
                truncated boolean, error_code text, error_message text)

@@ -189,7 +189,7 @@ COMMENT ON FUNCTION dashboard_auth.login_second_factor(text, text, inet, text) I
 -- With a session (fluxbase_dashboard): an admin's own two-factor settings
 -- ---------------------------------------------------------------------------------
 
-CREATE FUNCTION dashboard_auth.two_factor_status(session_token text)
+CREATE FUNCTION dashboard_auth.two_factor_status(session_token text DEFAULT NULL)
 RETURNS TABLE (enabled boolean, enabled_at timestamptz, recovery_codes_left bigint)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -201,7 +201,7 @@ $$;
 
 -- Starts enrolment: a new secret, shown once (base32, otpauth:// URI, QR code). Nothing
 -- changes at sign-in until a code from it is confirmed, within 10 minutes.
-CREATE FUNCTION dashboard_auth.begin_2fa_enrolment(session_token text)
+CREATE FUNCTION dashboard_auth.begin_2fa_enrolment(session_token text DEFAULT NULL)
 RETURNS TABLE (secret text, otpauth_uri text, qr_png_data_uri text, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$

@@ -111,3 +111,16 @@ pub fn ticket_text(web: &mut Client, token: &str, operation: &str, request: &str
     )?;
     Ok(rows[0].get(0))
 }
+
+/// Runs `statement` (with %I for the login) as a superuser for every data login of the
+/// database (fluxbase_admin.data_logins), such as `GRANT editor TO %I` before a test
+/// lists `editor` in users.extra_roles.
+pub fn for_each_data_login(su: &mut Client, statement: &str) {
+    su.batch_execute(&format!(
+        "DO $$ DECLARE l text; BEGIN
+             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
+         END $$",
+        statement.replace('\'', "''")
+    ))
+    .unwrap();
+}

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fluxbase_tests::admin::PASSWORD;
+use fluxbase_tests::data_plane::for_each_data_login as data_logins;
 use fluxbase_tests::{fluxbase, run, text, Caller, TestDb};
 use postgres::types::ToSql;
 use postgres::{Client, Row};
@@ -74,17 +75,6 @@ fn on_data(data: &mut Client, ticket: &str, sql: &str) -> Value {
     serde_json::from_str(&rows[0].get::<_, String>(0)).unwrap()
 }
 
-/// Runs `statement` (with %I for the login) for every data login of the cluster
-/// (fluxbase_admin.data_logins): users.extra_roles must name roles all of them are in.
-fn data_logins(su: &mut Client, statement: &str) {
-    su.batch_execute(&format!(
-        "DO $$ DECLARE l text; BEGIN
-             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
-         END $$",
-        statement.replace('\'', "''")
-    ))
-    .unwrap();
-}
 
 /// `dashboard_auth.login` from the test's address: (ok, code, session, challenge).
 fn sign_in(client: &mut Client, email: &str, password: &str) -> (bool, String, Option<String>, Option<String>) {

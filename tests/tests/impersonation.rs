@@ -4,6 +4,7 @@
 //! then, on the data login, claim + auth.apply_impersonation() and plain SQL.
 
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, sqlstate, PASSWORD};
+use fluxbase_tests::data_plane::for_each_data_login as data_logins;
 use fluxbase_tests::data_plane::{claimed, ticket_text};
 use fluxbase_tests::{Caller, TestDb};
 use postgres::types::ToSql;
@@ -69,17 +70,6 @@ impl Admin {
     }
 }
 
-/// Runs `statement` (with %I for the login) for every data login of the cluster
-/// (fluxbase_admin.data_logins): a setting that names a role needs all of them.
-fn data_logins(su: &mut Client, statement: &str) {
-    su.batch_execute(&format!(
-        "DO $$ DECLARE l text; BEGIN
-             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
-         END $$",
-        statement.replace('\'', "''")
-    ))
-    .unwrap();
-}
 
 fn titles(mut rows: Vec<String>) -> Vec<String> {
     rows.sort();

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fluxbase_tests::admin::{self, create_admin, login, PASSWORD};
+use fluxbase_tests::data_plane::for_each_data_login as data_logins;
 use fluxbase_tests::{Caller, TestDb};
 use postgres::error::{DbError, ErrorPosition};
 use postgres::Client;
@@ -291,17 +292,6 @@ fn items_fingerprint(db: &TestDb) -> String {
     su_one(db, "SELECT string_agg(id || ':' || name || ':' || coalesce(note, '-'), ',' ORDER BY id) FROM public.items")
 }
 
-/// Runs `statement` (with %I for the login) for every data login of the cluster
-/// (fluxbase_admin.data_logins): runner.role must name a role all of them are members of.
-fn data_logins(su: &mut Client, statement: &str) {
-    su.batch_execute(&format!(
-        "DO $$ DECLARE l text; BEGIN
-             FOR l IN SELECT * FROM fluxbase_admin.data_logins() LOOP EXECUTE format('{}', l); END LOOP;
-         END $$",
-        statement.replace('\'', "''")
-    ))
-    .unwrap();
-}
 
 /// Cluster-wide roles for the fixtures, made once (other runs of the suite may have made
 /// them); one test at a time, since concurrent changes to one role fail.
