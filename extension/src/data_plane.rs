@@ -8,7 +8,8 @@
 //! from their arguments.
 //!
 //! This module also installs a ProcessUtility hook: `ALTER ROLE` on the explorer role or
-//! on a login of either plane is refused unless a superuser runs it. App code that did
+//! on a login of either plane is refused unless a superuser runs it, and `DISCARD ALL`
+//! forgets a psql sign-in (session_binding.rs). App code that did
 //! `RESET ROLE` on the data login could otherwise set its own login's password or a
 //! `role` setting. The hook exists in every backend that loaded the library; on the
 //! data login that is guaranteed by the claim, which is a call into it.
@@ -44,13 +45,17 @@ pub fn install_hooks() {
 #[pg_guard]
 unsafe extern "C-unwind" fn clear_binding_at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     use pg_sys::XactEvent::*;
-    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE) {
-        BINDING.with(|binding| {
-            if let Ok(mut binding) = binding.try_borrow_mut() {
-                binding.take();
-            }
-        });
-    }
+    let committed = match event {
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => true,
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => false,
+        _ => return,
+    };
+    BINDING.with(|binding| {
+        if let Ok(mut binding) = binding.try_borrow_mut() {
+            binding.take();
+        }
+    });
+    crate::session_binding::at_transaction_end(committed);
 }
 
 /// The role an `ALTER ROLE`, `ALTER ROLE ... SET` or `ALTER ROLE ... RENAME` names, if
@@ -102,7 +107,14 @@ unsafe extern "C-unwind" fn refuse_protected_role_changes(
     dest: *mut pg_sys::DestReceiver,
     completion: *mut pg_sys::QueryCompletion,
 ) {
-    if let Some(role) = altered_role((*planned).utilityStmt) {
+    let statement = (*planned).utilityStmt;
+    if !statement.is_null()
+        && (*statement).type_ == pg_sys::NodeTag::T_DiscardStmt
+        && (*statement.cast::<pg_sys::DiscardStmt>()).target == pg_sys::DiscardMode::DISCARD_ALL
+    {
+        crate::session_binding::forget();
+    }
+    if let Some(role) = altered_role(statement) {
         if !pg_sys::superuser() && is_protected_role(role) {
             let name = pg_sys::GetUserNameFromId(role, true);
             let name = if name.is_null() { "?".into() } else { CStr::from_ptr(name).to_string_lossy().into_owned() };
