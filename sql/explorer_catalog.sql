@@ -89,10 +89,39 @@ BEGIN
            c.relrowsecurity, c.relforcerowsecurity,
            EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = r.oid AND k.contype = 'p'),
            pg_catalog.obj_description(r.oid, 'pg_class'),
-           -- What the explorer role cannot do with it, and why (NULL: it can read and write).
-           fluxbase_admin.explorer_limits(r.oid)
+           -- What the explorer role (data_plane.sql) cannot do with it, and why; NULL when
+           -- it can read and write it. Nothing is silently missing from the explorer.
+           CASE
+               WHEN NOT pg_catalog.has_schema_privilege(e.oid, c.relnamespace, 'USAGE')
+                   THEN 'unreadable: USAGE on its schema was revoked from fluxbase_explorer'
+               WHEN NOT pg_catalog.has_table_privilege(e.oid, c.oid, 'SELECT')
+                   THEN 'unreadable: its owner revoked SELECT from fluxbase_explorer'
+               WHEN c.relkind = 'f' AND NOT EXISTS (
+                        SELECT 1 FROM pg_catalog.pg_foreign_table ft
+                          JOIN pg_catalog.pg_user_mapping um ON um.umserver = ft.ftserver
+                         WHERE ft.ftrelid = c.oid AND um.umuser IN (0, e.oid))
+                   THEN 'unreadable: a foreign table whose server has no user mapping for fluxbase_explorer'
+               WHEN NOT (pg_catalog.has_table_privilege(e.oid, c.oid, 'INSERT')
+                         AND pg_catalog.has_table_privilege(e.oid, c.oid, 'UPDATE')
+                         AND pg_catalog.has_table_privilege(e.oid, c.oid, 'DELETE'))
+                   THEN 'read-only: its owner revoked '
+                        || pg_catalog.array_to_string(ARRAY(
+                               SELECT p FROM pg_catalog.unnest(ARRAY['INSERT', 'UPDATE', 'DELETE']) p
+                                WHERE NOT pg_catalog.has_table_privilege(e.oid, c.oid, p)), ', ')
+                        || ' from fluxbase_explorer'
+               ELSE 'no inserts: fluxbase_explorer may not execute ' || (
+                        SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (in the default of %s)',
+                                                         pr.oid::pg_catalog.regprocedure, a.attname), ', ')
+                          FROM pg_catalog.pg_attrdef ad
+                          JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+                          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                                                     AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                          JOIN pg_catalog.pg_proc pr ON pr.oid = d.refobjid
+                         WHERE ad.adrelid = c.oid AND NOT pg_catalog.has_function_privilege(e.oid, pr.oid, 'EXECUTE'))
+           END
       FROM fluxbase_admin.browsable_relations() r
       JOIN pg_catalog.pg_class c ON c.oid = r.oid
+     CROSS JOIN (SELECT g.oid FROM pg_catalog.pg_roles g WHERE g.rolname = 'fluxbase_explorer') e
      ORDER BY r.schema, r.name;
 END
 $$;
