@@ -76,7 +76,7 @@ SQL
 # The data plane's login, as make run makes it (README, "Two logins").
 DATA_PASSWORD=$(credentials_get bench DATA_PASSWORD)
 ensure_login_role fluxbase_data "$DATA_PASSWORD" "anon" NOINHERIT >/dev/null
-cluster_psql -d fluxbase_bench -c "SELECT * FROM fluxbase_admin.prepare_data_login('fluxbase_data')" >/dev/null
+cluster_psql -d fluxbase_bench -c "SET client_min_messages = warning" -c "SELECT * FROM fluxbase_admin.prepare_data_login('fluxbase_data')" >/dev/null
 
 # median COLUMN...: the median of a column of numbers on stdin.
 median() {

@@ -173,6 +173,9 @@ REVOKE ALL ON dashboard_auth.explorer_reads FROM PUBLIC;
 CREATE FUNCTION fluxbase_admin.enter_role(bound jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER
 AS $$
+DECLARE
+    -- Read as the data login: the role switched to may not use this schema.
+    app_search_path text := fluxbase_admin.session_search_path();
 BEGIN
     PERFORM pg_catalog.set_config('request.jwt.claims', coalesce(bound ->> 'claims', ''), true);
     -- The legacy one-setting-per-claim form too, so that an older claim set earlier in the
@@ -182,8 +185,7 @@ BEGIN
     PERFORM pg_catalog.set_config('request.jwt.claim.email', coalesce(bound -> 'claims' ->> 'email', ''), true);
     PERFORM pg_catalog.set_config('request.jwt.claim.role', coalesce(bound -> 'claims' ->> 'role', ''), true);
     EXECUTE pg_catalog.format('SET LOCAL ROLE %I', bound ->> 'run_as');
-    PERFORM pg_catalog.set_config('search_path',
-        (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'), true);
+    PERFORM pg_catalog.set_config('search_path', app_search_path, true);
 END
 $$;
 -- No SET clause above: a function's own SET would undo the search_path on return. Every

@@ -156,6 +156,18 @@ mod fluxbase_admin {
         });
     }
 
+    /// The session's own search_path (its reset value, as pg_settings.reset_val gives it,
+    /// without building every row of that view): what app code sees on the app's own
+    /// connections, and so what the data plane gives it.
+    #[pg_extern(stable)]
+    fn session_search_path() -> String {
+        // SAFETY: search_path always exists; the string belongs to the GUC machinery and is
+        // copied before any other GUC call.
+        unsafe { std::ffi::CStr::from_ptr(pgrx::pg_sys::GetConfigOptionResetString(c"search_path".as_ptr())) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// The text of the request claimed in this transaction, or NULL when none is
     /// (`fluxbase_admin.bound_request` reads it as jsonb).
     #[pg_extern(volatile)]
