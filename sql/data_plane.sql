@@ -565,7 +565,7 @@ BEGIN
         SELECT * INTO imp FROM auth.impersonation_sessions i WHERE i.id = spent.impersonation_id;
         IF imp.id IS NULL OR NOT imp.active OR imp.expires_at <= pg_catalog.now() THEN
             RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', spent.impersonation_id
-                  USING ERRCODE = 'invalid_authorization_specification', HINT = 'Start a new one with auth.start_impersonation.';
+                  USING ERRCODE = 'FB001', HINT = 'Start a new one with auth.start_impersonation.';
         END IF;
         IF imp.mode <> 'service' AND auth.forbidden_target_role(imp.target_role) IS NOT NULL THEN
             RAISE EXCEPTION 'impersonation refused: %', auth.forbidden_target_role(imp.target_role)

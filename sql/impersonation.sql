@@ -209,7 +209,7 @@ BEGIN
      WHERE i.id = impersonation_context.impersonation_id AND i.admin_id = who.admin_id;
     IF found_session.id IS NULL OR NOT found_session.active OR found_session.expires_at <= pg_catalog.now() THEN
         RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', coalesce(impersonation_id::text, 'NULL')
-              USING ERRCODE = 'invalid_authorization_specification', HINT = 'Start a new one with auth.start_impersonation.';
+              USING ERRCODE = 'FB001', HINT = 'Start a new one with auth.start_impersonation.';
     END IF;
     -- The role is checked again: its attributes or memberships may have changed since
     -- the start.

@@ -45,6 +45,17 @@ COMMENT ON TABLE dashboard_auth.sql_runs IS 'Each admin''s last 100 SQL runner s
 SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.sql_runs', '');
 REVOKE ALL ON dashboard_auth.sql_runs FROM PUBLIC;
 
+-- Runs an admin asked to cancel: a run that then ends with 57014 (canceling statement)
+-- was cancelled, not a failure. The extension decides a run's status from this and the
+-- error's code, never from a message's text.
+CREATE TABLE dashboard_auth.sql_run_cancels (
+    run_id       uuid PRIMARY KEY REFERENCES dashboard_auth.sql_runs (id) ON DELETE CASCADE,
+    -- NULL: the run ended with 57014 and no cancel was asked for (a timeout).
+    requested_at timestamptz
+);
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.sql_run_cancels', '');
+REVOKE ALL ON dashboard_auth.sql_run_cancels FROM PUBLIC;
+
 CREATE TYPE fluxbase_admin.sql_run AS (
     ok               boolean,
     code             text,
@@ -278,8 +289,9 @@ BEGIN
     END IF;
 
     IF current_user <> run_as THEN
+        -- A code of its own: the run is recorded as rolled back, not as failed.
         RAISE EXCEPTION 'the statement changed the current role from % to %: the run is rolled back', run_as, current_user
-              USING ERRCODE = 'insufficient_privilege';
+              USING ERRCODE = 'FB002';
     END IF;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     SET LOCAL ROLE NONE;
@@ -305,12 +317,23 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     run    dashboard_auth.sql_runs;
-    ended  text := coalesce(outcome ->> 'status', 'succeeded');
+    cancel_requested boolean := false;
+    ended  text;
 BEGIN
-    IF ended NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back') THEN
-        RAISE EXCEPTION 'status is succeeded, failed, cancelled or rolled_back, not %', pg_catalog.quote_literal(ended)
-              USING ERRCODE = 'invalid_parameter_value';
+    IF outcome ->> 'error_code' = '57014' THEN
+        -- Was it a cancel? sql_cancel records the request before it signals, in a
+        -- transaction that may not have committed yet: inserting the same key waits for
+        -- it, and then finds its row.
+        INSERT INTO dashboard_auth.sql_run_cancels AS c (run_id, requested_at) VALUES (finish_sql_run.run_id, NULL)
+        ON CONFLICT ON CONSTRAINT sql_run_cancels_pkey DO UPDATE SET run_id = c.run_id
+        RETURNING c.requested_at IS NOT NULL INTO cancel_requested;
     END IF;
+    -- How the run ended follows from the error's code, never from its message: FB002 is
+    -- the role check's, and a 57014 after a cancel request is the cancel.
+    ended := CASE WHEN outcome ->> 'error_code' IS NULL THEN 'succeeded'
+                  WHEN outcome ->> 'error_code' = 'FB002' THEN 'rolled_back'
+                  WHEN cancel_requested THEN 'cancelled'
+                  ELSE 'failed' END;
     UPDATE dashboard_auth.sql_runs r
        SET status = ended, finished_at = pg_catalog.clock_timestamp(),
            row_count = (outcome ->> 'row_count')::bigint, affected = (outcome ->> 'affected')::bigint,
@@ -344,11 +367,12 @@ AS $$
                ROW(intent.actor_type, intent.actor_id, intent.actor)::dashboard_auth.actor, outcome, intent.ip, intent.user_agent)
 $$;
 
--- Step 3: records how the run ended. outcome: {"status": "succeeded" | "failed" |
--- "cancelled" | "rolled_back", "row_count", "affected", "truncated", "error_code",
--- "error_message"}. On the dashboard login, after the rollback of a read or a failure; a
+-- Step 3: records how the run ended and returns its status: succeeded, failed, cancelled
+-- (a 57014 after sql_cancel) or rolled_back (the role check, FB002). outcome:
+-- {"row_count", "affected", "truncated"} for a success, {"error_code", "error_message"}
+-- for a failure. On the dashboard login, after the rollback of a read or a failure; a
 -- write records its ending with fluxbase_admin.record_result in its own transaction.
-CREATE FUNCTION fluxbase_admin.sql_finish(session_token text, run_id uuid, outcome jsonb) RETURNS void
+CREATE FUNCTION fluxbase_admin.sql_finish(session_token text, run_id uuid, outcome jsonb) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -356,6 +380,7 @@ DECLARE
 BEGIN
     PERFORM fluxbase_admin.finish_sql_run(run_id, who.admin_id, dashboard_auth.session_actor(who), outcome,
                                           dashboard_auth.request_ip(), dashboard_auth.request_user_agent());
+    RETURN (SELECT r.status FROM dashboard_auth.sql_runs r WHERE r.id = run_id);
 END
 $$;
 
@@ -376,6 +401,8 @@ BEGIN
         RAISE EXCEPTION 'no SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
     IF run.status = 'running' THEN
+        INSERT INTO dashboard_auth.sql_run_cancels AS c (run_id, requested_at) VALUES (run.id, pg_catalog.clock_timestamp())
+        ON CONFLICT ON CONSTRAINT sql_run_cancels_pkey DO UPDATE SET requested_at = coalesce(c.requested_at, EXCLUDED.requested_at);
         SELECT pg_catalog.bool_or(pg_catalog.pg_cancel_backend(l.pid)) INTO cancelled
           FROM dashboard_auth.tickets t
           JOIN pg_catalog.pg_locks l ON l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted

@@ -94,37 +94,34 @@ async fn run_to_the_end(state: AppState, token: String, request: RunRequest, imp
     }
     let notices = notices::take(pid);
 
-    // 3. A read, or a failure, is recorded on the dashboard plane once it is over.
-    if let Some(ending) = outcome.as_ref().err().map(|f| f["outcome"].clone()).or_else(|| read_only.then(|| outcome.as_ref().ok().map(|r| r["outcome"].clone())).flatten()) {
-        if let Err(e) = finish(&state, &token, run_id, &ending).await {
+    // 3. A read, or a failure, is recorded on the dashboard plane once it is over; the
+    // extension decides how the run ended (a write's ending committed with it).
+    let (mut answer, ending) = match outcome {
+        Ok(mut result) => {
+            let ending = result.as_object_mut().and_then(|m| m.remove("outcome"));
+            result["ok"] = json!(true);
+            result["status"] = json!("succeeded");
+            result["read_only"] = json!(read_only);
+            (result, read_only.then_some(ending).flatten())
+        }
+        Err(mut failure) => {
+            let ending = failure.as_object_mut().and_then(|m| m.remove("outcome"));
+            failure["ok"] = json!(false);
+            failure["run_id"] = json!(run_id.to_string());
+            failure["status"] = json!("failed");
+            (failure, ending)
+        }
+    };
+    if let Some(ending) = ending {
+        match finish(&state, &token, run_id, &ending).await {
+            Ok(status) => answer["status"] = json!(status),
             // The intent is recorded already; a lost connection only loses this ending.
-            tracing::warn!(error = %e, %run_id, "cannot record how a SQL run ended");
+            Err(e) => tracing::warn!(error = %e, %run_id, "cannot record how a SQL run ended"),
         }
     }
-
-    let took = started.elapsed().as_millis() as u64;
-    Ok(Json(match outcome {
-        Ok(mut result) => {
-            if let Some(map) = result.as_object_mut() {
-                map.remove("outcome");
-            }
-            result["ok"] = json!(true);
-            result["read_only"] = json!(read_only);
-            result["notices"] = json!(notices);
-            result["duration_ms"] = json!(took);
-            result
-        }
-        Err(mut answer) => {
-            if let Some(map) = answer.as_object_mut() {
-                map.remove("outcome");
-            }
-            answer["ok"] = json!(false);
-            answer["run_id"] = json!(run_id.to_string());
-            answer["notices"] = json!(notices);
-            answer["duration_ms"] = json!(took);
-            answer
-        }
-    }))
+    answer["notices"] = json!(notices);
+    answer["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+    Ok(Json(answer))
 }
 
 /// Step 2 of a run, on the data login: the claim, the statement, and for a write its
@@ -134,25 +131,22 @@ async fn run_to_the_end(state: AppState, token: String, request: RunRequest, imp
 /// SQLSTATE, message and position.
 async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bool, timeout_ms: i64) -> Result<Value, Value> {
     let transport = |e: tokio_postgres::Error| {
-        json!({"code": "unavailable", "message": db::describe_pg_error(&e), "status": "failed",
-               "outcome": {"status": "failed", "error_code": "unavailable", "error_message": db::describe_pg_error(&e)}})
+        json!({"code": "unavailable", "message": db::describe_pg_error(&e),
+               "outcome": {"error_code": "unavailable", "error_message": db::describe_pg_error(&e)}})
     };
     let tx = data.transaction().await.map_err(transport)?;
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}")).await.map_err(transport)?;
     tx.query_typed("SELECT fluxbase_admin.claim($1, $2)", &[(&ticket, Type::TEXT), (&statement, Type::TEXT)]).await.map_err(|e| {
         let failure = describe_failure(&e, statement);
-        json!({"code": failure["code"], "message": failure["message"], "status": "failed",
-               "outcome": {"status": "failed", "error_code": failure["code"], "error_message": failure["message"]}})
+        json!({"code": failure["code"], "message": failure["message"],
+               "outcome": {"error_code": failure["code"], "error_message": failure["message"]}})
     })?;
     tx.batch_execute("SAVEPOINT run").await.map_err(transport)?;
     let executed = tx.query_typed("SELECT fluxbase_admin.sql_execute($1)::text", &[(&statement, Type::TEXT)]).await;
     match executed {
         Ok(rows) => {
             let result: Value = serde_json::from_str(rows[0].get(0)).unwrap_or(Value::Null);
-            let outcome = json!({
-                "status": "succeeded", "row_count": result["row_count"], "affected": result["affected"],
-                "truncated": result["truncated"],
-            });
+            let outcome = json!({"row_count": result["row_count"], "affected": result["affected"], "truncated": result["truncated"]});
             if read_only {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT run").await.map_err(transport)?;
             } else {
@@ -170,36 +164,33 @@ async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bo
             if tx.batch_execute("ROLLBACK TO SAVEPOINT run").await.is_ok() {
                 let _ = tx.commit().await;
             }
-            failure["outcome"] = json!({
-                "status": failure["status"], "error_code": failure["code"], "error_message": failure["message"],
-            });
+            failure["outcome"] = json!({"error_code": failure["code"], "error_message": failure["message"]});
             Err(failure)
         }
     }
 }
 
-async fn finish(state: &AppState, token: &str, run_id: Uuid, outcome: &Value) -> anyhow::Result<()> {
+/// Records how a run ended, on the dashboard plane, and returns its status as the
+/// extension decided it.
+async fn finish(state: &AppState, token: &str, run_id: Uuid, outcome: &Value) -> anyhow::Result<String> {
     let mut client = db::checkout(state.pool(), state.database_config()).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await?;
-    tx.execute("SELECT fluxbase_admin.sql_finish($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()])
+    let status: String = tx
+        .query_one("SELECT fluxbase_admin.sql_finish($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()])
         .await
-        .map_err(db::pg_error)?;
+        .map_err(db::pg_error)?
+        .get(0);
     tx.commit().await.map_err(db::pg_error)?;
-    Ok(())
+    Ok(status)
 }
 
 /// A failed statement as the runner reports it: SQLSTATE, message, detail, hint, and the
-/// position in the statement's own text (1-based characters), and how the run ended.
+/// position in the statement's own text (1-based characters).
 fn describe_failure(e: &tokio_postgres::Error, statement: &str) -> Value {
     let Some(db) = e.as_db_error() else {
-        return json!({"code": "unavailable", "message": db::describe_pg_error(e), "status": "failed"});
+        return json!({"code": "unavailable", "message": db::describe_pg_error(e)});
     };
     let code = db.code().code();
-    let status = match code {
-        "57014" if db.message().contains("user request") => "cancelled",
-        "42501" if db.message().contains("changed the current role") => "rolled_back",
-        _ => "failed",
-    };
     // The statement runs inside the runner's function, so Postgres reports where in it
     // the error is as an internal position; an EXPLAIN prefix is taken off.
     let position = match db.position() {
@@ -211,7 +202,7 @@ fn describe_failure(e: &tokio_postgres::Error, statement: &str) -> Value {
     };
     json!({
         "code": code, "message": db.message(), "detail": db.detail(), "hint": db.hint(),
-        "position": position, "status": status,
+        "position": position,
     })
 }
 

@@ -1479,14 +1479,14 @@ fn an_impersonated_browse_sees_only_the_targets_rows_and_is_audited() {
     // An impersonation that is not the admin's (or not active) is refused by the ticket;
     // one that ends between the ticket and the claim is refused by the claim.
     let (state, message) = failure(ann.try_browse_as("00000000-0000-0000-0000-000000000000", "todos", &req()));
-    assert_eq!(state, "28000", "{message}");
+    assert_eq!(state, "FB001", "{message}");
     let ticket = ann.p.ticket(&ann.token, "browse", &req().request("public", "todos"), Some(&imp)).unwrap();
     as_dashboard(&mut ann.p.web, "SELECT auth.end_impersonation($1)", &[&ann.token]).unwrap();
     let (state, message) = failure(claimed(&mut ann.p.data, &ticket, "SELECT fluxbase_admin.browse()::text", &[]).map(|rows| rows.len()));
-    assert_eq!(state, "28000", "{message}");
+    assert_eq!(state, "FB001", "{message}");
     assert!(message.contains("not active"), "{message}");
     let (state, _) = failure(ann.try_browse_as(&imp, "todos", &req()));
-    assert_eq!(state, "28000");
+    assert_eq!(state, "FB001");
     // Unimpersonated, browse still shows everything.
     assert_eq!(ids(&ann.browse("public", "todos", &req())).len(), 5);
 }

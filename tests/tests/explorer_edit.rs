@@ -990,16 +990,16 @@ fn an_impersonated_edit_needs_an_active_impersonation() {
     let payload = json!({"keys": [{"id": 1}], "set": {"title": "x"}});
     // No impersonation of this admin's: refused by the ticket.
     let (state, message) = failure(ann.try_edit_as("00000000-0000-0000-0000-000000000000", "todos", "update", payload.clone()));
-    assert_eq!(state, "28000", "{message}");
+    assert_eq!(state, "FB001", "{message}");
     // Ended between the ticket and the claim: refused by the claim, nothing changed.
     let ticket = ann.p.ticket(&ann.token, "edit", &edit_request("public", "todos", "update", payload.clone()), Some(&imp)).unwrap();
     as_dashboard(&mut ann.p.web, "SELECT auth.end_impersonation($1)", &[&ann.token]).unwrap();
     let (state, message) = failure(claimed(&mut ann.p.data, &ticket, "SELECT fluxbase_admin.edit()::text", &[]).map(|rows| rows.len()));
-    assert_eq!(state, "28000", "{message}");
+    assert_eq!(state, "FB001", "{message}");
     assert!(message.contains("not active"), "{message}");
     // Ended: refused by the ticket.
     let (state, message) = failure(ann.try_edit_as(&imp, "todos", "update", payload));
-    assert_eq!(state, "28000", "{message}");
+    assert_eq!(state, "FB001", "{message}");
     assert_eq!(todo_rows(&db)[0]["title"], "joe private");
     assert!(audits(&db, "impersonated.%.result").is_empty());
 }

@@ -1667,7 +1667,7 @@ impl Explorer {
             match self.rng.below(40) {
                 0 => {
                     imp = Some(uuid::Uuid::new_v4().to_string());
-                    extra.push("28000");
+                    extra.push("FB001");
                 }
                 1 => imp = None,
                 _ => {}
@@ -2598,7 +2598,7 @@ impl Explorer {
                         Err((code, message)) => self.check_error("impersonate", &desc, &code, &message, &[]),
                     }
                 }
-                Err((code, message)) => self.check_error("impersonate", &desc, &code, &message, &["28000"]),
+                Err((code, message)) => self.check_error("impersonate", &desc, &code, &message, &["28000", "FB001"]),
             }
         }
     }

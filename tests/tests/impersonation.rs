@@ -195,18 +195,18 @@ fn sessions_expire_end_and_give_way_to_the_next() {
     let first = admin.start_ok("user", Some(&joe));
     let second = admin.start_ok("user", Some(&bea));
     let err = admin.run_as(&first, "SELECT 'x'", &[]).unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "28000", "the first ended when the second started");
+    assert_eq!(err.code().unwrap().code(), "FB001", "the first ended when the second started: its own code, not sign-in-again");
     assert!(admin.run_as(&second, "SELECT 'x'", &[]).is_ok());
 
     let ended: bool = as_dashboard(&mut admin.web, "SELECT auth.end_impersonation($1)", &[&admin.token]).unwrap()[0].get(0);
     assert!(ended);
-    assert_eq!(admin.run_as(&second, "SELECT 'x'", &[]).unwrap_err().code().unwrap().code(), "28000");
+    assert_eq!(admin.run_as(&second, "SELECT 'x'", &[]).unwrap_err().code().unwrap().code(), "FB001", "an ended impersonation has its own code");
 
     let third = admin.start_ok("anon", None);
     db.connect(Caller::Superuser)
         .execute("UPDATE auth.impersonation_sessions SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid", &[&third])
         .unwrap();
-    assert_eq!(admin.run_as(&third, "SELECT 'x'", &[]).unwrap_err().code().unwrap().code(), "28000", "expired");
+    assert_eq!(admin.run_as(&third, "SELECT 'x'", &[]).unwrap_err().code().unwrap().code(), "FB001", "expired");
 
     // The seed's query, as an operator.
     let rows = db

@@ -152,10 +152,13 @@ fn execute_open(c: &mut Conns, begun: &Begun, sql: &str) -> Result<Value, postgr
     Ok(row.get(0))
 }
 
-fn finish(c: &mut Conns, token: &str, run_id: &str, outcome: &Value) {
+/// Records how a run ended on the dashboard login and returns the status the extension
+/// decided (from the error's code, never its message).
+fn finish(c: &mut Conns, token: &str, run_id: &str, outcome: &Value) -> String {
     c.web
-        .execute("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, $3)", &[&token, &run_id, outcome])
-        .unwrap_or_else(|e| panic!("sql_finish {outcome}: {e:?}"));
+        .query_one("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, $3)", &[&token, &run_id, outcome])
+        .unwrap_or_else(|e| panic!("sql_finish {outcome}: {e:?}"))
+        .get(0)
 }
 
 /// Undoes the statement and commits the claim; when the claim itself failed (no
@@ -173,8 +176,7 @@ fn close(c: &mut Conns, token: &str, begun: &Begun, writes: bool, result: Result
     let run_id = begun.run_id();
     match result {
         Ok(value) => {
-            let outcome = json!({"status": "succeeded", "row_count": value["row_count"], "affected": value["affected"],
-                                 "truncated": value["truncated"]});
+            let outcome = json!({"row_count": value["row_count"], "affected": value["affected"], "truncated": value["truncated"]});
             if writes {
                 c.data
                     .execute("SELECT fluxbase_admin.record_result($1)", &[&outcome])
@@ -182,7 +184,7 @@ fn close(c: &mut Conns, token: &str, begun: &Begun, writes: bool, result: Result
                 c.data.batch_execute("COMMIT").unwrap();
             } else {
                 undo(c);
-                finish(c, token, run_id, &outcome);
+                assert_eq!(finish(c, token, run_id, &outcome), "succeeded");
             }
             Ok(value)
         }
@@ -192,13 +194,8 @@ fn close(c: &mut Conns, token: &str, begun: &Begun, writes: bool, result: Result
                 Some(db) => (db.code().code().to_string(), db.message().to_string()),
                 None => (String::new(), e.to_string()),
             };
-            // As fluxbase serve records them.
-            let status = match code.as_str() {
-                "57014" if message.contains("user request") => "cancelled",
-                "42501" if message.contains("changed the current role") => "rolled_back",
-                _ => "failed",
-            };
-            finish(c, token, run_id, &json!({"status": status, "error_code": code, "error_message": message}));
+            // As fluxbase serve records them: the extension decides the status.
+            finish(c, token, run_id, &json!({"error_code": code, "error_message": message}));
             Err(RunError::Failed(e))
         }
     }
@@ -488,20 +485,20 @@ fn a_role_change_the_check_misses_is_caught_and_rolled_back() {
     assert!(begun.ok, "a computed name passes the static check: {begun:?}");
     let result = execute_open(&mut c, &begun, sql);
     let err = close(&mut c, &token, &begun, false, result).unwrap_err();
-    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    assert_eq!(err.sqlstate(), "FB002", "{err:?}");
     assert!(err.db_error().message().contains("changed the current role"), "{err:?}");
 
     let sql = "WITH x AS (INSERT INTO public.items (id, name) VALUES (50, 'sneaky') RETURNING 1)
                SELECT set_config(lower('ROLE'), 'fluxbase_explorer', true) FROM x";
     let err = run(&mut c, &token, sql, true, None).unwrap_err();
-    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    assert_eq!(err.sqlstate(), "FB002", "{err:?}");
     let sneaky: i64 = su_one(&db, "SELECT count(*) FROM public.items WHERE id = 50");
     assert_eq!(sneaky, 0, "the write in the same statement is rolled back");
 
     let role: String = c.data.query_one("SELECT current_user::text", &[]).unwrap().get(0);
     assert_eq!(role, "fluxbase_data");
     let past = history(&mut c, &token, 2);
-    assert!(past.iter().all(|p| p.status == "rolled_back" && p.error_code.as_deref() == Some("42501")), "{past:?}");
+    assert!(past.iter().all(|p| p.status == "rolled_back" && p.error_code.as_deref() == Some("FB002")), "{past:?}");
     assert_eq!(audit_details(&db, "sql.run.rolled_back").len(), 2);
 }
 
