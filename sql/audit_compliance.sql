@@ -29,7 +29,7 @@ BEGIN
             SELECT (d.c ->> 'at')::timestamptz, (d.c ->> 'id')::bigint INTO STRICT after_at, after_id
               FROM (SELECT pg_catalog.convert_from(pg_catalog.decode(cursor, 'base64'), 'UTF8')::jsonb AS c) d;
             IF after_at IS NULL OR after_id IS NULL THEN
-                RAISE EXCEPTION 'incomplete cursor';
+                RAISE EXCEPTION 'incomplete cursor' USING ERRCODE = 'invalid_parameter_value';
             END IF;
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'the cursor is not valid: start from the first page' USING ERRCODE = 'invalid_parameter_value';

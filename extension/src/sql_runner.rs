@@ -309,7 +309,7 @@ mod fluxbase_admin {
     fn statement_mac(statement: &str) -> Vec<u8> {
         let key = match crate::two_factor::sealing_key() {
             Ok(key) => key,
-            Err(e) => pgrx::error!("{e}"),
+            Err(e) => pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e),
         };
         super::statement_mac(&key, statement).to_vec()
     }
