@@ -347,16 +347,36 @@ BEGIN
 END
 $$;
 
--- As check_session, and refuses viewers (42501): for every function that changes something.
-CREATE FUNCTION dashboard_auth.require_admin(token text) RETURNS dashboard_auth.session_admin
+-- What each admin role may do: the one matrix. The functions enforce it
+-- (require_capability, may) and whoami lists it, so that a page hides what the server
+-- would refuse and never copies the rules. Reading (browse, read-only SQL, analytics, the
+-- audit log, settings) needs no capability: every session may.
+CREATE FUNCTION dashboard_auth.role_capabilities(role text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE role
+        WHEN 'admin' THEN ARRAY['edit', 'export', 'impersonate', 'manage_users', 'manage_admins', 'change_settings', 'run_writes']
+        WHEN 'viewer' THEN ARRAY['export']
+        ELSE '{}'::text[] END
+$$;
+
+-- Whether a signed-in admin may do `capability`.
+CREATE FUNCTION dashboard_auth.may(who dashboard_auth.session_admin, capability text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT capability = ANY (dashboard_auth.role_capabilities(who.role)) $$;
+
+-- As check_session, and refuses (42501) a session whose role lacks `capability`: every
+-- viewer is refused the same way, wherever it is.
+CREATE FUNCTION dashboard_auth.require_capability(token text, capability text) RETURNS dashboard_auth.session_admin
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who dashboard_auth.session_admin := dashboard_auth.check_session(token);
 BEGIN
-    IF who.role <> 'admin' THEN
+    IF NOT dashboard_auth.may(who, capability) THEN
         RAISE EXCEPTION 'viewers are read-only: this needs an admin'
-              USING ERRCODE = 'insufficient_privilege';
+              USING ERRCODE = 'insufficient_privilege',
+                    DETAIL = pg_catalog.format('It needs the capability %s, which the role %s does not have.', capability, who.role);
     END IF;
     RETURN who;
 END
@@ -755,9 +775,26 @@ COMMENT ON FUNCTION dashboard_auth.redeem_link(text, text, inet, text, interval)
 -- With a session (fluxbase_dashboard): the first argument is the session token
 -- ---------------------------------------------------------------------------------
 
-CREATE FUNCTION dashboard_auth.whoami(session_token text DEFAULT NULL) RETURNS dashboard_auth.session_admin
+CREATE TYPE dashboard_auth.whoami_result AS (
+    session_id   uuid,
+    admin_id     uuid,
+    email        text,
+    name         text,
+    role         text,
+    expires_at   timestamptz,
+    -- What this session may do (dashboard_auth.role_capabilities): edit, export,
+    -- impersonate, manage_users, manage_admins, change_settings, run_writes.
+    capabilities text[]
+);
+
+-- Who this session is, and what it may do.
+CREATE FUNCTION dashboard_auth.whoami(session_token text DEFAULT NULL) RETURNS dashboard_auth.whoami_result
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.check_session(session_token) $$;
+AS $$
+    SELECT ROW(w.session_id, w.admin_id, w.email, w.name, w.role, w.expires_at,
+               dashboard_auth.role_capabilities(w.role))::dashboard_auth.whoami_result
+      FROM dashboard_auth.check_session(session_token) w
+$$;
 
 -- Signs this connection in with a session, in a statement of its own, so that later
 -- statements pass NULL for the token and it never sits in their text, where functions
@@ -872,7 +909,7 @@ CREATE FUNCTION dashboard_auth.invite_admin(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_admins');
 BEGIN
     RETURN QUERY SELECT * FROM dashboard_auth.manage_create_admin(
         dashboard_auth.session_actor(who), invite_admin.email, invite_admin.name, invite_admin.role, NULL, valid_for);
@@ -882,19 +919,19 @@ COMMENT ON FUNCTION dashboard_auth.invite_admin(text, text, text, text, interval
 
 CREATE FUNCTION dashboard_auth.set_admin_role(session_token text, admin_id uuid, role text) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_role(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id, role) $$;
+AS $$ SELECT dashboard_auth.manage_set_role(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, role) $$;
 
 CREATE FUNCTION dashboard_auth.disable_admin(session_token text, admin_id uuid) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id, true) $$;
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, true) $$;
 
 CREATE FUNCTION dashboard_auth.enable_admin(session_token text, admin_id uuid) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id, false) $$;
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, false) $$;
 
 CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_admin(session_token)), admin_id) $$;
+AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id) $$;
 
 CREATE FUNCTION dashboard_auth.list_settings(session_token text DEFAULT NULL)
 RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text,
@@ -924,7 +961,7 @@ RETURNS TABLE (key text, value text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who        dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who        dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'change_settings');
     parsed     jsonb := dashboard_auth.parse_setting(setting_key, new_value);
     old_value  jsonb := dashboard_auth.setting(setting_key);
     default_of jsonb;

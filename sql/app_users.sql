@@ -364,7 +364,7 @@ CREATE FUNCTION auth.admin_list_users(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who        dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who        dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     sort_key   text;
     sort_type  text;
     after_key  text;
@@ -429,7 +429,7 @@ RETURNS TABLE (id uuid, email text, role text, status text, last_sign_in_at time
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
 BEGIN
     RETURN QUERY
     SELECT o.id, o.email, o.role, o.status, o.last_sign_in_at, o.active_sessions, o.times_impersonated,
@@ -454,7 +454,7 @@ CREATE FUNCTION auth.admin_invite_user(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who        dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who        dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     normalized text := dashboard_auth.normalize_email(admin_invite_user.email);
 BEGIN
     PERFORM auth.check_user_role(admin_invite_user.role);
@@ -478,7 +478,7 @@ CREATE FUNCTION auth.admin_set_user_role(session_token text, user_id uuid, role 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_set_user_role.user_id);
 BEGIN
     PERFORM auth.check_user_role(admin_set_user_role.role);
@@ -496,7 +496,7 @@ CREATE FUNCTION auth.admin_update_user_metadata(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_update_user_metadata.user_id);
 BEGIN
     PERFORM auth.check_metadata(admin_update_user_metadata.app_metadata, 'app_metadata');
@@ -518,7 +518,7 @@ RETURNS TABLE (recovery_token text, recovery_link text, expires_at timestamptz, 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_reset_user_password.user_id);
 BEGIN
     sessions_revoked := auth.revoke_user_sessions(account.id);
@@ -534,7 +534,7 @@ CREATE FUNCTION auth.admin_revoke_user_sessions(session_token text, user_id uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_revoke_user_sessions.user_id);
     revoked integer := auth.revoke_user_sessions(account.id);
 BEGIN
@@ -548,7 +548,7 @@ CREATE FUNCTION auth.admin_ban_user(session_token text, user_id uuid, until time
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_ban_user.user_id);
     revoked integer;
 BEGIN
@@ -572,7 +572,7 @@ CREATE FUNCTION auth.admin_unban_user(session_token text, user_id uuid) RETURNS 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_unban_user.user_id);
 BEGIN
     UPDATE auth.users u SET banned_until = NULL, ban_reason = NULL, updated_at = pg_catalog.now() WHERE u.id = account.id;
@@ -586,7 +586,7 @@ CREATE FUNCTION auth.admin_delete_user(session_token text, user_id uuid) RETURNS
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     account auth.users := auth.user_for_update(admin_delete_user.user_id);
 BEGIN
     DELETE FROM auth.users u WHERE u.id = account.id;

@@ -427,13 +427,13 @@ BEGIN
         RAISE EXCEPTION 'the request is a JSON object, not %', pg_catalog.jsonb_typeof(req)
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF kind IN ('edit', 'impersonate') THEN
-        PERFORM dashboard_auth.require_admin(session_token);
+    IF kind IN ('edit', 'export') THEN
+        PERFORM dashboard_auth.require_capability(session_token, kind);
+    END IF;
+    IF impersonation_id IS NOT NULL OR kind = 'impersonate' THEN
+        PERFORM dashboard_auth.require_capability(session_token, 'impersonate');
     END IF;
     IF impersonation_id IS NOT NULL THEN
-        IF who.role <> 'admin' THEN
-            RAISE EXCEPTION 'viewers are read-only: this needs an admin' USING ERRCODE = 'insufficient_privilege';
-        END IF;
         context := auth.impersonation_context(session_token, impersonation_id);
         run_as := context.role;
     ELSIF kind = 'impersonate' THEN

@@ -30,7 +30,7 @@ RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'change_settings');
     rel oid := fluxbase_admin.browsable_relation(schema_name, relation_name);
     qualified text;
 BEGIN

@@ -97,7 +97,7 @@ CREATE FUNCTION auth.start_impersonation(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who       dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who       dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'impersonate');
     actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
     longest   interval := dashboard_auth.setting_interval('impersonation.max_duration');
     account   auth.users;
@@ -199,7 +199,7 @@ CREATE FUNCTION auth.impersonation_context(session_token text, impersonation_id 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'impersonate');
     found_session auth.impersonation_sessions;
     account auth.users;
     claims  jsonb;
@@ -268,7 +268,7 @@ RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who     dashboard_auth.session_admin := dashboard_auth.require_admin(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'impersonate');
     context auth.impersonation_context := auth.impersonation_context(session_token, impersonation_id);
 BEGIN
     IF action IS NULL OR action !~ '^[a-z_]+(\.[a-z_]+)*$' THEN

@@ -136,10 +136,10 @@ BEGIN
         kind := pg_catalog.jsonb_build_object('statements', 1, 'unparsed', true);
     END;
 
-    IF coalesce(allow_writes, false) AND who.role <> 'admin' THEN
+    IF coalesce(allow_writes, false) AND NOT dashboard_auth.may(who, 'run_writes') THEN
         refusal := 'viewers are read-only: a viewer cannot make a write run';
         code := 'forbidden';
-    ELSIF impersonation_id IS NOT NULL AND who.role <> 'admin' THEN
+    ELSIF impersonation_id IS NOT NULL AND NOT dashboard_auth.may(who, 'impersonate') THEN
         refusal := 'viewers cannot run statements as an impersonated user';
         code := 'forbidden';
     ELSIF kind ->> 'refusal' IS NOT NULL THEN

@@ -307,9 +307,10 @@ mod fluxbase_admin {
     /// guess at a redacted password. Internal: only the extension's definer functions call it.
     #[pg_extern(stable, strict)]
     fn statement_mac(statement: &str) -> Vec<u8> {
-        let key = match crate::two_factor::sealing_key() {
-            Ok(key) => key,
-            Err(e) => pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e),
+        let Ok(key) = crate::two_factor::sealing_key().map_err(|e| {
+            pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e);
+        }) else {
+            unreachable!("ereport(ERROR) does not return")
         };
         super::statement_mac(&key, statement).to_vec()
     }
