@@ -382,6 +382,36 @@ BEGIN
 END
 $$;
 
+-- Reads worth auditing are recorded once per session, kind and subject: the first page of
+-- a table, the user list, one user's record, the audit log's search. A search as you
+-- type writes one row, not one a keystroke. Rows go with their session.
+CREATE TABLE dashboard_auth.session_reads (
+    session_id    uuid NOT NULL REFERENCES dashboard_auth.sessions (id) ON DELETE CASCADE,
+    action        text NOT NULL,
+    subject       text NOT NULL DEFAULT '',
+    first_read_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (session_id, action, subject)
+);
+COMMENT ON TABLE dashboard_auth.session_reads IS 'What each admin session has read, audited the first time';
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.session_reads', '');
+REVOKE ALL ON dashboard_auth.session_reads FROM PUBLIC;
+
+-- Audits a read the first time this session makes it (action and subject), with the
+-- details of that first time.
+CREATE FUNCTION dashboard_auth.audit_read(who dashboard_auth.session_admin, action text, target_type text,
+                                          target_id text, details jsonb DEFAULT '{}'::jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO dashboard_auth.session_reads (session_id, action, subject)
+    VALUES (who.session_id, audit_read.action, coalesce(target_id, ''))
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), audit_read.action, target_type, target_id, details);
+    END IF;
+END
+$$;
+
 -- A one-time link. An invite or reset replaces that admin's unused links of the same
 -- kind; setup links (admin NULL) live side by side, so that each copy of fluxbase serve
 -- can print its own, and all of them die when setup completes.

@@ -400,7 +400,8 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value';
         END;
     END IF;
-    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'users.listed', 'users', NULL,
+    -- Once per session: a search as you type writes one entry, with the first request.
+    PERFORM dashboard_auth.audit_read(who, 'users.listed', 'users', NULL,
         pg_catalog.jsonb_build_object('search', search, 'role', filter_role, 'status', filter_status,
                                       'sort', admin_list_users.sort, 'after', after));
     RETURN QUERY EXECUTE pg_catalog.format(
@@ -443,7 +444,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no user with id %', coalesce(admin_get_user.user_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.viewed', 'user', admin_get_user.user_id::text);
+    PERFORM dashboard_auth.audit_read(who, 'user.viewed', 'user', admin_get_user.user_id::text);
 END
 $$;
 

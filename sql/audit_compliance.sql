@@ -18,8 +18,8 @@ DECLARE
     after_id bigint;
     entries  jsonb;
     found_rows integer;
+    who      dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
 BEGIN
-    PERFORM dashboard_auth.check_session(session_token);
     IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'page size is between 1 and 1000, not %', coalesce(page_size::text, 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
@@ -60,6 +60,11 @@ BEGIN
     IF found_rows > page_size THEN
         entries := entries - (-1);
     END IF;
+    -- Reading the log is recorded too, once per session (after the page is read, so that
+    -- the first search does not find itself).
+    PERFORM dashboard_auth.audit_read(who, 'audit.searched', 'audit_log', NULL,
+        pg_catalog.jsonb_build_object('actor', search_audit.actor, 'action', search_audit.action,
+                                      'target', search_audit.target, 'since', since, 'until', until));
     RETURN pg_catalog.jsonb_build_object(
         'entries', entries,
         'next_cursor', CASE WHEN found_rows > page_size THEN

@@ -483,11 +483,7 @@ BEGIN
         intent := auth.record_impersonated_intent(session_token, impersonation_id, action, details);
     ELSIF kind = 'browse' THEN
         -- A plain page read is audited once per table and session.
-        INSERT INTO dashboard_auth.explorer_reads (session_id, relation) VALUES (who.session_id, relation)
-        ON CONFLICT DO NOTHING;
-        IF FOUND THEN
-            PERFORM dashboard_auth.audit_by(actor, 'explorer.browse', 'relation', relation, details);
-        END IF;
+        PERFORM dashboard_auth.audit_read(who, 'explorer.browse', 'relation', relation, details);
     ELSIF kind = 'export' THEN
         intent := dashboard_auth.audit_by(actor, 'explorer.export', 'relation', relation, details);
     ELSE

@@ -151,16 +151,6 @@ $$;
 
 -- Which relations each admin session has browsed: browsing is audited once per table
 -- per session. Rows go with their session.
--- Which relations each admin session has browsed: browsing is audited once per table
--- per session (fluxbase_admin.ticket). Rows go with their session.
-CREATE TABLE dashboard_auth.explorer_reads (
-    session_id    uuid NOT NULL REFERENCES dashboard_auth.sessions (id) ON DELETE CASCADE,
-    relation      text NOT NULL,
-    first_read_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (session_id, relation)
-);
-REVOKE ALL ON dashboard_auth.explorer_reads FROM PUBLIC;
-
 -- ---------------------------------------------------------------------------------
 -- Switching to the claim's role (data plane)
 -- ---------------------------------------------------------------------------------

@@ -408,3 +408,36 @@ fn failed_sign_ins_lock_the_user_and_count_per_address() {
     let (ok, code, _) = sign_in(&db, "joe@example.com", USER_PASSWORD);
     assert_eq!((ok, code.as_str()), (false, "rate_limited"));
 }
+
+#[test]
+fn a_search_as_you_type_is_audited_once_per_session_and_each_user_viewed_once() {
+    let db = TestDb::new();
+    let mut admin = admin_session(&db);
+    let joe = admin.invite_and_accept(&db, "joe@example.com");
+    for search in ["j", "jo", "joe", "joe@", "joe@example.com"] {
+        admin.call("SELECT * FROM auth.admin_list_users($1, search => $2)", &[&search]).unwrap();
+    }
+    for _ in 0..3 {
+        admin.call("SELECT * FROM auth.admin_get_user($1, $2::text::uuid)", &[&joe]).unwrap();
+    }
+    let mut su = db.connect(Caller::Superuser);
+    let listed: Vec<serde_json::Value> = su
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'users.listed' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(listed.len(), 1, "one entry for the session's searches: {listed:?}");
+    assert_eq!(listed[0]["search"], "j", "with the first request");
+    let viewed: i64 = su
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'user.viewed' AND target_id = $1", &[&joe])
+        .unwrap()
+        .get(0);
+    assert_eq!(viewed, 1);
+
+    // Another session of the same admin is audited again.
+    let token = login(&mut admin.web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    as_dashboard(&mut admin.web, "SELECT * FROM auth.admin_list_users($1)", &[&token]).unwrap();
+    let listed: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'users.listed'", &[]).unwrap().get(0);
+    assert_eq!(listed, 2);
+}
