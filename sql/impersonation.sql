@@ -97,7 +97,7 @@ CREATE FUNCTION auth.start_impersonation(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who       dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'impersonate');
+    who       dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
     actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
     longest   interval := dashboard_auth.setting_interval('impersonation.max_duration');
     account   auth.users;
@@ -105,6 +105,14 @@ DECLARE
     refusal   text;
     started   auth.impersonation_sessions;
 BEGIN
+    -- A viewer's attempt is refused and recorded: returned, not raised, so that the
+    -- record commits.
+    IF NOT dashboard_auth.may(who, 'impersonate') THEN
+        PERFORM dashboard_auth.audit_by(actor, 'impersonation.refused', 'user', NULL,
+            pg_catalog.jsonb_build_object('mode', start_impersonation.mode, 'target', target, 'reason', reason,
+                                          'refusal', 'viewers are read-only: this needs an admin'));
+        RETURN ROW(false, 'forbidden', 'viewers are read-only: this needs an admin', NULL, NULL)::auth.impersonation_result;
+    END IF;
     IF start_impersonation.mode IS NULL OR start_impersonation.mode NOT IN ('user', 'anon', 'service') THEN
         RAISE EXCEPTION 'unknown mode %: use user, anon or service', coalesce(pg_catalog.quote_literal(start_impersonation.mode), 'NULL')
               USING ERRCODE = 'invalid_parameter_value';

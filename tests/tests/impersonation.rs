@@ -3,7 +3,7 @@
 //! runs the way the dashboard does it: an 'impersonate' ticket from the dashboard login,
 //! then, on the data login, claim + auth.apply_impersonation() and plain SQL.
 
-use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, sqlstate, PASSWORD};
+use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, PASSWORD};
 use fluxbase_tests::data_plane::for_each_data_login as data_logins;
 use fluxbase_tests::data_plane::{claimed, ticket_text};
 use fluxbase_tests::{Caller, TestDb};
@@ -249,7 +249,22 @@ fn a_viewer_is_refused() {
     create_admin(&db, "vic@example.com", "viewer");
     let mut web = db.connect(Caller::Dashboard);
     let viewer = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.start_impersonation($1, 'anon', NULL, 'x')", &[&viewer])), "42501");
+    // Refused and recorded: returned, not raised, so that the record commits.
+    let row = &as_dashboard(&mut web, "SELECT ok, code, message FROM auth.start_impersonation($1, 'anon', NULL, 'x')", &[&viewer]).unwrap()[0];
+    let (ok, code, message): (bool, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((ok, code.as_str()), (false, "forbidden"), "{message}");
+    assert!(message.starts_with("viewers are read-only"), "{message}");
+    let refused: Vec<serde_json::Value> = db
+        .connect(Caller::Superuser)
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonation.refused' AND actor = 'vic@example.com'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["mode"], "anon");
+    let started: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM auth.impersonation_sessions", &[]).unwrap().get(0);
+    assert_eq!(started, 0);
 }
 
 #[test]
