@@ -59,14 +59,53 @@ fn port() -> u16 {
 }
 
 fn connect_to(dbname: &str, caller: Caller) -> Result<Client, postgres::Error> {
+    connect_as(dbname, caller.user())
+}
+
+/// A connection to `dbname` as any login role of the test cluster, throwaway roles
+/// included (they share its fixed password).
+pub fn connect_as(dbname: &str, user: &str) -> Result<Client, postgres::Error> {
     postgres::Config::new()
         .host("127.0.0.1")
         .port(port())
-        .user(caller.user())
+        .user(user)
         .password(PASSWORD)
         .dbname(dbname)
         .connect_timeout(Duration::from_secs(10))
         .connect(NoTls)
+}
+
+/// A login role of the cluster made for one test, with the cluster's test password.
+/// Roles are cluster-wide: when the guard goes, also when the test panics, what the role
+/// owns in the test database is dropped, and then the role. Declare it after the TestDb,
+/// so that it goes first, while the database exists.
+pub struct TestRole {
+    pub db: String,
+    pub name: String,
+}
+
+impl TestRole {
+    /// `CREATE ROLE <prefix>_<random> LOGIN <attributes>`.
+    pub fn create(db: &TestDb, prefix: &str, attributes: &str) -> Self {
+        let name = format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        admin_connection()
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN {attributes} PASSWORD '{PASSWORD}'"))
+            .unwrap_or_else(|e| panic!("create role {name}: {e}"));
+        TestRole { db: db.name.clone(), name }
+    }
+
+    pub fn connect(&self) -> Client {
+        connect_as(&self.db, &self.name).unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        if let Ok(mut c) = connect_as(&self.db, "postgres") {
+            let _ = c.batch_execute(&format!("REASSIGN OWNED BY {0} TO postgres; DROP OWNED BY {0} CASCADE", self.name));
+        }
+        let _ = admin_connection().batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
+    }
 }
 
 /// Starts the test cluster and builds the template when either is missing. `make test`
@@ -354,5 +393,6 @@ pub fn text(output: &Output) -> (String, String) {
 }
 
 pub mod admin;
+pub mod authenticator;
 pub mod data_plane;
 pub mod fixtures;

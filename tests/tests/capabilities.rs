@@ -11,13 +11,12 @@
 //! function is gone, so that a new function cannot slip past the matrix.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, login, PASSWORD};
+use fluxbase_tests::authenticator::Authenticator;
 use fluxbase_tests::{Caller, TestDb};
 use postgres::Client;
 use serde_json::Value;
-use totp_rs::{Algorithm, Secret, TOTP};
 
 const ADMIN_CAPABILITIES: [&str; 7] =
     ["edit", "export", "impersonate", "manage_users", "manage_admins", "change_settings", "run_writes"];
@@ -181,28 +180,6 @@ impl World {
 
 fn sign_in(web: &mut Client, email: &str) -> String {
     login(web, email, PASSWORD, "192.0.2.1").token().to_string()
-}
-
-/// An authenticator app (as in two_factor.rs).
-struct Authenticator {
-    totp: TOTP,
-}
-
-impl Authenticator {
-    fn new(base32: &str) -> Self {
-        let secret = Secret::Encoded(base32.to_string()).to_bytes().expect("base32 secret");
-        Authenticator { totp: TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, secret) }
-    }
-
-    /// The code `offset` steps from now, computed away from a step boundary.
-    fn code(&self, offset: i64) -> String {
-        let into_step = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 30;
-        if into_step >= 27 {
-            std::thread::sleep(std::time::Duration::from_secs(31 - into_step));
-        }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-        self.totp.generate((now + offset * 30) as u64)
-    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -6,58 +6,19 @@
 //! Each test says in a comment what regression it catches.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, PASSWORD as ADMIN_PASSWORD};
-use fluxbase_tests::{Caller, TestDb, PASSWORD};
-use postgres::{Client, NoTls, SimpleQueryMessage};
+use fluxbase_tests::{connect_as, Caller, TestDb, TestRole};
+use postgres::{Client, SimpleQueryMessage};
 
 // ---------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------
 
-fn port() -> u16 {
-    std::env::var("FLUXBASE_TEST_PGPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(54330)
-}
-
-/// A connection as any login role of the test cluster (throwaway roles included).
-fn try_connect(dbname: &str, user: &str) -> Result<Client, postgres::Error> {
-    postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port())
-        .user(user)
-        .password(PASSWORD)
-        .dbname(dbname)
-        .connect_timeout(Duration::from_secs(10))
-        .connect(NoTls)
-}
-
 fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
-/// A cluster-wide role made for one test: its objects in the test database are dropped
-/// (DROP OWNED BY) and the role itself when the guard goes, also when the test panics.
-/// Declare it after the TestDb so that it is dropped first, while the database exists.
-struct ThrowawayRole {
-    db: String,
-    name: String,
-}
-
-impl Drop for ThrowawayRole {
-    fn drop(&mut self) {
-        if let Ok(mut c) = try_connect(&self.db, "postgres") {
-            let _ = c.batch_execute(&format!("DROP OWNED BY {} CASCADE", self.name));
-        }
-        if let Ok(mut c) = try_connect("postgres", "postgres") {
-            if c.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name)).is_err() {
-                // Something of the role's survived DROP OWNED: the database goes first.
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
-                let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
-            }
-        }
-    }
-}
 
 /// The SQLSTATE of a call that must fail.
 fn sqlstate_of<T: std::fmt::Debug>(result: Result<T, postgres::Error>) -> String {
@@ -195,12 +156,11 @@ fn hijack_log(client: &mut Client) -> Vec<String> {
 #[test]
 fn an_install_runs_none_of_an_attackers_planted_operators_or_functions() {
     let db = TestDb::without_extension();
-    let hijacker = format!("hijacker_{}", short_id());
-    let _role = ThrowawayRole { db: db.name.clone(), name: hijacker.clone() };
+    let role = TestRole::create(&db, "hijacker", "");
+    let hijacker = role.name.clone();
     let mut su = db.connect(Caller::Superuser);
     su.batch_execute(&format!(
-        "CREATE ROLE {hijacker} LOGIN PASSWORD '{PASSWORD}';
-         GRANT CREATE ON DATABASE {db} TO {hijacker};
+        "GRANT CREATE ON DATABASE {db} TO {hijacker};
          GRANT CREATE ON SCHEMA public TO {hijacker};",
         db = db.name
     ))
@@ -208,7 +168,7 @@ fn an_install_runs_none_of_an_attackers_planted_operators_or_functions() {
 
     // The hijacker makes the superuser's "$user" schema, which becomes CREATE
     // EXTENSION's creation schema, and plants in it and in public.
-    let mut h = try_connect(&db.name, &hijacker).expect("connect as the hijacker");
+    let mut h = connect_as(&db.name, &hijacker).expect("connect as the hijacker");
     h.batch_execute(
         "CREATE SCHEMA postgres;
          CREATE TABLE public.hijack_log (name text);

@@ -1,41 +1,11 @@
 //! Two-factor sign-in through SQL (and the operator's break-glass command): enrolment,
 //! the two-step login, replay, recovery codes, disabling, and their audit entries.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, login_result, sqlstate, LoginResult, PASSWORD};
+use fluxbase_tests::authenticator::{away_from_a_step_boundary, Authenticator};
 use fluxbase_tests::{fluxbase, run, text, Caller, TestDb};
 use postgres::Client;
-use totp_rs::{Algorithm, Secret, TOTP};
-
-/// An authenticator app: the code for the step `offset` steps from now.
-struct Authenticator {
-    totp: TOTP,
-}
-
-impl Authenticator {
-    fn new(base32: &str) -> Self {
-        let secret = Secret::Encoded(base32.to_string()).to_bytes().expect("base32 secret");
-        Authenticator { totp: TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, secret) }
-    }
-
-    /// Computed away from a step boundary, so that the server checks it in the same step.
-    fn code(&self, offset: i64) -> String {
-        away_from_a_step_boundary();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-        self.totp.generate((now + offset * 30) as u64)
-    }
-}
-
-/// Waits until at least 3 s remain in the current 30 s step, so that a code computed
-/// now is checked by the server in the same step (its offset then means what it says).
-fn away_from_a_step_boundary() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let into_step = now.as_secs() % 30;
-    if into_step >= 27 {
-        std::thread::sleep(std::time::Duration::from_secs(31 - into_step));
-    }
-}
+use totp_rs::Secret;
 
 struct Enrolled {
     token: String,

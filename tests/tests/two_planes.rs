@@ -15,12 +15,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, login, PASSWORD};
 use fluxbase_tests::data_plane::{claimed, export_claimed, Planes};
-use fluxbase_tests::postgres::{self, Client, NoTls};
-use fluxbase_tests::{admin_connection, Caller, TestDb};
+use fluxbase_tests::postgres::{self, Client};
+use fluxbase_tests::{Caller, TestDb, TestRole};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------
@@ -185,50 +184,6 @@ CREATE OPERATOR CLASS public.mood_ops DEFAULT FOR TYPE public.mood USING btree A
     FUNCTION 1 public.mood_cmp(public.mood, public.mood);
 ";
 
-/// A login role of the cluster for one test, dropped (with what it owns) at the end.
-struct TestRole {
-    db: String,
-    name: String,
-}
-
-impl TestRole {
-    fn create(db: &TestDb, prefix: &str, attributes: &str) -> Self {
-        let name = format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        admin_connection()
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN {attributes} PASSWORD '{}'", fluxbase_tests::PASSWORD))
-            .unwrap_or_else(|e| panic!("create role {name}: {}", describe(&e)));
-        TestRole { db: db.name.clone(), name }
-    }
-
-    fn connect(&self) -> Client {
-        postgres::Config::new()
-            .host("127.0.0.1")
-            .port(54330)
-            .user(&self.name)
-            .password(fluxbase_tests::PASSWORD)
-            .dbname(&self.db)
-            .connect_timeout(Duration::from_secs(10))
-            .connect(NoTls)
-            .unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
-    }
-}
-
-impl Drop for TestRole {
-    fn drop(&mut self) {
-        // The role owns objects in the test database, which may still exist.
-        if let Ok(mut c) = postgres::Config::new()
-            .host("127.0.0.1")
-            .port(54330)
-            .user("postgres")
-            .password(fluxbase_tests::PASSWORD)
-            .dbname(&self.db)
-            .connect(NoTls)
-        {
-            let _ = c.batch_execute(&format!("REASSIGN OWNED BY {0} TO postgres; DROP OWNED BY {0}", self.name));
-        }
-        let _ = admin_connection().batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
-    }
-}
 
 fn ticket(planes: &mut Planes, token: &str, operation: &str, request: &Value, impersonation: Option<&str>) -> Result<String, postgres::Error> {
     planes.ticket(token, operation, request, impersonation)
