@@ -519,7 +519,9 @@ $$;
 -- the impersonation again, spends the ticket and binds its request to this backend until
 -- the transaction ends. A read ticket makes the transaction READ ONLY. A SQL run's ticket
 -- is claimed with the statement itself, which must be the text sql_begin recorded (by
--- its keyed MAC). Returns what was bound: {operation, read_only, impersonated}.
+-- its keyed MAC). Returns {ok: true, operation, read_only, impersonated}, or, when the
+-- impersonated target is refused now, {ok: false, code: forbidden_target, message} with
+-- the refusal audited and nothing bound: commit the transaction to keep the record.
 CREATE FUNCTION fluxbase_admin.claim(ticket text, statement text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -527,6 +529,7 @@ DECLARE
     spent   dashboard_auth.tickets;
     problem record;
     imp     auth.impersonation_sessions;
+    refusal text;
 BEGIN
     IF fluxbase_admin.bound_request_text() IS NOT NULL THEN
         RAISE EXCEPTION 'a ticket is claimed in this transaction already: one ticket per transaction'
@@ -563,9 +566,20 @@ BEGIN
             RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', spent.impersonation_id
                   USING ERRCODE = 'FB001', HINT = 'Start a new one with auth.start_impersonation.';
         END IF;
-        IF imp.mode <> 'service' AND auth.forbidden_target_role(imp.target_role) IS NOT NULL THEN
-            RAISE EXCEPTION 'impersonation refused: %', auth.forbidden_target_role(imp.target_role)
-                  USING ERRCODE = 'insufficient_privilege';
+        -- The target's role is checked again as it is applied: its attributes or
+        -- memberships may have changed since the ticket. A refusal is recorded, so it is
+        -- returned, not raised: the caller commits it with the spent ticket, and nothing
+        -- is bound.
+        refusal := CASE WHEN imp.mode <> 'service' THEN auth.forbidden_target_role(imp.target_role) END;
+        IF refusal IS NOT NULL THEN
+            PERFORM dashboard_auth.audit(intent.actor_type, intent.actor_id, intent.actor, 'impersonation.refused',
+                        'impersonation', spent.impersonation_id::text,
+                        pg_catalog.jsonb_build_object('at', 'claim', 'operation', spent.operation,
+                                                      'target_role', imp.target_role, 'refusal', refusal),
+                        intent.ip, intent.user_agent)
+              FROM dashboard_auth.audit_log intent WHERE intent.id = spent.intent_id;
+            RETURN pg_catalog.jsonb_build_object('ok', false, 'code', 'forbidden_target',
+                       'message', 'impersonation refused: ' || refusal, 'operation', spent.operation);
         END IF;
     END IF;
     IF spent.operation = 'sql_run' THEN
@@ -590,7 +604,7 @@ BEGIN
     IF spent.read_only THEN
         PERFORM pg_catalog.set_config('transaction_read_only', 'on', true);
     END IF;
-    RETURN pg_catalog.jsonb_build_object('operation', spent.operation, 'read_only', spent.read_only,
+    RETURN pg_catalog.jsonb_build_object('ok', true, 'operation', spent.operation, 'read_only', spent.read_only,
                                          'impersonated', spent.impersonation_id IS NOT NULL);
 END
 $$;

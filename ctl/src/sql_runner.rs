@@ -136,11 +136,21 @@ async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bo
     };
     let tx = data.transaction().await.map_err(transport)?;
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}")).await.map_err(transport)?;
-    tx.query_typed("SELECT fluxbase_admin.claim($1, $2)", &[(&ticket, Type::TEXT), (&statement, Type::TEXT)]).await.map_err(|e| {
-        let failure = describe_failure(&e, statement);
-        json!({"code": failure["code"], "message": failure["message"],
-               "outcome": {"error_code": failure["code"], "error_message": failure["message"]}})
-    })?;
+    let claimed = tx
+        .query_typed("SELECT fluxbase_admin.claim($1, $2)::text", &[(&ticket, Type::TEXT), (&statement, Type::TEXT)])
+        .await
+        .map_err(|e| {
+            let failure = describe_failure(&e, statement);
+            json!({"code": failure["code"], "message": failure["message"],
+                   "outcome": {"error_code": failure["code"], "error_message": failure["message"]}})
+        })?;
+    let claimed: Value = serde_json::from_str(claimed[0].get(0)).unwrap_or(Value::Null);
+    if claimed["ok"] != json!(true) {
+        // A refusal the claim recorded (the impersonated target, checked again): keep it.
+        tx.commit().await.map_err(transport)?;
+        return Err(json!({"code": claimed["code"], "message": claimed["message"],
+                          "outcome": {"error_code": "42501", "error_message": claimed["message"]}}));
+    }
     tx.batch_execute("SAVEPOINT run").await.map_err(transport)?;
     let executed = tx.query_typed("SELECT fluxbase_admin.sql_execute($1)::text", &[(&statement, Type::TEXT)]).await;
     match executed {

@@ -365,9 +365,8 @@ fn a_role_that_can_reach_privileges_is_never_a_target() {
                       GRANT SELECT ON public.todos TO imp_later;
                       INSERT INTO auth.users (email, confirmed_at, role) VALUES ('later@example.com', now(), 'imp_later');")
         .unwrap();
-    // Listing a role needs every data login to be a member first. The membership is taken
-    // back at once: the data login is cluster-wide, and a membership that no database
-    // lists makes every other database's claims refuse it.
+    // The data logins are made members for the setting, then not again: roles are
+    // cluster-wide, shared with the tests that run at the same time.
     data_logins(&mut su, "GRANT imp_later TO %I");
     let listed = as_dashboard(&mut admin.web, "SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'imp_later')", &[&admin.token]);
     data_logins(&mut su, "REVOKE imp_later FROM %I");
@@ -376,12 +375,34 @@ fn a_role_that_can_reach_privileges_is_never_a_target() {
     let early = admin.ticket(&session, true).unwrap();
     su.batch_execute("GRANT pg_read_all_data TO imp_later").unwrap();
     let at_ticket = admin.run_as(&session, "SELECT 'x'", &[]);
-    let at_claim = claimed(&mut admin.data, &early, "SELECT auth.apply_impersonation()::text", &[]);
+    // At the claim the refusal is recorded, so it is returned, not raised, and nothing is
+    // bound: the transaction commits the record with the spent ticket.
+    let at_claim: serde_json::Value = {
+        let mut tx = admin.data.transaction().unwrap();
+        let answer: serde_json::Value = tx.query_one("SELECT fluxbase_admin.claim($1)", &[&early]).unwrap().get(0);
+        assert_eq!(answer["code"], "forbidden_target", "{answer}");
+        let unbound = tx.query("SELECT auth.apply_impersonation()", &[]).unwrap_err();
+        assert_eq!(unbound.code().unwrap().code(), "55000", "nothing bound after a refusal: {unbound:?}");
+        drop(tx);
+        let mut tx = admin.data.transaction().unwrap();
+        let again = tx.query_one("SELECT fluxbase_admin.claim($1)", &[&early]);
+        assert!(again.is_ok(), "the rolled-back claim left the ticket unspent");
+        tx.commit().unwrap();
+        again.unwrap().get(0)
+    };
     su.batch_execute("REVOKE pg_read_all_data FROM imp_later").unwrap();
     let err = at_ticket.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
-    let err = at_claim.unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
+    assert_eq!((at_claim["ok"].clone(), at_claim["code"].clone()), (serde_json::json!(false), serde_json::json!("forbidden_target")), "{at_claim}");
+    assert!(at_claim["message"].as_str().unwrap().contains("pg_read_all_data"), "{at_claim}");
+    let refused: Vec<serde_json::Value> = su
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonation.refused' AND details ->> 'at' = 'claim'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(refused.len(), 1, "the committed refusal is recorded once: {refused:?}");
+    assert_eq!(refused[0]["target_role"], "imp_later");
 }
 
 #[test]
