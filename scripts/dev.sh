@@ -44,7 +44,9 @@ fi
 # When it did, keep a dump of the development data, then start the database afresh.
 INSTALLED_VERSION=$(cluster_psql -d "$DEV_DB" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'fluxbase_admin'")
 DEFAULT_VERSION=$(cluster_psql -d "$DEV_DB" -tAc "SELECT default_version FROM pg_available_extensions WHERE name = 'fluxbase_admin'")
-SCRIPT_HASH=$(sha256sum "$("$PG_CONFIG" --sharedir)/extension/fluxbase_admin--${DEFAULT_VERSION}.sql" | cut -d' ' -f1)
+# The script's lines, sorted: pgrx may write the same objects in another order from one
+# build to the next, which is no change to keep the data from.
+SCRIPT_HASH=$(sort "$("$PG_CONFIG" --sharedir)/extension/fluxbase_admin--${DEFAULT_VERSION}.sql" | sha256sum | cut -d' ' -f1)
 HASH_FILE="$FLUXBASE_PG_ROOT/dev/install-script.sha256"
 if [ -n "$INSTALLED_VERSION" ] && [ "$INSTALLED_VERSION" = "$DEFAULT_VERSION" ] \
    && [ "$(cat "$HASH_FILE" 2>/dev/null)" != "$SCRIPT_HASH" ]; then
@@ -70,7 +72,7 @@ step "[5/6] Creating the dashboard's two logins: $DASHBOARD_ROLE and $DATA_ROLE 
 ensure_login_role "$DASHBOARD_ROLE" "$DASHBOARD_PASSWORD" "fluxbase_dashboard" NOINHERIT
 cluster_psql -d postgres -q -c "SET client_min_messages = error; REVOKE anon, authenticated, service_role, fluxbase_explorer FROM $DASHBOARD_ROLE"
 ensure_login_role "$DATA_ROLE" "$DATA_PASSWORD" "anon" NOINHERIT
-cluster_psql -d "$DEV_DB" -q -c "SELECT * FROM fluxbase_admin.prepare_data_login('$DATA_ROLE')" > "$LOG_DIR/data-login.log" \
+cluster_psql -d "$DEV_DB" -q -c "SET client_min_messages = warning" -c "SELECT * FROM fluxbase_admin.prepare_data_login('$DATA_ROLE')" > "$LOG_DIR/data-login.log" 2>&1 \
     || fail "cannot prepare the data login $DATA_ROLE" "see $LOG_DIR/data-login.log"
 
 step "[6/6] Starting the dashboard"
