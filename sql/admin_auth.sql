@@ -646,7 +646,7 @@ BEGIN
             pg_catalog.left(setup.user_agent, 500));
         RETURN dashboard_auth.refusal(failure,
                    CASE failure WHEN 'already_set_up' THEN 'An admin account exists already. Sign in instead.'
-                        ELSE 'This setup link is invalid, expired or already used. Restart fluxbase serve for a new one.' END);
+                        ELSE 'This setup link is invalid, expired or already used: ask whoever runs the dashboard for a new one.' END);
     END IF;
     BEGIN
         normalized := dashboard_auth.normalize_email(setup.email);
