@@ -414,6 +414,7 @@ DECLARE
     run_as    text := 'fluxbase_explorer';
     read_only boolean := true;
     relation  text;
+    relation_kind text;
     action    text;
     details   jsonb;
     intent    bigint;
@@ -453,7 +454,8 @@ BEGIN
             RAISE EXCEPTION 'the request names no table: give "schema" and "table"' USING ERRCODE = 'invalid_parameter_value';
         END IF;
         relation := pg_catalog.format('%I.%I', req ->> 'schema', req ->> 'table');
-        PERFORM fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table');
+        SELECT r.kind INTO relation_kind FROM fluxbase_admin.browsable_relations() r
+         WHERE r.oid = fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table');
         details := pg_catalog.jsonb_build_object('schema', req ->> 'schema', 'table', req ->> 'table');
         IF kind = 'edit' THEN
             IF req ->> 'operation' IS NULL OR req ->> 'operation' NOT IN ('update', 'insert', 'delete', 'update_where', 'delete_where') THEN
@@ -470,9 +472,7 @@ BEGIN
                                                                   'sort', req -> 'sort', 'search', req -> 'search');
         ELSE
             action := 'explorer.browse';
-            details := details || pg_catalog.jsonb_build_object('kind',
-                (SELECT r.kind FROM fluxbase_admin.browsable_relations() r
-                  WHERE r.oid = fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table')));
+            details := details || pg_catalog.jsonb_build_object('kind', relation_kind);
             IF req ? 'followed' THEN
                 details := details || pg_catalog.jsonb_build_object('followed', req -> 'followed');
             END IF;
@@ -497,6 +497,16 @@ COMMENT ON FUNCTION fluxbase_admin.ticket(text, text, jsonb, uuid) IS 'Dashboard
 -- ---------------------------------------------------------------------------------
 -- Claiming and recording (the data login's only two dashboard functions)
 -- ---------------------------------------------------------------------------------
+
+-- An audit entry for the work of a ticket, by the admin who asked for it and from where:
+-- the data plane's own settings say nothing of the request.
+CREATE FUNCTION fluxbase_admin.audit_for_intent(intent dashboard_auth.audit_log, action text, target_type text,
+                                                target_id text, details jsonb) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT dashboard_auth.audit(intent.actor_type, intent.actor_id, intent.actor, action, target_type, target_id,
+                                details, intent.ip, intent.user_agent)
+$$;
 
 -- The request claimed in this transaction (data_plane.rs keeps it). Refused (55000) when
 -- none is.
@@ -572,11 +582,10 @@ BEGIN
         -- is bound.
         refusal := CASE WHEN imp.mode <> 'service' THEN auth.forbidden_target_role(imp.target_role) END;
         IF refusal IS NOT NULL THEN
-            PERFORM dashboard_auth.audit(intent.actor_type, intent.actor_id, intent.actor, 'impersonation.refused',
-                        'impersonation', spent.impersonation_id::text,
+            PERFORM fluxbase_admin.audit_for_intent(intent, 'impersonation.refused', 'impersonation',
+                        spent.impersonation_id::text,
                         pg_catalog.jsonb_build_object('at', 'claim', 'operation', spent.operation,
-                                                      'target_role', imp.target_role, 'refusal', refusal),
-                        intent.ip, intent.user_agent)
+                                                      'target_role', imp.target_role, 'refusal', refusal))
               FROM dashboard_auth.audit_log intent WHERE intent.id = spent.intent_id;
             RETURN pg_catalog.jsonb_build_object('ok', false, 'code', 'forbidden_target',
                        'message', 'impersonation refused: ' || refusal, 'operation', spent.operation);
@@ -621,7 +630,6 @@ AS $$
 DECLARE
     bound  jsonb := fluxbase_admin.bound_request();
     spent  dashboard_auth.tickets;
-    who    dashboard_auth.actor;
     intent dashboard_auth.audit_log;
     result bigint;
     req    jsonb;
@@ -629,10 +637,10 @@ BEGIN
     IF (bound ->> 'backend_pid')::integer IS DISTINCT FROM pg_catalog.pg_backend_pid() THEN
         RAISE EXCEPTION 'the claimed ticket belongs to another backend' USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    UPDATE dashboard_auth.tickets t SET result_id = -1
-     WHERE t.ticket_hash = pg_catalog.decode(bound ->> 'ticket_hash', 'hex') AND t.result_id IS NULL
-    RETURNING * INTO spent;
-    IF spent.ticket_hash IS NULL THEN
+    SELECT * INTO spent FROM dashboard_auth.tickets t
+     WHERE t.ticket_hash = pg_catalog.decode(bound ->> 'ticket_hash', 'hex')
+       FOR UPDATE;
+    IF spent.result_id IS NOT NULL THEN
         RAISE EXCEPTION 'the result of this ticket is recorded already: the intent is spent'
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
@@ -641,27 +649,24 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     SELECT * INTO intent FROM dashboard_auth.audit_log a WHERE a.id = spent.intent_id;
-    who := ROW(intent.actor_type, intent.actor_id, intent.actor)::dashboard_auth.actor;
     req := spent.request;
     IF spent.operation = 'sql_run' THEN
         result := fluxbase_admin.record_sql_run_result(spent, intent, outcome);
     ELSIF spent.impersonation_id IS NOT NULL THEN
-        -- The intent's address and user agent: the data plane's own settings say nothing.
-        result := dashboard_auth.audit(who.actor_type, who.actor_id, who.actor, pg_catalog.regexp_replace(intent.action, '\.intent$', '.result'),
+        result := fluxbase_admin.audit_for_intent(intent, pg_catalog.regexp_replace(intent.action, '\.intent$', '.result'),
             'impersonation', spent.impersonation_id::text,
             pg_catalog.jsonb_build_object('schema', req -> 'schema', 'table', req -> 'table', 'operation', req -> 'operation',
                                           'intent_id', spent.intent_id)
-            || (coalesce(outcome, '{}') - 'operation'), intent.ip, intent.user_agent);
+            || (coalesce(outcome, '{}') - 'operation'));
     ELSE
-        result := dashboard_auth.audit(who.actor_type, who.actor_id, who.actor,
+        result := fluxbase_admin.audit_for_intent(intent,
             CASE WHEN coalesce((outcome ->> 'ok')::boolean, false) THEN pg_catalog.regexp_replace(intent.action, '\.intent$', '')
                  ELSE pg_catalog.regexp_replace(intent.action, '\.intent$', '.failed') END,
             'relation', intent.target_id,
             pg_catalog.jsonb_build_object('schema', req -> 'schema', 'table', req -> 'table', 'operation', req -> 'operation',
                                           'intent_id', spent.intent_id, 'count', outcome -> 'count',
                                           'before', outcome -> 'before', 'after', outcome -> 'after',
-                                          'errors', outcome -> 'errors'),
-            intent.ip, intent.user_agent);
+                                          'errors', outcome -> 'errors'));
     END IF;
     UPDATE dashboard_auth.tickets t SET result_id = result WHERE t.ticket_hash = spent.ticket_hash;
     RETURN result;

@@ -28,8 +28,8 @@ CREATE TABLE dashboard_auth.sql_runs (
     run_as           text NOT NULL,
     impersonation_id uuid,
     intent_id        bigint,
-    -- The backend that runs it: a cancel from any copy of fluxbase serve finds it here.
-    backend_pid      integer NOT NULL,
+    -- The data-login backend that ran it (set by the claim, NULL until then).
+    backend_pid      integer,
     status           text NOT NULL DEFAULT 'running'
                      CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'rolled_back')),
     started_at       timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -168,9 +168,9 @@ BEGIN
         RETURN ROW(false, code, refusal, NULL, run_as, NULL, NULL, NULL, NULL)::fluxbase_admin.sql_run;
     END IF;
 
-    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, statement_mac, command, mode, explain, run_as, impersonation_id, backend_pid)
+    INSERT INTO dashboard_auth.sql_runs (admin_id, statement, statement_mac, command, mode, explain, run_as, impersonation_id)
     VALUES (who.admin_id, redacted, fluxbase_admin.statement_mac(statement), kind ->> 'command', CASE WHEN allow_writes THEN 'write' ELSE 'read' END, explain,
-            run_as, impersonation_id, pg_catalog.pg_backend_pid())
+            run_as, impersonation_id)
     RETURNING * INTO run;
     IF impersonation_id IS NOT NULL THEN
         run.intent_id := auth.record_impersonated_intent(session_token, impersonation_id, 'sql.run',
