@@ -396,3 +396,13 @@ pub mod admin;
 pub mod authenticator;
 pub mod data_plane;
 pub mod fixtures;
+
+/// The first column of every row a query returns, as text.
+pub fn strings(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Vec<String> {
+    client
+        .query(sql, params)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

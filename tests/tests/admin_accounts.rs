@@ -5,7 +5,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, login_result, sqlstate, PASSWORD};
-use fluxbase_tests::{Caller, TestDb};
+use fluxbase_tests::{Caller, TestDb, strings};
 
 fn setup_link(db: &TestDb) -> String {
     let mut web = db.connect(Caller::Dashboard);
@@ -111,12 +111,7 @@ fn unknown_wrong_locked_and_disabled_get_the_same_answer() {
         assert!(answer.token.is_none() && answer.role.is_none());
     }
     // The reasons are recorded for the operator, not told to the caller.
-    let reasons: Vec<String> = su
-        .query("SELECT reason FROM dashboard_auth.login_attempts ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let reasons: Vec<String> = strings(&mut su, "SELECT reason FROM dashboard_auth.login_attempts ORDER BY id", &[]);
     assert_eq!(reasons, ["unknown_email", "wrong_password", "locked", "disabled"]);
 }
 
@@ -380,12 +375,7 @@ fn a_link_works_once_and_before_its_expiry() {
     assert_eq!(redeem(&mut web, &reset, "another good passphrase here").code, "invalid_link");
     assert!(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.link_info($1)", &[&reset]).unwrap().is_empty());
     // Both refusals are in the audit log.
-    let failures: Vec<String> = su
-        .query("SELECT details->>'reason' FROM dashboard_auth.audit_log WHERE action = 'link.redeem_failed' ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let failures: Vec<String> = strings(&mut su, "SELECT details->>'reason' FROM dashboard_auth.audit_log WHERE action = 'link.redeem_failed' ORDER BY id", &[]);
     assert_eq!(failures, ["used", "expired"]);
 }
 

@@ -2,7 +2,7 @@
 //! service_role) and the admins' user management (through the dashboard's role).
 
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, sqlstate, PASSWORD};
-use fluxbase_tests::{Caller, TestDb};
+use fluxbase_tests::{Caller, TestDb, strings};
 use postgres::types::ToSql;
 use postgres::{Client, Row};
 
@@ -172,12 +172,7 @@ fn a_delete_removes_the_sessions_and_keeps_the_audit() {
     let mut su = db.connect(Caller::Superuser);
     let sessions: i64 = su.query_one("SELECT count(*) FROM auth.sessions", &[]).unwrap().get(0);
     assert_eq!(sessions, 0);
-    let audited: Vec<String> = su
-        .query("SELECT action FROM dashboard_auth.audit_log WHERE target_type = 'user' AND target_id = $1 ORDER BY id", &[&id])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let audited: Vec<String> = strings(&mut su, "SELECT action FROM dashboard_auth.audit_log WHERE target_type = 'user' AND target_id = $1 ORDER BY id", &[&id]);
     assert_eq!(audited, ["user.invited", "user.deleted"]);
     let actor: String = su.query_one("SELECT actor FROM dashboard_auth.audit_log WHERE action = 'user.deleted'", &[]).unwrap().get(0);
     assert_eq!(actor, "ann@example.com");
@@ -391,12 +386,7 @@ fn failed_sign_ins_lock_the_user_and_count_per_address() {
     // Locked: the right password gets the same answer as a wrong one.
     assert_eq!(sign_in(&db, "joe@example.com", USER_PASSWORD).1, "invalid_credentials");
     let mut su = db.connect(Caller::Superuser);
-    let reasons: Vec<String> = su
-        .query("SELECT reason FROM auth.sign_in_attempts ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let reasons: Vec<String> = strings(&mut su, "SELECT reason FROM auth.sign_in_attempts ORDER BY id", &[]);
     assert_eq!(reasons, ["wrong_password", "wrong_password", "wrong_password", "wrong_password", "wrong_password", "locked"]);
     su.batch_execute("UPDATE auth.users SET locked_until = now() - interval '1 second'").unwrap();
     assert!(sign_in(&db, "joe@example.com", USER_PASSWORD).0, "the lock ends");

@@ -7,7 +7,7 @@
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
 use fluxbase_tests::data_plane::{claimed, export_claimed, Planes};
-use fluxbase_tests::{Caller, TestDb};
+use fluxbase_tests::{Caller, TestDb, strings};
 use postgres::Client;
 use serde_json::{json, Value};
 
@@ -1260,12 +1260,7 @@ fn a_200_mb_export_streams_in_flat_memory_and_reads_back_as_csv() {
     assert_eq!(specials[3], [q("77777"), Some(md5), q("n77777")]);
 
     // Audited once, when its ticket was issued; the ticket opens it once.
-    let exports: Vec<String> = su
-        .query("SELECT target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let exports: Vec<String> = strings(&mut su, "SELECT target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[]);
     assert_eq!(exports, ["public.wide"]);
     let err = export_claimed(&mut ex.p.data, &ticket).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "28000", "{}", describe(&err));

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, PASSWORD as ADMIN_PASSWORD};
-use fluxbase_tests::{connect_as, Caller, TestDb, TestRole};
+use fluxbase_tests::{connect_as, Caller, TestDb, TestRole, strings};
 use postgres::{Client, SimpleQueryMessage};
 
 // ---------------------------------------------------------------------------------
@@ -219,21 +219,14 @@ fn an_install_runs_none_of_an_attackers_planted_operators_or_functions() {
 
     // Every member object is in the extension's own schemas, none in "postgres" (the
     // creation schema) or public.
-    let misplaced: Vec<String> = su
-        .query(
-            "SELECT o.type || ' ' || o.identity || ' in ' || o.schema
+    let misplaced: Vec<String> = strings(&mut su, "SELECT o.type || ' ' || o.identity || ' in ' || o.schema
                FROM pg_depend d
                JOIN pg_extension e ON e.oid = d.refobjid AND d.refclassid = 'pg_extension'::regclass
                CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
               WHERE d.deptype = 'e' AND e.extname = 'fluxbase_admin'
                 AND o.schema IS NOT NULL AND o.schema NOT IN ('auth', 'dashboard_auth', 'fluxbase_admin')
               ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(misplaced.is_empty(), "extension objects outside its schemas: {misplaced:?}");
     let in_postgres: i64 = su
         .query_one(

@@ -1,25 +1,18 @@
 //! Who may call what (architecture.md, "Callers and privileges"), checked over the
 //! catalog for every function, so later functions are held to the same rules.
 
-use fluxbase_tests::{Caller, TestDb};
+use fluxbase_tests::{Caller, TestDb, strings};
 
 #[test]
 fn every_security_definer_function_pins_its_search_path() {
     let db = TestDb::new();
     let mut su = db.connect(Caller::Superuser);
-    let unpinned: Vec<String> = su
-        .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p
+    let unpinned: Vec<String> = strings(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p
                JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'fluxbase_admin'
               WHERE p.prosecdef
                 AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%')",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(unpinned.is_empty(), "SECURITY DEFINER without a pinned search_path: {unpinned:?}");
 }
 
@@ -27,9 +20,7 @@ fn every_security_definer_function_pins_its_search_path() {
 fn public_may_execute_none_of_the_extensions_functions() {
     let db = TestDb::new();
     let mut su = db.connect(Caller::Superuser);
-    let open: Vec<String> = su
-        .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p
+    let open: Vec<String> = strings(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p
                JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin')
                 -- The claim helpers are everyone's, as in PostgREST and Supabase.
@@ -38,12 +29,7 @@ fn public_may_execute_none_of_the_extensions_functions() {
                                   'auth.claim(text)'::regprocedure)
                 AND (p.proacl IS NULL
                      OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(open.is_empty(), "executable by PUBLIC: {open:?}");
 }
 
@@ -143,12 +129,7 @@ fn each_login_of_the_two_planes_holds_exactly_the_roles_of_its_plane() {
     assert!(memberships(&mut su, "fluxbase_explorer").is_empty());
     // And the extension's own check of both logins finds nothing wrong.
     for (login, plane) in [("fluxbase_web", "dashboard"), ("fluxbase_data", "data")] {
-        let problems: Vec<String> = su
-            .query("SELECT role || ': ' || problem FROM fluxbase_admin.login_problems($1, $2)", &[&login, &plane])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let problems: Vec<String> = strings(&mut su, "SELECT role || ': ' || problem FROM fluxbase_admin.login_problems($1, $2)", &[&login, &plane]);
         assert!(problems.is_empty(), "{login}: {problems:?}");
     }
 }
@@ -157,18 +138,11 @@ fn each_login_of_the_two_planes_holds_exactly_the_roles_of_its_plane() {
 fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functions() {
     let db = TestDb::new();
     let mut su = db.connect(Caller::Superuser);
-    let definer: Vec<String> = su
-        .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let definer: Vec<String> = strings(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin') AND p.prosecdef
                 AND has_function_privilege('fluxbase_data', p.oid, 'EXECUTE')
               ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert_eq!(definer, ["fluxbase_admin.claim(text,text)", "fluxbase_admin.record_result(jsonb)"]);
     // The roles the data plane switches to (and app code runs as) may call none of the
     // dashboard's definer functions (the app's own sign-in functions in auth are theirs);
@@ -179,17 +153,10 @@ fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functi
         ("authenticated", vec!["dashboard_auth", "fluxbase_admin"]),
         ("service_role", vec!["dashboard_auth", "fluxbase_admin"]),
     ] {
-        let reached: Vec<String> = su
-            .query(
-                "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        let reached: Vec<String> = strings(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE n.nspname::text = ANY ($2) AND p.prosecdef
                     AND has_function_privilege($1, p.oid, 'EXECUTE')",
-                &[&role, &schemas],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+                &[&role, &schemas]);
         assert!(reached.is_empty(), "{role}: {reached:?}");
     }
     // As itself, the data login is refused the dashboard's functions and cannot become
@@ -276,18 +243,11 @@ fn the_dashboard_role_cannot_reach_break_glass_or_internal_functions() {
 fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_functions() {
     let db = TestDb::new();
     let mut su = db.connect(Caller::Superuser);
-    let granted: Vec<String> = su
-        .query(
-            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let granted: Vec<String> = strings(&mut su, "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname = 'dashboard_auth'
                 AND has_function_privilege('fluxbase_dashboard', p.oid, 'EXECUTE')
               ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     let expected = [
         "begin_2fa_enrolment", "change_password", "confirm_2fa_enrolment", "create_setup_link", "delete_admin",
         "disable_2fa", "disable_admin", "enable_admin", "end_session", "invite_admin", "link_info", "list_admins", "list_settings",
@@ -297,17 +257,10 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
     ];
     assert_eq!(granted, expected);
     // Each of them checks a session token, or is one of the pre-session functions.
-    let definer: Vec<String> = su
-        .query(
-            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let definer: Vec<String> = strings(&mut su, "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname = 'dashboard_auth' AND has_function_privilege('fluxbase_dashboard', p.oid, 'EXECUTE')
                 AND NOT p.prosecdef",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(definer.is_empty(), "granted but not SECURITY DEFINER: {definer:?}");
 }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, login, PASSWORD};
 use fluxbase_tests::data_plane::{claimed, export_claimed, Planes};
 use fluxbase_tests::postgres::{self, Client};
-use fluxbase_tests::{Caller, TestDb, TestRole};
+use fluxbase_tests::{Caller, TestDb, TestRole, strings};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------
@@ -243,20 +243,13 @@ fn scene() -> Scene {
     assert_eq!(su.query_one("SELECT count(*) FROM public.mallory_log", &[]).unwrap().get::<_, i64>(0), 0);
 
     // The explorer role got its grants on mallory's new tables from the event trigger.
-    let ungranted: Vec<String> = su
-        .query(
-            "SELECT c.relname::text FROM pg_class c
+    let ungranted: Vec<String> = strings(&mut su, "SELECT c.relname::text FROM pg_class c
               WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v')
                 AND NOT (has_table_privilege('fluxbase_explorer', c.oid, 'SELECT')
                          AND has_table_privilege('fluxbase_explorer', c.oid, 'INSERT')
                          AND has_table_privilege('fluxbase_explorer', c.oid, 'UPDATE')
                          AND has_table_privilege('fluxbase_explorer', c.oid, 'DELETE'))",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(ungranted.is_empty(), "the explorer role has no grants on {ungranted:?}");
 
     su.execute("INSERT INTO auth.users (email, confirmed_at) VALUES ('joe@example.com', now())", &[]).unwrap();
