@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, login, PASSWORD};
 use fluxbase_tests::data_plane::{claimed, export_claimed, Planes};
 use fluxbase_tests::postgres::{self, Client};
-use fluxbase_tests::{Caller, TestDb, TestRole, strings};
+use fluxbase_tests::{strings, Caller, TestDb, TestRole};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------
@@ -32,6 +32,28 @@ const PLANT: &str = r#"
 CREATE TABLE public.mallory_log (place text, who text);
 GRANT INSERT ON public.mallory_log TO PUBLIC;
 
+-- Every harm mallory wants, each tried on its own; one that works warns "mallory HARM".
+CREATE FUNCTION public.mallory_harms(place text, how text) RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER AS $harms$
+BEGIN
+    BEGIN ALTER ROLE MALLORY SUPERUSER; RAISE WARNING 'mallory HARM at %: superuser%', place, how;
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN INSERT INTO dashboard_auth.dashboard_users (email, name, role) VALUES (place || pg_catalog.replace(how, ' ', '.') || '@mallory.example', 'Mallory', 'admin');
+          RAISE WARNING 'mallory HARM at %: dashboard user%', place, how;
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN CREATE TABLE IF NOT EXISTS public.stolen AS SELECT password_hash FROM dashboard_auth.dashboard_users;
+          RAISE WARNING 'mallory HARM at %: stolen%', place, how;
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN ALTER ROLE fluxbase_data PASSWORD 'owned'; RAISE WARNING 'mallory HARM at %: data password%', place, how;
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN ALTER ROLE fluxbase_data SET role = 'service_role'; RAISE WARNING 'mallory HARM at %: data setting%', place, how;
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN PERFORM pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
+           WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.datname = pg_catalog.current_database();
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+END
+$harms$;
+
 CREATE FUNCTION public.mallory_plant(place text) RETURNS boolean
 LANGUAGE plpgsql SECURITY INVOKER AS $plant$
 DECLARE
@@ -42,40 +64,12 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN NULL;
     END;
     RAISE WARNING 'mallory ran at % as % (session %)', place, current_user, session_user;
-    BEGIN ALTER ROLE MALLORY SUPERUSER; RAISE WARNING 'mallory HARM at %: superuser', place;
-    EXCEPTION WHEN OTHERS THEN NULL; END;
-    BEGIN INSERT INTO dashboard_auth.dashboard_users (email, name, role) VALUES (place || '@mallory.example', 'Mallory', 'admin');
-          RAISE WARNING 'mallory HARM at %: dashboard user', place;
-    EXCEPTION WHEN OTHERS THEN NULL; END;
-    BEGIN CREATE TABLE IF NOT EXISTS public.stolen AS SELECT password_hash FROM dashboard_auth.dashboard_users;
-          RAISE WARNING 'mallory HARM at %: stolen', place;
-    EXCEPTION WHEN OTHERS THEN NULL; END;
-    BEGIN ALTER ROLE fluxbase_data PASSWORD 'owned'; RAISE WARNING 'mallory HARM at %: data password', place;
-    EXCEPTION WHEN OTHERS THEN NULL; END;
-    BEGIN ALTER ROLE fluxbase_data SET role = 'service_role'; RAISE WARNING 'mallory HARM at %: data setting', place;
-    EXCEPTION WHEN OTHERS THEN NULL; END;
-    BEGIN PERFORM pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
-           WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.datname = pg_catalog.current_database();
-    EXCEPTION WHEN OTHERS THEN NULL; END;
+    PERFORM public.mallory_harms(place, '');
     -- The role switch: back to the session's login, then the same harms.
     BEGIN
         RESET ROLE;
         RAISE WARNING 'mallory reset role at % to %', place, current_user;
-        BEGIN ALTER ROLE MALLORY SUPERUSER; RAISE WARNING 'mallory HARM at %: superuser after reset', place;
-        EXCEPTION WHEN OTHERS THEN NULL; END;
-        BEGIN INSERT INTO dashboard_auth.dashboard_users (email, name, role) VALUES (place || '.reset@mallory.example', 'Mallory', 'admin');
-              RAISE WARNING 'mallory HARM at %: dashboard user after reset', place;
-        EXCEPTION WHEN OTHERS THEN NULL; END;
-        BEGIN CREATE TABLE IF NOT EXISTS public.stolen AS SELECT password_hash FROM dashboard_auth.dashboard_users;
-              RAISE WARNING 'mallory HARM at %: stolen after reset', place;
-        EXCEPTION WHEN OTHERS THEN NULL; END;
-        BEGIN ALTER ROLE fluxbase_data PASSWORD 'owned'; RAISE WARNING 'mallory HARM at %: data password after reset', place;
-        EXCEPTION WHEN OTHERS THEN NULL; END;
-        BEGIN ALTER ROLE fluxbase_data SET role = 'service_role'; RAISE WARNING 'mallory HARM at %: data setting after reset', place;
-        EXCEPTION WHEN OTHERS THEN NULL; END;
-        BEGIN PERFORM pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
-               WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.datname = pg_catalog.current_database();
-        EXCEPTION WHEN OTHERS THEN NULL; END;
+        PERFORM public.mallory_harms(place, ' after reset');
         EXECUTE pg_catalog.format('SET LOCAL ROLE %I', me);
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'mallory could not switch at %: %', place, SQLERRM;
@@ -292,6 +286,11 @@ fn runs(s: &Scene) -> BTreeMap<String, BTreeSet<String>> {
 fn assert_unharmed(s: &mut Scene) {
     let harms: Vec<String> = s.warnings.lock().unwrap().iter().filter(|w| w.contains("mallory HARM")).cloned().collect();
     assert!(harms.is_empty(), "mallory's code did harm: {harms:#?}");
+    // The harms were also tried after RESET ROLE, from the data login itself.
+    assert!(
+        s.warnings.lock().unwrap().iter().any(|w| w.contains("mallory reset role at") && w.ends_with("to fluxbase_data")),
+        "no planted code reached RESET ROLE"
+    );
     let mut su = s.db.connect(Caller::Superuser);
     let superuser: bool = su.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&s.mallory.name]).unwrap().get(0);
     assert!(!superuser, "mallory became a superuser");
