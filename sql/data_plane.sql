@@ -133,11 +133,12 @@ $$;
 -- anywhere; any predefined pg_* role; the other plane's roles (for the data login, the
 -- dashboard's roles; the dashboard login is a member of fluxbase_dashboard only);
 -- INHERIT on the login; settings of its own. A data login that lacks a role it switches
--- to is listed too, with the GRANT that fixes it. Roles are cluster-wide while
--- users.extra_roles is per database, so a data login may hold app roles another
--- database needs: those are no problem.
+-- to is listed too, with the GRANT that fixes it and `missing` true: that one fails only
+-- the work that needs the role, so a claim or a settings change refuses only the
+-- others. Roles are cluster-wide while users.extra_roles is per database, so a data
+-- login may hold app roles another database needs: those are no problem.
 CREATE FUNCTION fluxbase_admin.login_problems(login text, plane text)
-RETURNS TABLE (role text, problem text, fix text)
+RETURNS TABLE (role text, problem text, fix text, missing boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -152,12 +153,15 @@ BEGIN
     END IF;
     SELECT * INTO me FROM pg_catalog.pg_roles r WHERE r.rolname = login;
     IF me.oid IS NULL THEN
-        role := login; problem := 'the role does not exist';
+        role := login; problem := 'the role does not exist'; missing := false;
         fix := pg_catalog.format('CREATE ROLE %I LOGIN NOINHERIT PASSWORD ''...''', login);
         RETURN NEXT;
         RETURN;
     END IF;
     wanted := CASE plane WHEN 'data' THEN fluxbase_admin.data_plane_roles() ELSE ARRAY['fluxbase_dashboard'] END;
+    -- missing: the login lacks a role it switches to; every other problem is one of
+    -- holding too much.
+    missing := false;
     role := me.rolname;
     IF me.rolsuper THEN problem := 'is a superuser'; fix := pg_catalog.format('ALTER ROLE %I NOSUPERUSER', me.rolname); RETURN NEXT; END IF;
     IF me.rolcreaterole THEN problem := 'has CREATEROLE'; fix := pg_catalog.format('ALTER ROLE %I NOCREATEROLE', me.rolname); RETURN NEXT; END IF;
@@ -215,6 +219,7 @@ BEGIN
                             THEN pg_catalog.format('%s is not a member of %s, which the %s plane needs', me.rolname, name, plane)
                             ELSE pg_catalog.format('role %s does not exist', name) END;
             fix := pg_catalog.format('GRANT %I TO %I', name, me.rolname);
+            missing := true;
             RETURN NEXT;
         END IF;
     END LOOP;
@@ -247,7 +252,7 @@ BEGIN
     FOR found IN
         SELECT l.login, p.* FROM fluxbase_admin.data_logins() l(login), fluxbase_admin.login_problems(l.login, 'data') p
     LOOP
-        IF found.fix NOT LIKE 'GRANT %' THEN
+        IF NOT found.missing THEN
             RAISE EXCEPTION 'the data login %: % %', found.login, found.role, found.problem
                   USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', found.fix);
         END IF;
@@ -261,7 +266,7 @@ $$;
 -- the roles the data plane switches to, and allowed the data plane's entry points.
 -- Superusers only. Returns what is still wrong with it (no rows when it is fit).
 CREATE FUNCTION fluxbase_admin.prepare_data_login(login text)
-RETURNS TABLE (role text, problem text, fix text)
+RETURNS TABLE (role text, problem text, fix text, missing boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -553,7 +558,7 @@ BEGIN
                     HINT = 'Claim it in a session of the data login (FLUXBASE_ADMIN_DATA_DATABASE_URL).';
     END IF;
     SELECT * INTO problem FROM fluxbase_admin.login_problems(session_user::text, 'data') p
-     WHERE p.fix NOT LIKE 'GRANT %' LIMIT 1;
+     WHERE NOT p.missing LIMIT 1;
     IF problem.role IS NOT NULL THEN
         RAISE EXCEPTION 'the data login %: % %', session_user, problem.role, problem.problem
               USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', problem.fix);
