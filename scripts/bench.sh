@@ -37,7 +37,7 @@ cluster_psql -d fluxbase_bench -c "ANALYZE" >/dev/null
 # the median of psql's \timing.
 median_ms() {
     local script
-    script=$(printf "SELECT session_token AS tok FROM dashboard_auth.login('bench@example.com', 'violet kettle marches north') \\\\gset\n%s\n\\\\timing on\n" "$1")
+    script=$(printf "SELECT session_token AS tok FROM dashboard_auth.sign_in('bench@example.com', 'violet kettle marches north') \\\\gset\n%s\n\\\\timing on\n" "$1")
     for _ in $(seq 1 "$RUNS"); do script+=$'\n'"$1"; done
     cluster_psql -d fluxbase_bench -o /dev/null <<<"$script" 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sort -n \
         | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else printf "%.1f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
@@ -47,13 +47,13 @@ step "Measuring ($RUNS runs each, medians)"
 printf '\n%-52s %12s\n' "analytics on 5,000 tables" "median ms"
 printf '%-52s %12s\n' "----------------------------------------------------" "------------"
 for entry in \
-    "metrics_overview|SELECT fluxbase_admin.metrics_overview(:'tok');" \
-    "metrics_storage, top 100|SELECT count(*) FROM fluxbase_admin.metrics_storage(:'tok');" \
-    "metrics_storage, all 5,000|SELECT count(*) FROM fluxbase_admin.metrics_storage(:'tok', top => 10000);" \
-    "metrics_schemas|SELECT count(*) FROM fluxbase_admin.metrics_schemas(:'tok');" \
-    "metrics_activity|SELECT count(*) FROM fluxbase_admin.metrics_activity(:'tok');" \
+    "get_metrics|SELECT fluxbase_admin.get_metrics(:'tok');" \
+    "list_table_sizes, top 100|SELECT count(*) FROM fluxbase_admin.list_table_sizes(:'tok');" \
+    "list_table_sizes, all 5,000|SELECT count(*) FROM fluxbase_admin.list_table_sizes(:'tok', top => 10000);" \
+    "list_schema_sizes|SELECT count(*) FROM fluxbase_admin.list_schema_sizes(:'tok');" \
+    "list_activity|SELECT count(*) FROM fluxbase_admin.list_activity(:'tok');" \
     "a metric sample's figures|SELECT fluxbase_admin.headline_figures();" \
-    "explorer catalog|SELECT count(*) FROM fluxbase_admin.catalog(:'tok');"; do
+    "explorer catalog|SELECT count(*) FROM fluxbase_admin.list_tables(:'tok');"; do
     printf '%-52s %12s\n' "${entry%%|*}" "$(median_ms "${entry#*|}")"
 done
 
@@ -91,15 +91,15 @@ data_plane_ms() {
     local issued tickets data_script timings
     issued=$(
         {
-            echo "SELECT session_token AS tok FROM dashboard_auth.login('bench@example.com', 'violet kettle marches north') \gset"
+            echo "SELECT session_token AS tok FROM dashboard_auth.sign_in('bench@example.com', 'violet kettle marches north') \gset"
             echo '\timing on'
-            for _ in $(seq 0 "$RUNS"); do echo "SELECT fluxbase_admin.ticket(:'tok', '$1', '$2');"; done
+            for _ in $(seq 0 "$RUNS"); do echo "SELECT fluxbase_admin.issue_ticket(:'tok', '$1', '$2');"; done
         } | cluster_psql -d fluxbase_bench -tA 2>&1
     )
     tickets=$(grep '^fbk_' <<<"$issued")
     data_script='\timing on'
     for ticket in $tickets; do
-        data_script+=$'\n'"BEGIN;"$'\n'"SELECT fluxbase_admin.claim('$ticket');"$'\n'"$3"$'\n'"COMMIT;"
+        data_script+=$'\n'"BEGIN;"$'\n'"SELECT fluxbase_admin.claim_ticket('$ticket');"$'\n'"$3"$'\n'"COMMIT;"
     done
     timings=$(PGPASSWORD="$DATA_PASSWORD" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$BENCH_PORT" \
                   -U fluxbase_data -d fluxbase_bench -o /dev/null <<<"$data_script" 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')

@@ -95,7 +95,7 @@ CREATE TYPE dashboard_auth.outcome AS (
 
 -- A sign-in's outcome; the session fields are set when ok. With two-factor sign-in on,
 -- the password step answers code 'second_factor_required' and a challenge_token for
--- dashboard_auth.login_second_factor.
+-- dashboard_auth.sign_in_second_factor.
 CREATE TYPE dashboard_auth.login_result AS (
     ok              boolean,
     code            text,

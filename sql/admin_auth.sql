@@ -142,6 +142,64 @@ BEGIN
 END
 $$;
 
+-- The outcome of an attempt that succeeded (README, "Conventions": results). A refusal
+-- that must be recorded is an outcome too, with ok = false.
+CREATE FUNCTION dashboard_auth.done(code text, message text) RETURNS dashboard_auth.outcome
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ROW(true, code, message)::dashboard_auth.outcome $$;
+
+-- Paging, one style for every paged list (README, "Conventions"): a page_size between 1
+-- and 1000, an opaque cursor in, next_cursor out. A cursor is the last row's sort key
+-- (a jsonb array) in base64: opaque to callers, checked on the way back in.
+CREATE FUNCTION dashboard_auth.check_page_size(page_size integer) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'page_size is between 1 and 1000, not %', coalesce(page_size::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN page_size;
+END
+$$;
+
+-- A cursor that does not decode, or whose sort key does not fit the list.
+CREATE FUNCTION dashboard_auth.refuse_cursor() RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+        RAISE EXCEPTION 'the cursor is not valid here: start from the first page'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass the next_cursor of the previous page of the same list, unchanged.';
+END
+$$;
+
+CREATE FUNCTION dashboard_auth.encode_cursor(sort_key jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(sort_key::text, 'UTF8'), 'base64'), E'\n', '') $$;
+
+-- The sort key of a cursor, an array of `arity` elements; NULL for NULL (the first page).
+CREATE FUNCTION dashboard_auth.decode_cursor(cursor text, arity integer) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sort_key jsonb;
+BEGIN
+    IF cursor IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        sort_key := pg_catalog.convert_from(pg_catalog.decode(cursor, 'base64'), 'UTF8')::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        sort_key := NULL;
+    END;
+    IF pg_catalog.jsonb_typeof(sort_key) IS DISTINCT FROM 'array' OR pg_catalog.jsonb_array_length(sort_key) <> arity THEN
+        PERFORM dashboard_auth.refuse_cursor();
+    END IF;
+    RETURN sort_key;
+END
+$$;
+
 -- A session lifetime asked for by the caller (fluxbase serve passes
 -- FLUXBASE_ADMIN_SESSION_TIMEOUT): at least a minute, at most 7 days.
 CREATE FUNCTION dashboard_auth.check_session_lifetime(lifetime interval) RETURNS interval
@@ -348,7 +406,7 @@ END
 $$;
 
 -- What each admin role may do: the one matrix. The functions enforce it
--- (require_capability, may) and whoami lists it, so that a page hides what the server
+-- (require_capability, may) and get_session lists it, so that a page hides what the server
 -- would refuse and never copies the rules. Reading (browse, read-only SQL, analytics, the
 -- audit log, settings) needs no capability: every session may.
 CREATE FUNCTION dashboard_auth.role_capabilities(role text) RETURNS text[]
@@ -412,11 +470,44 @@ BEGIN
 END
 $$;
 
+-- The one place a one-time link is built, for admins (setup, invite, reset) and app users
+-- (user_invite, user_recovery): the dashboard's public address from the setting
+-- fluxbase.public_url, which fluxbase serve and the operator commands set per
+-- transaction, the page of the link's kind, and the token. NULL without an address (a
+-- psql session): the caller then hands out the token alone.
+CREATE FUNCTION dashboard_auth.one_time_link(kind text, token text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    base text := pg_catalog.rtrim(pg_catalog.btrim(pg_catalog.current_setting('fluxbase.public_url', true)), '/');
+    page text := CASE one_time_link.kind
+                     WHEN 'setup' THEN '/setup'
+                     WHEN 'invite' THEN '/invite'
+                     WHEN 'reset' THEN '/reset'
+                     WHEN 'user_invite' THEN '/accept-invite'
+                     WHEN 'user_recovery' THEN '/recover' END;
+BEGIN
+    IF page IS NULL THEN
+        RAISE EXCEPTION 'unknown kind of link %', coalesce(pg_catalog.quote_literal(kind), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(base, '') = '' THEN
+        RETURN NULL;
+    END IF;
+    -- A link is handed to a person who clicks it: nothing but an http(s) address.
+    IF base !~* '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'fluxbase.public_url must be an absolute http(s) address, not %', pg_catalog.quote_literal(base)
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Use an address such as https://admin.example.com.';
+    END IF;
+    RETURN base || page || '?token=' || token;
+END
+$$;
+
 -- A one-time link. An invite or reset replaces that admin's unused links of the same
 -- kind; setup links (admin NULL) live side by side, so that each copy of fluxbase serve
 -- can print its own, and all of them die when setup completes.
 CREATE FUNCTION dashboard_auth.issue_link(kind text, admin uuid, valid_for interval, who dashboard_auth.actor)
-RETURNS TABLE (token text, expires_at timestamptz)
+RETURNS TABLE (token text, link text, expires_at timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -431,6 +522,7 @@ BEGIN
     RETURNING id, one_time_tokens.expires_at INTO link_id, expires_at;
     PERFORM dashboard_auth.audit_by(who, 'link.created', 'admin', issue_link.admin::text,
         pg_catalog.jsonb_build_object('kind', issue_link.kind, 'link_id', link_id, 'expires_at', expires_at));
+    link := dashboard_auth.one_time_link(issue_link.kind, token);
     RETURN NEXT;
 END
 $$;
@@ -441,7 +533,7 @@ $$;
 
 CREATE FUNCTION dashboard_auth.manage_create_admin(
     who dashboard_auth.actor, email text, name text, role text, password text, valid_for interval
-) RETURNS TABLE (admin_id uuid, invite_token text, expires_at timestamptz)
+) RETURNS TABLE (admin_id uuid, invite_token text, invite_link text, expires_at timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -470,7 +562,7 @@ BEGIN
         pg_catalog.jsonb_build_object('email', normalized, 'role', manage_create_admin.role,
                                       'with_password', manage_create_admin.password IS NOT NULL));
     IF manage_create_admin.password IS NULL THEN
-        SELECT l.token, l.expires_at INTO invite_token, expires_at
+        SELECT l.token, l.link, l.expires_at INTO invite_token, invite_link, expires_at
           FROM dashboard_auth.issue_link('invite', admin_id, valid_for, who) l;
     END IF;
     RETURN NEXT;
@@ -547,7 +639,7 @@ $$;
 
 -- A reset link; the admin's sessions end at once, so a thief's session ends too.
 CREATE FUNCTION dashboard_auth.manage_reset_password(who dashboard_auth.actor, target uuid, valid_for interval)
-RETURNS TABLE (reset_token text, expires_at timestamptz)
+RETURNS TABLE (reset_token text, reset_link text, expires_at timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -558,7 +650,8 @@ BEGIN
         RAISE EXCEPTION 'no admin with id %', target USING ERRCODE = 'no_data_found';
     END IF;
     revoked := dashboard_auth.revoke_sessions(target, 'password_reset');
-    SELECT l.token, l.expires_at INTO reset_token, expires_at FROM dashboard_auth.issue_link('reset', target, valid_for, who) l;
+    SELECT l.token, l.link, l.expires_at INTO reset_token, reset_link, expires_at
+      FROM dashboard_auth.issue_link('reset', target, valid_for, who) l;
     PERFORM dashboard_auth.audit_by(who, 'admin.password_reset', 'admin', target::text,
         pg_catalog.jsonb_build_object('sessions_revoked', revoked));
     RETURN NEXT;
@@ -602,7 +695,7 @@ AS $$ SELECT NOT EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users) $$;
 COMMENT ON FUNCTION dashboard_auth.needs_setup() IS 'True while no admin exists: first-run setup is open';
 
 CREATE FUNCTION dashboard_auth.create_setup_link(valid_for interval DEFAULT interval '24 hours')
-RETURNS TABLE (token text, expires_at timestamptz)
+RETURNS TABLE (token text, link text, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -612,20 +705,23 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'Sign in, or have an operator run: fluxbase admin create-user --email ... --name ...';
     END IF;
-    RETURN QUERY SELECT l.token, l.expires_at
+    RETURN QUERY SELECT l.token, l.link, l.expires_at
                    FROM dashboard_auth.issue_link('setup', NULL, valid_for,
                             ROW('system', NULL, session_user::text)::dashboard_auth.actor) l;
 END
 $$;
 COMMENT ON FUNCTION dashboard_auth.create_setup_link(interval) IS 'A one-time link to create the first admin; only while no admin exists';
 
-CREATE FUNCTION dashboard_auth.setup(
+CREATE FUNCTION dashboard_auth.complete_setup(
     setup_token text, email text, name text, password text,
-    ip inet DEFAULT NULL, user_agent text DEFAULT NULL, session_lifetime interval DEFAULT NULL
+    valid_for interval DEFAULT NULL
 ) RETURNS dashboard_auth.login_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- The client, as fluxbase serve sets it per transaction (NULL from psql).
+    client_ip    inet := dashboard_auth.request_ip();
+    client_agent text := dashboard_auth.request_user_agent();
     link       dashboard_auth.one_time_tokens;
     normalized text;
     clean_name text;
@@ -633,7 +729,7 @@ DECLARE
     new_admin  uuid;
     failure    text;
 BEGIN
-    PERFORM dashboard_auth.check_session_lifetime(session_lifetime);
+    PERFORM dashboard_auth.check_session_lifetime(valid_for);
     -- Two setups racing: the lock makes one wait, and it then finds the admin the other made.
     PERFORM dashboard_auth.lock_admin_set();
     SELECT * INTO link FROM dashboard_auth.one_time_tokens t
@@ -641,57 +737,60 @@ BEGIN
     failure := CASE WHEN EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users) THEN 'already_set_up'
                     WHEN link.id IS NULL OR link.used_at IS NOT NULL OR link.expires_at <= pg_catalog.now() THEN 'invalid_link' END;
     IF failure IS NOT NULL THEN
-        PERFORM dashboard_auth.audit('anonymous', NULL, pg_catalog.left(coalesce(setup.email, ''), 254), 'link.redeem_failed',
-            'link', link.id::text, pg_catalog.jsonb_build_object('kind', 'setup', 'reason', failure), setup.ip,
-            pg_catalog.left(setup.user_agent, 500));
+        PERFORM dashboard_auth.audit('anonymous', NULL, pg_catalog.left(coalesce(complete_setup.email, ''), 254), 'link.redeem_failed',
+            'link', link.id::text, pg_catalog.jsonb_build_object('kind', 'setup', 'reason', failure), client_ip,
+            pg_catalog.left(client_agent, 500));
         RETURN dashboard_auth.refusal(failure,
                    CASE failure WHEN 'already_set_up' THEN 'An admin account exists already. Sign in instead.'
                         ELSE 'This setup link is invalid, expired or already used: ask whoever runs the dashboard for a new one.' END);
     END IF;
     BEGIN
-        normalized := dashboard_auth.normalize_email(setup.email);
-        clean_name := dashboard_auth.normalize_name(setup.name);
+        normalized := dashboard_auth.normalize_email(complete_setup.email);
+        clean_name := dashboard_auth.normalize_name(complete_setup.name);
     EXCEPTION WHEN invalid_parameter_value THEN
         RETURN dashboard_auth.refusal('invalid_input', SQLERRM);
     END;
-    problem := dashboard_auth.new_password_problem(setup.password, normalized);
+    problem := dashboard_auth.new_password_problem(complete_setup.password, normalized);
     IF problem IS NOT NULL THEN
         RETURN dashboard_auth.refusal('weak_password', problem);
     END IF;
     INSERT INTO dashboard_auth.dashboard_users (email, name, role, password_hash, password_changed_at, last_login_at)
-    VALUES (normalized, clean_name, 'admin', dashboard_auth.hash_password(setup.password), pg_catalog.now(), pg_catalog.now())
+    VALUES (normalized, clean_name, 'admin', dashboard_auth.hash_password(complete_setup.password), pg_catalog.now(), pg_catalog.now())
     RETURNING id INTO new_admin;
     -- Every other setup link dies with this one.
     UPDATE dashboard_auth.one_time_tokens t SET used_at = pg_catalog.now() WHERE t.kind = 'setup' AND t.used_at IS NULL;
     PERFORM dashboard_auth.audit('admin', new_admin, normalized, 'admin.setup', 'admin', new_admin::text,
-        pg_catalog.jsonb_build_object('link_id', link.id), setup.ip, pg_catalog.left(setup.user_agent, 500));
-    PERFORM dashboard_auth.record_login(normalized, new_admin, setup.ip, setup.user_agent, true, 'ok', 'setup');
-    RETURN dashboard_auth.issue_session(new_admin, setup.ip, setup.user_agent, session_lifetime);
+        pg_catalog.jsonb_build_object('link_id', link.id), client_ip, pg_catalog.left(client_agent, 500));
+    PERFORM dashboard_auth.record_login(normalized, new_admin, client_ip, client_agent, true, 'ok', 'setup');
+    RETURN dashboard_auth.issue_session(new_admin, client_ip, client_agent, valid_for);
 END
 $$;
-COMMENT ON FUNCTION dashboard_auth.setup(text, text, text, text, inet, text, interval) IS 'Creates the first admin through a setup link and signs them in';
+COMMENT ON FUNCTION dashboard_auth.complete_setup(text, text, text, text, interval) IS 'Creates the first admin through a setup link and signs them in';
 
-CREATE FUNCTION dashboard_auth.login(
-    email text, password text, ip inet DEFAULT NULL, user_agent text DEFAULT NULL, session_lifetime interval DEFAULT NULL
+CREATE FUNCTION dashboard_auth.sign_in(
+    email text, password text, valid_for interval DEFAULT NULL
 ) RETURNS dashboard_auth.login_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    typed       text := pg_catalog.lower(pg_catalog.btrim(coalesce(login.email, '')));
+    -- The client, as fluxbase serve sets it per transaction (NULL from psql).
+    client_ip    inet := dashboard_auth.request_ip();
+    client_agent text := dashboard_auth.request_user_agent();
+    typed       text := pg_catalog.lower(pg_catalog.btrim(coalesce(sign_in.email, '')));
     account     dashboard_auth.dashboard_users;
     password_ok boolean;
     reason      text;
     ip_failures bigint;
     upgraded    text;
 BEGIN
-    PERFORM dashboard_auth.check_session_lifetime(session_lifetime);
+    PERFORM dashboard_auth.check_session_lifetime(valid_for);
     -- An address with too many recent failures is refused before any hashing.
-    IF login.ip IS NOT NULL THEN
+    IF client_ip IS NOT NULL THEN
         SELECT pg_catalog.count(*) INTO ip_failures FROM dashboard_auth.login_attempts a
-         WHERE a.ip = login.ip AND NOT a.succeeded AND a.reason NOT IN ('ip_rate_limited', 'second_factor_pending')
+         WHERE a.ip = client_ip AND NOT a.succeeded AND a.reason NOT IN ('ip_rate_limited', 'second_factor_pending')
            AND a.attempted_at > pg_catalog.now() - dashboard_auth.setting_interval('lockout.window');
         IF ip_failures >= dashboard_auth.setting_int('lockout.ip_max_failures') THEN
-            PERFORM dashboard_auth.record_login(typed, NULL, login.ip, login.user_agent, false, 'ip_rate_limited');
+            PERFORM dashboard_auth.record_login(typed, NULL, client_ip, client_agent, false, 'ip_rate_limited');
             RETURN dashboard_auth.refusal('rate_limited', 'Too many failed sign-ins from your address. Try again later.');
         END IF;
     END IF;
@@ -702,7 +801,7 @@ BEGIN
     SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE pg_catalog.lower(u.email) = typed;
     -- Exactly one argon2 run on every path (against a dummy hash when there is no
     -- account or no password yet), so the answer's timing says nothing either.
-    password_ok := dashboard_auth.verify_password(login.password, account.password_hash);
+    password_ok := dashboard_auth.verify_password(sign_in.password, account.password_hash);
     reason := CASE WHEN account.id IS NULL THEN 'unknown_email'
                    WHEN account.disabled_at IS NOT NULL THEN 'disabled'
                    WHEN account.locked_until > pg_catalog.now() THEN 'locked'
@@ -713,32 +812,32 @@ BEGIN
         PERFORM dashboard_auth.count_failure(account.id);
     END IF;
     IF reason <> 'ok' THEN
-        PERFORM dashboard_auth.record_login(typed, account.id, login.ip, login.user_agent, false, reason);
+        PERFORM dashboard_auth.record_login(typed, account.id, client_ip, client_agent, false, reason);
         -- One answer for every refusal: no way to tell which emails are admins.
         RETURN dashboard_auth.refusal('invalid_credentials', 'Invalid email or password.');
     END IF;
 
     IF dashboard_auth.password_needs_rehash(account.password_hash) THEN
-        upgraded := dashboard_auth.hash_password(login.password);
+        upgraded := dashboard_auth.hash_password(sign_in.password);
         -- Only if the hash is still the one just checked (no password change meanwhile).
         UPDATE dashboard_auth.dashboard_users u SET password_hash = upgraded, updated_at = pg_catalog.now()
          WHERE u.id = account.id AND u.password_hash = account.password_hash;
         PERFORM dashboard_auth.audit('system', NULL, 'fluxbase_admin', 'admin.password_rehashed', 'admin', account.id::text,
-            '{}'::jsonb, login.ip, pg_catalog.left(login.user_agent, 500));
+            '{}'::jsonb, client_ip, pg_catalog.left(client_agent, 500));
     END IF;
     -- With two-factor sign-in on, the password step gives no session: only a challenge
     -- for the code step, bound to this account and this password check.
     IF account.totp_enabled_at IS NOT NULL THEN
-        RETURN dashboard_auth.issue_challenge(account.id, typed, login.ip, login.user_agent, session_lifetime);
+        RETURN dashboard_auth.issue_challenge(account.id, typed, client_ip, client_agent, valid_for);
     END IF;
-    RETURN dashboard_auth.complete_sign_in(account.id, typed, login.ip, login.user_agent, 'password', session_lifetime);
+    RETURN dashboard_auth.complete_sign_in(account.id, typed, client_ip, client_agent, 'password', valid_for);
 END
 $$;
-COMMENT ON FUNCTION dashboard_auth.login(text, text, inet, text, interval) IS 'Signs an admin in; failures are returned (and recorded), never raised';
+COMMENT ON FUNCTION dashboard_auth.sign_in(text, text, interval) IS 'Signs an admin in; failures are returned (and recorded), never raised';
 
 -- What a one-time link is for, so a page can greet its holder; no rows when the link
 -- is invalid, expired or used.
-CREATE FUNCTION dashboard_auth.link_info(link_token text)
+CREATE FUNCTION dashboard_auth.get_link(link_token text)
 RETURNS TABLE (kind text, email text, name text, expires_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -753,17 +852,20 @@ $$;
 -- Sets a password through an invite or reset link, and signs the admin in.
 CREATE FUNCTION dashboard_auth.redeem_link(
     link_token text, new_password text,
-    ip inet DEFAULT NULL, user_agent text DEFAULT NULL, session_lifetime interval DEFAULT NULL
+    valid_for interval DEFAULT NULL
 ) RETURNS dashboard_auth.login_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- The client, as fluxbase serve sets it per transaction (NULL from psql).
+    client_ip    inet := dashboard_auth.request_ip();
+    client_agent text := dashboard_auth.request_user_agent();
     link    dashboard_auth.one_time_tokens;
     account dashboard_auth.dashboard_users;
     problem text;
     revoked integer;
 BEGIN
-    PERFORM dashboard_auth.check_session_lifetime(session_lifetime);
+    PERFORM dashboard_auth.check_session_lifetime(valid_for);
     SELECT * INTO link FROM dashboard_auth.one_time_tokens t
      WHERE t.token_hash = dashboard_auth.token_hash(link_token) AND t.kind IN ('invite', 'reset') FOR UPDATE;
     SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = link.admin_id FOR UPDATE;
@@ -774,7 +876,7 @@ BEGIN
             pg_catalog.jsonb_build_object('kind', link.kind, 'reason',
                 CASE WHEN link.id IS NULL THEN 'unknown' WHEN link.used_at IS NOT NULL THEN 'used'
                      WHEN link.expires_at <= pg_catalog.now() THEN 'expired' ELSE 'disabled' END),
-            redeem_link.ip, pg_catalog.left(redeem_link.user_agent, 500));
+            client_ip, pg_catalog.left(client_agent, 500));
         RETURN dashboard_auth.refusal('invalid_link', 'This link is invalid, expired or already used. Ask for a new one.');
     END IF;
     problem := dashboard_auth.new_password_problem(new_password, account.email);
@@ -790,22 +892,22 @@ BEGIN
     revoked := dashboard_auth.revoke_sessions(account.id, 'password_reset');
     PERFORM dashboard_auth.audit('admin', account.id, account.email, 'link.redeemed', 'link', link.id::text,
         pg_catalog.jsonb_build_object('kind', link.kind, 'sessions_revoked', revoked),
-        redeem_link.ip, pg_catalog.left(redeem_link.user_agent, 500));
+        client_ip, pg_catalog.left(client_agent, 500));
     -- A link proves the mailbox (or the terminal), not the device: with 2FA on, the
     -- new password leads to the code step, like any sign-in.
     IF account.totp_enabled_at IS NOT NULL THEN
-        RETURN dashboard_auth.issue_challenge(account.id, account.email, redeem_link.ip, redeem_link.user_agent, session_lifetime);
+        RETURN dashboard_auth.issue_challenge(account.id, account.email, client_ip, client_agent, valid_for);
     END IF;
-    RETURN dashboard_auth.complete_sign_in(account.id, account.email, redeem_link.ip, redeem_link.user_agent, link.kind, session_lifetime);
+    RETURN dashboard_auth.complete_sign_in(account.id, account.email, client_ip, client_agent, link.kind, valid_for);
 END
 $$;
-COMMENT ON FUNCTION dashboard_auth.redeem_link(text, text, inet, text, interval) IS 'Sets a password through an invite or reset link and signs the admin in';
+COMMENT ON FUNCTION dashboard_auth.redeem_link(text, text, interval) IS 'Sets a password through an invite or reset link and signs the admin in';
 
 -- ---------------------------------------------------------------------------------
 -- With a session (fluxbase_dashboard): the first argument is the session token
 -- ---------------------------------------------------------------------------------
 
-CREATE TYPE dashboard_auth.whoami_result AS (
+CREATE TYPE dashboard_auth.session_info AS (
     session_id   uuid,
     admin_id     uuid,
     email        text,
@@ -818,11 +920,11 @@ CREATE TYPE dashboard_auth.whoami_result AS (
 );
 
 -- Who this session is, and what it may do.
-CREATE FUNCTION dashboard_auth.whoami(session_token text DEFAULT NULL) RETURNS dashboard_auth.whoami_result
+CREATE FUNCTION dashboard_auth.get_session(session_token text DEFAULT NULL) RETURNS dashboard_auth.session_info
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ROW(w.session_id, w.admin_id, w.email, w.name, w.role, w.expires_at,
-               dashboard_auth.role_capabilities(w.role))::dashboard_auth.whoami_result
+               dashboard_auth.role_capabilities(w.role))::dashboard_auth.session_info
       FROM dashboard_auth.check_session(session_token) w
 $$;
 
@@ -832,7 +934,7 @@ $$;
 -- backend's memory, which no SQL can read, until end_session() or the connection ends;
 -- each call still checks it, so an expired or revoked session stops working at once.
 --   SELECT * FROM dashboard_auth.use_session('fbs_...');
---   SELECT * FROM fluxbase_admin.catalog(NULL);
+--   SELECT * FROM fluxbase_admin.list_tables(NULL);
 CREATE FUNCTION dashboard_auth.use_session(session_token text) RETURNS dashboard_auth.session_admin
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -845,12 +947,12 @@ END
 $$;
 
 -- Forgets the session this connection signed in with (it stays valid elsewhere: sign out
--- with dashboard_auth.logout(NULL) to end it). True when one was bound.
+-- with dashboard_auth.sign_out(NULL) to end it). True when one was bound.
 CREATE FUNCTION dashboard_auth.end_session() RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.unbind_session() $$;
 
-CREATE FUNCTION dashboard_auth.logout(session_token text DEFAULT NULL) RETURNS void
+CREATE FUNCTION dashboard_auth.sign_out(session_token text DEFAULT NULL) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -861,10 +963,11 @@ BEGIN
         PERFORM dashboard_auth.unbind_session();
     END IF;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.logout', 'session', who.session_id::text);
+    RETURN dashboard_auth.done('signed_out', 'You are signed out.');
 END
 $$;
 
-CREATE FUNCTION dashboard_auth.logout_others(session_token text DEFAULT NULL) RETURNS integer
+CREATE FUNCTION dashboard_auth.sign_out_others(session_token text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -877,7 +980,7 @@ BEGIN
     RETURN revoked;
 END
 $$;
-COMMENT ON FUNCTION dashboard_auth.logout_others(text) IS 'Ends every other session of the signed-in admin; returns how many';
+COMMENT ON FUNCTION dashboard_auth.sign_out_others(text) IS 'Ends every other session of the signed-in admin; returns how many';
 
 -- Changing one's own password needs the current one and ends the other sessions.
 -- Viewers may change their own password: it changes nothing but their account.
@@ -935,7 +1038,7 @@ $$;
 
 CREATE FUNCTION dashboard_auth.invite_admin(
     session_token text, email text, name text, role text DEFAULT 'admin', valid_for interval DEFAULT interval '24 hours'
-) RETURNS TABLE (admin_id uuid, invite_token text, expires_at timestamptz)
+) RETURNS TABLE (admin_id uuid, invite_token text, invite_link text, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -945,23 +1048,23 @@ BEGIN
         dashboard_auth.session_actor(who), invite_admin.email, invite_admin.name, invite_admin.role, NULL, valid_for);
 END
 $$;
-COMMENT ON FUNCTION dashboard_auth.invite_admin(text, text, text, text, interval) IS 'Invites an admin or viewer; returns the one-time link token';
+COMMENT ON FUNCTION dashboard_auth.invite_admin(text, text, text, text, interval) IS 'Invites an admin or viewer; returns the one-time link''s token, and the link when fluxbase.public_url is set';
 
-CREATE FUNCTION dashboard_auth.set_admin_role(session_token text, admin_id uuid, role text) RETURNS void
+CREATE FUNCTION dashboard_auth.set_admin_role(session_token text, admin_id uuid, role text) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_role(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, role) $$;
+AS $$ SELECT dashboard_auth.manage_set_role(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, role); SELECT dashboard_auth.done('role_changed', 'The admin''s role is changed.') $$;
 
-CREATE FUNCTION dashboard_auth.disable_admin(session_token text, admin_id uuid) RETURNS void
+CREATE FUNCTION dashboard_auth.disable_admin(session_token text, admin_id uuid) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, true) $$;
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, true); SELECT dashboard_auth.done('disabled', 'The admin is disabled and signed out.') $$;
 
-CREATE FUNCTION dashboard_auth.enable_admin(session_token text, admin_id uuid) RETURNS void
+CREATE FUNCTION dashboard_auth.enable_admin(session_token text, admin_id uuid) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, false) $$;
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id, false); SELECT dashboard_auth.done('enabled', 'The admin is enabled.') $$;
 
-CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) RETURNS void
+CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id) $$;
+AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id); SELECT dashboard_auth.done('deleted', 'The admin is deleted.') $$;
 
 CREATE FUNCTION dashboard_auth.list_settings(session_token text DEFAULT NULL)
 RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text,
@@ -1036,28 +1139,28 @@ $$;
 CREATE FUNCTION dashboard_auth.operator_create_admin(
     email text, name text, role text DEFAULT 'admin', password text DEFAULT NULL,
     valid_for interval DEFAULT interval '24 hours'
-) RETURNS TABLE (admin_id uuid, invite_token text, expires_at timestamptz)
+) RETURNS TABLE (admin_id uuid, invite_token text, invite_link text, expires_at timestamptz)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM dashboard_auth.manage_create_admin(dashboard_auth.operator_actor(), email, name, role, password, valid_for)
 $$;
-COMMENT ON FUNCTION dashboard_auth.operator_create_admin(text, text, text, text, interval) IS 'Creates an admin; without a password, returns a one-time setup link token';
+COMMENT ON FUNCTION dashboard_auth.operator_create_admin(text, text, text, text, interval) IS 'Creates an admin; without a password, returns a one-time invite link''s token, and the link when fluxbase.public_url is set';
 
-CREATE FUNCTION dashboard_auth.operator_reset_password(email text, valid_for interval DEFAULT interval '24 hours')
-RETURNS TABLE (admin_id uuid, reset_token text, expires_at timestamptz)
+CREATE FUNCTION dashboard_auth.operator_reset_admin_password(email text, valid_for interval DEFAULT interval '24 hours')
+RETURNS TABLE (admin_id uuid, reset_token text, reset_link text, expires_at timestamptz)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT target, r.reset_token, r.expires_at
+    SELECT target, r.reset_token, r.reset_link, r.expires_at
       FROM dashboard_auth.admin_id_by_email(email) target,
            dashboard_auth.manage_reset_password(dashboard_auth.operator_actor(), target, valid_for) r
 $$;
-COMMENT ON FUNCTION dashboard_auth.operator_reset_password(text, interval) IS 'Ends the admin''s sessions and returns a one-time reset link token';
+COMMENT ON FUNCTION dashboard_auth.operator_reset_admin_password(text, interval) IS 'Ends the admin''s sessions and returns a one-time reset link''s token, and the link when fluxbase.public_url is set';
 
 CREATE FUNCTION dashboard_auth.operator_list_admins() RETURNS SETOF dashboard_auth.admin_overview
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM dashboard_auth.admin_overview o ORDER BY o.created_at, o.email $$;
 
-CREATE FUNCTION dashboard_auth.operator_unlock_admin(email text) RETURNS void
+CREATE FUNCTION dashboard_auth.operator_unlock_admin(email text) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1068,20 +1171,21 @@ BEGIN
            updated_at = pg_catalog.now()
      WHERE u.id = target;
     PERFORM dashboard_auth.audit_by(dashboard_auth.operator_actor(), 'admin.unlocked', 'admin', target::text);
+    RETURN dashboard_auth.done('unlocked', 'The admin is unlocked.');
 END
 $$;
 
-CREATE FUNCTION dashboard_auth.operator_disable_admin(email text) RETURNS void
+CREATE FUNCTION dashboard_auth.operator_disable_admin(email text) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email), true) $$;
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email), true); SELECT dashboard_auth.done('disabled', 'The admin is disabled and signed out.') $$;
 
-CREATE FUNCTION dashboard_auth.operator_enable_admin(email text) RETURNS void
+CREATE FUNCTION dashboard_auth.operator_enable_admin(email text) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email), false) $$;
+AS $$ SELECT dashboard_auth.manage_set_disabled(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email), false); SELECT dashboard_auth.done('enabled', 'The admin is enabled.') $$;
 
-CREATE FUNCTION dashboard_auth.operator_delete_admin(email text) RETURNS void
+CREATE FUNCTION dashboard_auth.operator_delete_admin(email text) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email)) $$;
+AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email)); SELECT dashboard_auth.done('deleted', 'The admin is deleted.') $$;
 
 -- ---------------------------------------------------------------------------------
 -- Who may call what
@@ -1090,15 +1194,15 @@ AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.operator_actor(),
 GRANT EXECUTE ON FUNCTION
     dashboard_auth.needs_setup(),
     dashboard_auth.create_setup_link(interval),
-    dashboard_auth.setup(text, text, text, text, inet, text, interval),
-    dashboard_auth.login(text, text, inet, text, interval),
-    dashboard_auth.link_info(text),
-    dashboard_auth.redeem_link(text, text, inet, text, interval),
-    dashboard_auth.whoami(text),
+    dashboard_auth.complete_setup(text, text, text, text, interval),
+    dashboard_auth.sign_in(text, text, interval),
+    dashboard_auth.get_link(text),
+    dashboard_auth.redeem_link(text, text, interval),
+    dashboard_auth.get_session(text),
     dashboard_auth.use_session(text),
     dashboard_auth.end_session(),
-    dashboard_auth.logout(text),
-    dashboard_auth.logout_others(text),
+    dashboard_auth.sign_out(text),
+    dashboard_auth.sign_out_others(text),
     dashboard_auth.change_password(text, text, text),
     dashboard_auth.list_admins(text),
     dashboard_auth.invite_admin(text, text, text, text, interval),
@@ -1113,7 +1217,7 @@ TO fluxbase_dashboard;
 
 GRANT EXECUTE ON FUNCTION
     dashboard_auth.operator_create_admin(text, text, text, text, interval),
-    dashboard_auth.operator_reset_password(text, interval),
+    dashboard_auth.operator_reset_admin_password(text, interval),
     dashboard_auth.operator_list_admins(),
     dashboard_auth.operator_unlock_admin(text),
     dashboard_auth.operator_disable_admin(text),

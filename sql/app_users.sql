@@ -178,7 +178,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION auth.revoke_user_sessions(target uuid) RETURNS integer
+CREATE FUNCTION auth.drop_user_sessions(target uuid) RETURNS integer
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
 AS $$
     WITH revoked AS (
@@ -189,14 +189,12 @@ AS $$
 $$;
 
 -- A one-time link for a user, replacing their unused links of the same kind. The link
--- is built from the public URL that fluxbase serve sets per transaction
--- (fluxbase.public_url); from psql it is NULL and the token is returned alone.
+-- is built by dashboard_auth.one_time_link from the public URL that fluxbase serve sets
+-- per transaction (fluxbase.public_url); from psql it is NULL and the token is returned alone.
 CREATE FUNCTION auth.issue_user_link(kind text, target uuid, valid_for interval, created_by text)
 RETURNS TABLE (token text, link text, expires_at timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    base text := pg_catalog.rtrim(nullif(pg_catalog.current_setting('fluxbase.public_url', true), ''), '/');
 BEGIN
     PERFORM dashboard_auth.check_link_validity(valid_for);
     UPDATE auth.one_time_tokens t SET used_at = pg_catalog.now()
@@ -205,7 +203,7 @@ BEGIN
     INSERT INTO auth.one_time_tokens (kind, user_id, token_hash, created_by, expires_at)
     VALUES (issue_user_link.kind, target, dashboard_auth.token_hash(token), created_by, pg_catalog.now() + valid_for)
     RETURNING one_time_tokens.expires_at INTO expires_at;
-    link := base || CASE issue_user_link.kind WHEN 'invite' THEN '/accept-invite?token=' ELSE '/recover?token=' END || token;
+    link := dashboard_auth.one_time_link('user_' || issue_user_link.kind, token);
     RETURN NEXT;
 END
 $$;
@@ -235,7 +233,7 @@ BEGIN
            confirmed_at = coalesce(u.confirmed_at, pg_catalog.now()), updated_at = pg_catalog.now()
      WHERE u.id = account.id;
     UPDATE auth.one_time_tokens t SET used_at = pg_catalog.now() WHERE t.user_id = account.id AND t.used_at IS NULL;
-    PERFORM auth.revoke_user_sessions(account.id);
+    PERFORM auth.drop_user_sessions(account.id);
     RETURN ROW(true, 'ok', CASE kind WHEN 'invite' THEN 'Welcome: your password is set.' ELSE 'Your password is changed.' END,
                account.id, NULL, NULL)::auth.result;
 END
@@ -257,11 +255,14 @@ AS $$ SELECT auth.redeem_user_link('recovery', recovery_token, new_password) $$;
 -- wrong password, an unconfirmed, a banned or a locked user get the same answer, in
 -- about the same time (one argon2 run on every path). Failures are recorded and count
 -- per user and per IP address, with the admins' lockout settings (lockout.*).
-CREATE FUNCTION auth.sign_in(email text, password text, ip inet DEFAULT NULL, user_agent text DEFAULT NULL)
+CREATE FUNCTION auth.sign_in(email text, password text)
 RETURNS auth.result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- The client, as fluxbase serve sets it per transaction (NULL from psql).
+    client_ip    inet := dashboard_auth.request_ip();
+    client_agent text := dashboard_auth.request_user_agent();
     typed       text := pg_catalog.left(pg_catalog.lower(pg_catalog.btrim(coalesce(sign_in.email, ''))), 254);
     window_size interval := dashboard_auth.setting_interval('lockout.window');
     account     auth.users;
@@ -271,11 +272,11 @@ DECLARE
     token       text;
     result      auth.result;
 BEGIN
-    IF sign_in.ip IS NOT NULL AND (
+    IF client_ip IS NOT NULL AND (
         SELECT pg_catalog.count(*) FROM auth.sign_in_attempts a
-         WHERE a.ip = sign_in.ip AND NOT a.succeeded AND a.reason <> 'ip_rate_limited'
+         WHERE a.ip = client_ip AND NOT a.succeeded AND a.reason <> 'ip_rate_limited'
            AND a.attempted_at > pg_catalog.now() - window_size) >= dashboard_auth.setting_int('lockout.ip_max_failures') THEN
-        INSERT INTO auth.sign_in_attempts (email, ip, succeeded, reason) VALUES (typed, sign_in.ip, false, 'ip_rate_limited');
+        INSERT INTO auth.sign_in_attempts (email, ip, succeeded, reason) VALUES (typed, client_ip, false, 'ip_rate_limited');
         RETURN auth.refusal('rate_limited', 'Too many failed sign-ins from this address. Try again later.');
     END IF;
     SELECT * INTO account FROM auth.users u WHERE pg_catalog.lower(u.email) = typed;
@@ -300,7 +301,7 @@ BEGIN
          WHERE u.id = account.id AND u.failed_attempts >= dashboard_auth.setting_int('lockout.max_failures');
     END IF;
     IF reason <> 'ok' THEN
-        INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, sign_in.ip, false, reason);
+        INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, client_ip, false, reason);
         RETURN auth.refusal('invalid_credentials', 'Invalid email or password.');
     END IF;
     -- A ban or a reset committed while the password was being checked wins: re-read the
@@ -315,12 +316,12 @@ BEGIN
     INSERT INTO auth.sessions (user_id, token_hash, expires_at, ip, user_agent)
     VALUES (account.id, dashboard_auth.token_hash(token),
             pg_catalog.now() + dashboard_auth.setting_interval('users.session_lifetime'),
-            sign_in.ip, pg_catalog.left(sign_in.user_agent, 500))
+            client_ip, pg_catalog.left(client_agent, 500))
     RETURNING expires_at INTO result.expires_at;
     UPDATE auth.users u
        SET last_sign_in_at = pg_catalog.now(), failed_attempts = 0, failure_window_from = NULL, locked_until = NULL
      WHERE u.id = account.id;
-    INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, sign_in.ip, true, 'ok');
+    INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, client_ip, true, 'ok');
     result.ok := true;
     result.code := 'ok';
     result.message := 'Signed in.';
@@ -345,33 +346,33 @@ $$;
 -- ---------------------------------------------------------------------------------
 
 -- A page of users. Filters: search (part of the email), filter_role, filter_status
--- (invited, active, banned). Sort: created_at, email or last_sign_in_at, ascending or not. Paging is by
--- keyset: pass the `cursor` of the last row seen as `after`, so a page costs the same at
--- any depth. Every value is a bound parameter; the sort column comes from a fixed list.
-CREATE FUNCTION auth.admin_list_users(
+-- (invited, active, banned). Sort: created_at, email or last_sign_in_at, ascending or not.
+-- Paging is by keyset (a page costs the same at any depth): pass next_cursor back as
+-- cursor. Every value is a bound parameter; the sort column comes from a fixed list.
+-- Returns {"rows": [...], "next_cursor": text or null}.
+CREATE FUNCTION auth.list_users(
     session_token text DEFAULT NULL,
     search text DEFAULT NULL,
     filter_role text DEFAULT NULL,
     filter_status text DEFAULT NULL,
     sort text DEFAULT 'created_at',
     descending boolean DEFAULT true,
-    after text DEFAULT NULL,
-    page_size integer DEFAULT 50
-) RETURNS TABLE (
-    id uuid, email text, role text, status text, last_sign_in_at timestamptz, active_sessions bigint,
-    times_impersonated bigint, created_at timestamptz, cursor text
-)
+    page_size integer DEFAULT 50,
+    cursor text DEFAULT NULL
+) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who        dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
     sort_key   text;
     sort_type  text;
-    after_key  text;
-    after_id   uuid;
+    after      jsonb := dashboard_auth.decode_cursor(cursor, 2);
     direction  text := CASE WHEN descending THEN 'DESC' ELSE 'ASC' END;
     comparison text := CASE WHEN descending THEN '<' ELSE '>' END;
+    found      jsonb;
+    sort_keys  jsonb;
 BEGIN
+    PERFORM dashboard_auth.check_page_size(page_size);
     -- Each sort is an indexed expression (see the indexes on auth.users) and its type;
     -- never a string from the caller. NULL sign-in times sort as the oldest.
     SELECT k.expression, k.type INTO sort_key, sort_type
@@ -379,50 +380,53 @@ BEGIN
                    ('email', 'pg_catalog.lower(u.email)', 'text'),
                    ('last_sign_in_at', 'coalesce(u.last_sign_in_at, ''-infinity''::timestamptz)', 'timestamptz'))
            AS k(name, expression, type)
-     WHERE k.name = admin_list_users.sort;
+     WHERE k.name = list_users.sort;
     IF sort_key IS NULL THEN
-        RAISE EXCEPTION 'cannot sort by %: use created_at, email or last_sign_in_at', pg_catalog.quote_literal(admin_list_users.sort)
+        RAISE EXCEPTION 'cannot sort by %: use created_at, email or last_sign_in_at', pg_catalog.quote_literal(list_users.sort)
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF filter_status IS NOT NULL AND filter_status NOT IN ('invited', 'active', 'banned') THEN
         RAISE EXCEPTION 'unknown status %: use invited, active or banned', pg_catalog.quote_literal(filter_status)
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 500 THEN
-        RAISE EXCEPTION 'page_size must be between 1 and 500' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF after IS NOT NULL THEN
-        BEGIN
-            after_key := (after::jsonb) ->> 0;
-            after_id := ((after::jsonb) ->> 1)::uuid;
-        EXCEPTION WHEN others THEN
-            RAISE EXCEPTION 'invalid cursor: pass the cursor column of a row from the previous page'
-                  USING ERRCODE = 'invalid_parameter_value';
-        END;
-    END IF;
     -- Once per session: a search as you type writes one entry, with the first request.
     PERFORM dashboard_auth.audit_read(who, 'users.listed', 'users', NULL,
         pg_catalog.jsonb_build_object('search', search, 'role', filter_role, 'status', filter_status,
-                                      'sort', admin_list_users.sort, 'after', after));
-    RETURN QUERY EXECUTE pg_catalog.format(
-        $q$
-        SELECT o.id, o.email, o.role, o.status, o.last_sign_in_at, o.active_sessions, o.times_impersonated, o.created_at,
-               pg_catalog.jsonb_build_array(%1$s, u.id)::text
-          FROM auth.users u
-          JOIN auth.user_overview o ON o.id = u.id
-         WHERE ($1::text IS NULL OR pg_catalog.strpos(pg_catalog.lower(u.email), pg_catalog.lower($1)) > 0)
-           AND ($2::text IS NULL OR u.role = $2)
-           AND ($3::text IS NULL OR o.status = $3)
-           AND ($4::text IS NULL OR (%1$s, u.id) %2$s ($4::%4$s, $5))
-         ORDER BY %1$s %3$s, u.id %3$s
-         LIMIT $6
-        $q$, sort_key, comparison, direction, sort_type)
-    USING search, filter_role, filter_status, after_key, after_id, page_size;
+                                      'sort', list_users.sort));
+    -- One row more than the page, to know whether another page follows.
+    BEGIN
+        EXECUTE pg_catalog.format(
+            $q$
+            SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) - 'n' - 'sort_key' ORDER BY p.n), '[]'),
+                   coalesce(pg_catalog.jsonb_agg(p.sort_key ORDER BY p.n), '[]')
+              FROM (SELECT pg_catalog.row_number() OVER (ORDER BY %1$s %3$s, u.id %3$s) AS n,
+                           o.id, o.email, o.role, o.status, o.last_sign_in_at, o.active_sessions,
+                           o.times_impersonated, o.created_at, pg_catalog.jsonb_build_array(%1$s, u.id) AS sort_key
+                      FROM auth.users u
+                      JOIN auth.user_overview o ON o.id = u.id
+                     WHERE ($1::text IS NULL OR pg_catalog.strpos(pg_catalog.lower(u.email), pg_catalog.lower($1)) > 0)
+                       AND ($2::text IS NULL OR u.role = $2)
+                       AND ($3::text IS NULL OR o.status = $3)
+                       AND ($4::jsonb IS NULL OR (%1$s, u.id) %2$s (($4 ->> 0)::%4$s, ($4 ->> 1)::uuid))
+                     ORDER BY %1$s %3$s, u.id %3$s
+                     LIMIT $5 + 1) p
+            $q$, sort_key, comparison, direction, sort_type)
+        INTO found, sort_keys
+        USING search, filter_role, filter_status, after, page_size;
+    EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format OR datetime_field_overflow THEN
+        PERFORM dashboard_auth.refuse_cursor();
+    END;
+    IF pg_catalog.jsonb_array_length(found) <= page_size THEN
+        RETURN pg_catalog.jsonb_build_object('rows', found, 'next_cursor', NULL);
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'rows', found - page_size,
+        'next_cursor', dashboard_auth.encode_cursor(sort_keys -> (page_size - 1)));
 END
 $$;
-COMMENT ON FUNCTION auth.admin_list_users(text, text, text, text, text, boolean, text, integer) IS 'A page of app users with their status, sessions and last sign-in; keyset paging through the cursor column';
+COMMENT ON FUNCTION auth.list_users(text, text, text, text, text, boolean, integer, text) IS 'A page of app users with their status, sessions and last sign-in; keyset paging by cursor';
 
-CREATE FUNCTION auth.admin_get_user(session_token text, user_id uuid)
+CREATE FUNCTION auth.get_user(session_token text, user_id uuid)
 RETURNS TABLE (id uuid, email text, role text, status text, last_sign_in_at timestamptz, active_sessions bigint,
                times_impersonated bigint, banned_until timestamptz, ban_reason text, app_metadata jsonb,
                user_metadata jsonb, invited_at timestamptz, confirmed_at timestamptz, created_at timestamptz,
@@ -440,15 +444,15 @@ BEGIN
                          'revoked_at', s.revoked_at, 'ip', s.ip, 'user_agent', s.user_agent) ORDER BY s.created_at DESC)
                        FROM (SELECT * FROM auth.sessions s2 WHERE s2.user_id = o.id
                               ORDER BY s2.created_at DESC LIMIT 20) s), '[]'::jsonb)
-      FROM auth.user_overview o WHERE o.id = admin_get_user.user_id;
+      FROM auth.user_overview o WHERE o.id = get_user.user_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no user with id %', coalesce(admin_get_user.user_id::text, 'NULL') USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'no user with id %', coalesce(get_user.user_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM dashboard_auth.audit_read(who, 'user.viewed', 'user', admin_get_user.user_id::text);
+    PERFORM dashboard_auth.audit_read(who, 'user.viewed', 'user', get_user.user_id::text);
 END
 $$;
 
-CREATE FUNCTION auth.admin_invite_user(
+CREATE FUNCTION auth.invite_user(
     session_token text, email text, role text DEFAULT 'authenticated', user_metadata jsonb DEFAULT '{}'::jsonb,
     valid_for interval DEFAULT interval '7 days'
 ) RETURNS TABLE (user_id uuid, invite_token text, invite_link text, expires_at timestamptz)
@@ -456,73 +460,75 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who        dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    normalized text := dashboard_auth.normalize_email(admin_invite_user.email);
+    normalized text := dashboard_auth.normalize_email(invite_user.email);
 BEGIN
-    PERFORM auth.check_user_role(admin_invite_user.role);
-    PERFORM auth.check_metadata(admin_invite_user.user_metadata, 'user_metadata');
+    PERFORM auth.check_user_role(invite_user.role);
+    PERFORM auth.check_metadata(invite_user.user_metadata, 'user_metadata');
     IF EXISTS (SELECT 1 FROM auth.users u WHERE pg_catalog.lower(u.email) = normalized) THEN
         RAISE EXCEPTION 'a user with email % exists already', normalized
               USING ERRCODE = 'unique_violation', HINT = 'Reset that user''s password instead.';
     END IF;
     INSERT INTO auth.users (email, role, user_metadata, invited_at)
-    VALUES (normalized, admin_invite_user.role, coalesce(admin_invite_user.user_metadata, '{}'::jsonb), pg_catalog.now())
+    VALUES (normalized, invite_user.role, coalesce(invite_user.user_metadata, '{}'::jsonb), pg_catalog.now())
     RETURNING id INTO user_id;
     SELECT l.token, l.link, l.expires_at INTO invite_token, invite_link, expires_at
       FROM auth.issue_user_link('invite', user_id, valid_for, who.email) l;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.invited', 'user', user_id::text,
-        pg_catalog.jsonb_build_object('email', normalized, 'role', admin_invite_user.role));
+        pg_catalog.jsonb_build_object('email', normalized, 'role', invite_user.role));
     RETURN NEXT;
 END
 $$;
 
-CREATE FUNCTION auth.admin_set_user_role(session_token text, user_id uuid, role text) RETURNS void
+CREATE FUNCTION auth.set_user_role(session_token text, user_id uuid, role text) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_set_user_role.user_id);
+    account auth.users := auth.user_for_update(set_user_role.user_id);
 BEGIN
-    PERFORM auth.check_user_role(admin_set_user_role.role);
-    UPDATE auth.users u SET role = admin_set_user_role.role, updated_at = pg_catalog.now() WHERE u.id = account.id;
+    PERFORM auth.check_user_role(set_user_role.role);
+    UPDATE auth.users u SET role = set_user_role.role, updated_at = pg_catalog.now() WHERE u.id = account.id;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.role_changed', 'user', account.id::text,
-        pg_catalog.jsonb_build_object('old', account.role, 'new', admin_set_user_role.role));
+        pg_catalog.jsonb_build_object('old', account.role, 'new', set_user_role.role));
+    RETURN dashboard_auth.done('role_changed', 'The user''s role is changed.');
 END
 $$;
 
 -- Replaces app_metadata and/or user_metadata (NULL leaves one as it is); each must be a
 -- JSON object.
-CREATE FUNCTION auth.admin_update_user_metadata(
+CREATE FUNCTION auth.update_user_metadata(
     session_token text, user_id uuid, app_metadata jsonb DEFAULT NULL, user_metadata jsonb DEFAULT NULL
-) RETURNS void
+) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_update_user_metadata.user_id);
+    account auth.users := auth.user_for_update(update_user_metadata.user_id);
 BEGIN
-    PERFORM auth.check_metadata(admin_update_user_metadata.app_metadata, 'app_metadata');
-    PERFORM auth.check_metadata(admin_update_user_metadata.user_metadata, 'user_metadata');
+    PERFORM auth.check_metadata(update_user_metadata.app_metadata, 'app_metadata');
+    PERFORM auth.check_metadata(update_user_metadata.user_metadata, 'user_metadata');
     UPDATE auth.users u
-       SET app_metadata = coalesce(admin_update_user_metadata.app_metadata, u.app_metadata),
-           user_metadata = coalesce(admin_update_user_metadata.user_metadata, u.user_metadata),
+       SET app_metadata = coalesce(update_user_metadata.app_metadata, u.app_metadata),
+           user_metadata = coalesce(update_user_metadata.user_metadata, u.user_metadata),
            updated_at = pg_catalog.now()
      WHERE u.id = account.id;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.metadata_changed', 'user', account.id::text,
         pg_catalog.jsonb_build_object('old', pg_catalog.jsonb_build_object('app_metadata', account.app_metadata, 'user_metadata', account.user_metadata),
-                                      'new', pg_catalog.jsonb_build_object('app_metadata', admin_update_user_metadata.app_metadata,
-                                                                           'user_metadata', admin_update_user_metadata.user_metadata)));
+                                      'new', pg_catalog.jsonb_build_object('app_metadata', update_user_metadata.app_metadata,
+                                                                           'user_metadata', update_user_metadata.user_metadata)));
+    RETURN dashboard_auth.done('updated', 'The user''s metadata is saved.');
 END
 $$;
 
-CREATE FUNCTION auth.admin_reset_user_password(session_token text, user_id uuid, valid_for interval DEFAULT interval '24 hours')
+CREATE FUNCTION auth.reset_user_password(session_token text, user_id uuid, valid_for interval DEFAULT interval '24 hours')
 RETURNS TABLE (recovery_token text, recovery_link text, expires_at timestamptz, sessions_revoked integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_reset_user_password.user_id);
+    account auth.users := auth.user_for_update(reset_user_password.user_id);
 BEGIN
-    sessions_revoked := auth.revoke_user_sessions(account.id);
+    sessions_revoked := auth.drop_user_sessions(account.id);
     SELECT l.token, l.link, l.expires_at INTO recovery_token, recovery_link, expires_at
       FROM auth.issue_user_link('recovery', account.id, valid_for, who.email) l;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.password_reset', 'user', account.id::text,
@@ -531,13 +537,13 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION auth.admin_revoke_user_sessions(session_token text, user_id uuid) RETURNS integer
+CREATE FUNCTION auth.revoke_user_sessions(session_token text, user_id uuid) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_revoke_user_sessions.user_id);
-    revoked integer := auth.revoke_user_sessions(account.id);
+    account auth.users := auth.user_for_update(revoke_user_sessions.user_id);
+    revoked integer := auth.drop_user_sessions(account.id);
 BEGIN
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.sessions_revoked', 'user', account.id::text,
         pg_catalog.jsonb_build_object('sessions_revoked', revoked));
@@ -545,12 +551,12 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION auth.admin_ban_user(session_token text, user_id uuid, until timestamptz, reason text) RETURNS integer
+CREATE FUNCTION auth.ban_user(session_token text, user_id uuid, until timestamptz, reason text) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_ban_user.user_id);
+    account auth.users := auth.user_for_update(ban_user.user_id);
     revoked integer;
 BEGIN
     IF until IS NULL OR until <= pg_catalog.now() THEN
@@ -562,56 +568,58 @@ BEGIN
     END IF;
     UPDATE auth.users u SET banned_until = until, ban_reason = pg_catalog.btrim(reason), updated_at = pg_catalog.now()
      WHERE u.id = account.id;
-    revoked := auth.revoke_user_sessions(account.id);
+    revoked := auth.drop_user_sessions(account.id);
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.banned', 'user', account.id::text,
         pg_catalog.jsonb_build_object('until', until, 'reason', pg_catalog.btrim(reason), 'sessions_revoked', revoked));
     RETURN revoked;
 END
 $$;
 
-CREATE FUNCTION auth.admin_unban_user(session_token text, user_id uuid) RETURNS void
+CREATE FUNCTION auth.unban_user(session_token text, user_id uuid) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_unban_user.user_id);
+    account auth.users := auth.user_for_update(unban_user.user_id);
 BEGIN
     UPDATE auth.users u SET banned_until = NULL, ban_reason = NULL, updated_at = pg_catalog.now() WHERE u.id = account.id;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.unbanned', 'user', account.id::text,
         pg_catalog.jsonb_build_object('was_banned_until', account.banned_until));
+    RETURN dashboard_auth.done('unbanned', 'The user is no longer banned.');
 END
 $$;
 
 -- Deletes a user; their sessions and links go with them, the audit entries stay.
-CREATE FUNCTION auth.admin_delete_user(session_token text, user_id uuid) RETURNS void
+CREATE FUNCTION auth.delete_user(session_token text, user_id uuid) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
-    account auth.users := auth.user_for_update(admin_delete_user.user_id);
+    account auth.users := auth.user_for_update(delete_user.user_id);
 BEGIN
     DELETE FROM auth.users u WHERE u.id = account.id;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.deleted', 'user', account.id::text,
         pg_catalog.jsonb_build_object('email', account.email, 'role', account.role));
+    RETURN dashboard_auth.done('deleted', 'The user is deleted.');
 END
 $$;
 
 GRANT EXECUTE ON FUNCTION
     auth.accept_invite(text, text),
     auth.complete_recovery(text, text),
-    auth.sign_in(text, text, inet, text),
+    auth.sign_in(text, text),
     auth.sign_out(text)
 TO service_role;
 
 GRANT EXECUTE ON FUNCTION
-    auth.admin_list_users(text, text, text, text, text, boolean, text, integer),
-    auth.admin_get_user(text, uuid),
-    auth.admin_invite_user(text, text, text, jsonb, interval),
-    auth.admin_set_user_role(text, uuid, text),
-    auth.admin_update_user_metadata(text, uuid, jsonb, jsonb),
-    auth.admin_reset_user_password(text, uuid, interval),
-    auth.admin_revoke_user_sessions(text, uuid),
-    auth.admin_ban_user(text, uuid, timestamptz, text),
-    auth.admin_unban_user(text, uuid),
-    auth.admin_delete_user(text, uuid)
+    auth.list_users(text, text, text, text, text, boolean, integer, text),
+    auth.get_user(text, uuid),
+    auth.invite_user(text, text, text, jsonb, interval),
+    auth.set_user_role(text, uuid, text),
+    auth.update_user_metadata(text, uuid, jsonb, jsonb),
+    auth.reset_user_password(text, uuid, interval),
+    auth.revoke_user_sessions(text, uuid),
+    auth.ban_user(text, uuid, timestamptz, text),
+    auth.unban_user(text, uuid),
+    auth.delete_user(text, uuid)
 TO fluxbase_dashboard;

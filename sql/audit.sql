@@ -25,7 +25,7 @@ CREATE TABLE dashboard_auth.audit_log (
     hash        bytea,
     CONSTRAINT sealed_together CHECK ((chain_seq IS NULL) = (hash IS NULL) AND (hash IS NULL) = (prev_hash IS NULL))
 );
-COMMENT ON TABLE dashboard_auth.audit_log IS 'Every administrative action, append-only and hash-chained (verify with dashboard_auth.operator_verify_audit_chain())';
+COMMENT ON TABLE dashboard_auth.audit_log IS 'Every administrative action, append-only and hash-chained (verify with dashboard_auth.operator_verify_audit())';
 CREATE INDEX audit_log_occurred_at ON dashboard_auth.audit_log (occurred_at);
 CREATE INDEX audit_log_pending ON dashboard_auth.audit_log (id) WHERE chain_seq IS NULL;
 SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.audit_log', '');
@@ -192,7 +192,7 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON dashboard_auth.audit_log
 -- The chain cannot show entries deleted from its end: record `head_seq` and `head_hash`
 -- somewhere outside the database, and a later verification that ends before that head
 -- (or with another hash at that position) reveals the loss.
-CREATE FUNCTION dashboard_auth.operator_verify_audit_chain()
+CREATE FUNCTION dashboard_auth.operator_verify_audit()
 RETURNS TABLE (valid boolean, entries bigint, pending bigint, first_invalid_seq bigint,
                head_seq bigint, head_hash text, message text)
 LANGUAGE plpgsql SECURITY DEFINER
@@ -270,4 +270,4 @@ END
 $$;
 
 REVOKE ALL ON dashboard_auth.audit_log FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION dashboard_auth.operator_verify_audit_chain() TO fluxbase_operator;
+GRANT EXECUTE ON FUNCTION dashboard_auth.operator_verify_audit() TO fluxbase_operator;

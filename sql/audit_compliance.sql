@@ -1,47 +1,42 @@
 -- The audit log as a compliance tool: search (admins and viewers, with a session),
 -- export as CSV or JSON Lines, and retention (operators). Verification is
--- dashboard_auth.operator_verify_audit_chain (sql/audit.sql).
+-- dashboard_auth.operator_verify_audit (sql/audit.sql).
 
 -- Entries newest first, filtered by actor, action, target and time, one page at a time:
 --   actor:  the actor exactly (an admin's email or a database role), case-insensitive
 --   action: an action (admin.created), or a prefix ending in a dot (explorer.)
 --   target: the target's id exactly (a user id, "public.orders", ...)
 --   cursor: next_cursor of the previous page
-CREATE FUNCTION dashboard_auth.search_audit(
+-- Returns {"rows": [...], "next_cursor": text or null}.
+CREATE FUNCTION dashboard_auth.list_audit(
     session_token text DEFAULT NULL, actor text DEFAULT NULL, action text DEFAULT NULL, target text DEFAULT NULL,
     since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    after    jsonb;
     after_at timestamptz;
     after_id bigint;
     entries  jsonb;
     found_rows integer;
     who      dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
 BEGIN
-    IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'page size is between 1 and 1000, not %', coalesce(page_size::text, 'NULL')
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF cursor IS NOT NULL THEN
-        BEGIN
-            SELECT (d.c ->> 'at')::timestamptz, (d.c ->> 'id')::bigint INTO STRICT after_at, after_id
-              FROM (SELECT pg_catalog.convert_from(pg_catalog.decode(cursor, 'base64'), 'UTF8')::jsonb AS c) d;
-            IF after_at IS NULL OR after_id IS NULL THEN
-                RAISE EXCEPTION 'incomplete cursor' USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
-            RAISE EXCEPTION 'the cursor is not valid: start from the first page' USING ERRCODE = 'invalid_parameter_value';
-        END;
-    END IF;
+    PERFORM dashboard_auth.check_page_size(page_size);
+    after := dashboard_auth.decode_cursor(cursor, 2);
+    BEGIN
+        after_at := (after ->> 0)::timestamptz;
+        after_id := (after ->> 1)::bigint;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM dashboard_auth.refuse_cursor();
+    END;
     WITH page AS (
         SELECT a.* FROM dashboard_auth.audit_log a
-         WHERE (search_audit.actor IS NULL OR pg_catalog.lower(a.actor) = pg_catalog.lower(search_audit.actor))
-           AND (search_audit.action IS NULL
-                OR a.action = search_audit.action
-                OR (search_audit.action LIKE '%.' AND pg_catalog.starts_with(a.action, search_audit.action)))
-           AND (search_audit.target IS NULL OR a.target_id = search_audit.target)
+         WHERE (list_audit.actor IS NULL OR pg_catalog.lower(a.actor) = pg_catalog.lower(list_audit.actor))
+           AND (list_audit.action IS NULL
+                OR a.action = list_audit.action
+                OR (list_audit.action LIKE '%.' AND pg_catalog.starts_with(a.action, list_audit.action)))
+           AND (list_audit.target IS NULL OR a.target_id = list_audit.target)
            AND (since IS NULL OR a.occurred_at >= since)
            AND (until IS NULL OR a.occurred_at < until)
            AND (after_at IS NULL OR (a.occurred_at, a.id) < (after_at, after_id))
@@ -63,20 +58,19 @@ BEGIN
     -- Reading the log is recorded too, once per session (after the page is read, so that
     -- the first search does not find itself).
     PERFORM dashboard_auth.audit_read(who, 'audit.searched', 'audit_log', NULL,
-        pg_catalog.jsonb_build_object('actor', search_audit.actor, 'action', search_audit.action,
-                                      'target', search_audit.target, 'since', since, 'until', until));
+        pg_catalog.jsonb_build_object('actor', list_audit.actor, 'action', list_audit.action,
+                                      'target', list_audit.target, 'since', since, 'until', until));
     RETURN pg_catalog.jsonb_build_object(
-        'entries', entries,
+        'rows', entries,
         'next_cursor', CASE WHEN found_rows > page_size THEN
-            pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(pg_catalog.jsonb_build_object(
-                'at', entries -> -1 ->> 'occurred_at', 'id', entries -> -1 -> 'id')::text, 'UTF8'), 'base64'), E'\n', '') END);
+            dashboard_auth.encode_cursor(pg_catalog.jsonb_build_array(entries -> -1 -> 'occurred_at', entries -> -1 -> 'id')) END);
 END
 $$;
 
 -- The export's lines, in the log's order, for entries in [since, until): JSON Lines
--- (every column, hashes in hex) or CSV rows (the header is audit_export_header). An
+-- (every column, hashes in hex) or CSV rows (the header is operator_get_audit_export_header). An
 -- invoker SQL function, so that a cursor over it streams: operators read the table.
-CREATE FUNCTION dashboard_auth.audit_export_lines(since timestamptz, until timestamptz, format text)
+CREATE FUNCTION dashboard_auth.operator_export_audit(since timestamptz, until timestamptz, format text)
 RETURNS SETOF text
 LANGUAGE sql STABLE
 AS $$
@@ -100,7 +94,7 @@ AS $$
      ORDER BY a.id
 $$;
 
-CREATE FUNCTION dashboard_auth.audit_export_header() RETURNS text
+CREATE FUNCTION dashboard_auth.operator_get_audit_export_header() RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT 'id,occurred_at,actor_type,actor_id,actor,action,target_type,target_id,details,ip,user_agent,chain_seq,prev_hash,hash' $$;
 
@@ -127,7 +121,7 @@ $$;
 -- The range a purge before `before` would remove: the chain's oldest entries, up to the
 -- first one at or after `before` (the chain stays one piece), and never the newest
 -- entry, from which the chain goes on.
-CREATE FUNCTION dashboard_auth.operator_audit_purge_range(before timestamptz)
+CREATE FUNCTION dashboard_auth.operator_plan_audit_purge(before timestamptz)
 RETURNS TABLE (from_seq bigint, to_seq bigint, entries bigint, last_hash text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -156,7 +150,7 @@ END
 $$;
 
 -- Retention (operators): removes the chain's oldest entries, up to `to_seq`, that
--- operator_audit_purge_range gave, after the caller exported them to `exported_to`, and
+-- operator_plan_audit_purge gave, after the caller exported them to `exported_to`, and
 -- appends a sealing entry that carries the removed range and its last hash, so that the
 -- rest of the chain still verifies. Refused (55000) if that range is no longer the
 -- chain's start, is not all older than `before`, or its last hash differs.
@@ -186,7 +180,7 @@ BEGIN
                    WHERE a.chain_seq BETWEEN from_seq AND to_seq AND a.occurred_at >= before)
        -- The newest entry stays: the chain goes on from it.
        OR to_seq >= (SELECT pg_catalog.max(a.chain_seq) FROM dashboard_auth.audit_log a) THEN
-        RAISE EXCEPTION 'the range to purge is not the one exported: ask operator_audit_purge_range again and export again'
+        RAISE EXCEPTION 'the range to purge is not the one exported: ask operator_plan_audit_purge again and export again'
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     INSERT INTO dashboard_auth.audit_purges_in_progress VALUES (pg_catalog.pg_current_xact_id());
@@ -202,12 +196,12 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION dashboard_auth.search_audit(text, text, text, text, timestamptz, timestamptz, integer, text)
+GRANT EXECUTE ON FUNCTION dashboard_auth.list_audit(text, text, text, text, timestamptz, timestamptz, integer, text)
     TO fluxbase_dashboard;
 GRANT EXECUTE ON FUNCTION
-    dashboard_auth.audit_export_lines(timestamptz, timestamptz, text),
-    dashboard_auth.audit_export_header(),
+    dashboard_auth.operator_export_audit(timestamptz, timestamptz, text),
+    dashboard_auth.operator_get_audit_export_header(),
     dashboard_auth.operator_record_audit_export(timestamptz, timestamptz, text, text),
-    dashboard_auth.operator_audit_purge_range(timestamptz),
+    dashboard_auth.operator_plan_audit_purge(timestamptz),
     dashboard_auth.operator_purge_audit(timestamptz, bigint, text, text)
 TO fluxbase_operator;

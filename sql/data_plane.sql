@@ -8,17 +8,17 @@
 --   there, in top-level invoker functions, after SET LOCAL ROLE to a role that is never
 --   a superuser: fluxbase_explorer unimpersonated, the target's role impersonated, the
 --   runner role in the SQL runner.
--- * The hand-off: fluxbase_admin.ticket (dashboard plane) checks the session, records
+-- * The hand-off: fluxbase_admin.issue_ticket (dashboard plane) checks the session, records
 --   the intent and returns a single-use ticket; the data login's first statement in a
---   transaction is fluxbase_admin.claim(ticket), which binds the request to the backend
+--   transaction is fluxbase_admin.claim_ticket(ticket), which binds the request to the backend
 --   (data_plane.rs). The data login may execute exactly two of the dashboard's
 --   functions: claim and record_result.
 --
 -- From psql, as an operator:
 --   -- a session on the dashboard login (SET ROLE fluxbase_dashboard):
---   SELECT fluxbase_admin.ticket(token, 'browse', '{"schema": "public", "table": "todos"}');
+--   SELECT fluxbase_admin.issue_ticket(token, 'browse', '{"schema": "public", "table": "todos"}');
 --   -- a session on the data login, within 30 seconds:
---   BEGIN; SELECT fluxbase_admin.claim('fbk_...'); SELECT fluxbase_admin.browse(); COMMIT;
+--   BEGIN; SELECT fluxbase_admin.claim_ticket('fbk_...'); SELECT fluxbase_admin.browse(); COMMIT;
 
 -- ---------------------------------------------------------------------------------
 -- The explorer role's grants: explicit, on app schemas only
@@ -137,7 +137,7 @@ $$;
 -- the work that needs the role, so a claim or a settings change refuses only the
 -- others. Roles are cluster-wide while users.extra_roles is per database, so a data
 -- login may hold app roles another database needs: those are no problem.
-CREATE FUNCTION fluxbase_admin.login_problems(login text, plane text)
+CREATE FUNCTION fluxbase_admin.list_login_problems(login text, plane text)
 RETURNS TABLE (role text, problem text, fix text, missing boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -225,7 +225,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION fluxbase_admin.login_problems(text, text) IS 'What is wrong with a login of the dashboard or data plane, each with its fix; no rows when it is fit';
+COMMENT ON FUNCTION fluxbase_admin.list_login_problems(text, text) IS 'What is wrong with a login of the dashboard or data plane, each with its fix; no rows when it is fit';
 
 -- The data logins of this database: LOGIN roles that are direct members of the explorer
 -- role and may claim here (prepare_data_login grants that per database; roles are
@@ -236,7 +236,7 @@ AS $$
     SELECT m.rolname::text FROM pg_catalog.pg_auth_members am
       JOIN pg_catalog.pg_roles g ON g.oid = am.roleid AND g.rolname = 'fluxbase_explorer'
       JOIN pg_catalog.pg_roles m ON m.oid = am.member AND m.rolcanlogin AND NOT m.rolsuper
-     WHERE pg_catalog.has_function_privilege(m.oid, 'fluxbase_admin.claim(text, text)', 'EXECUTE')
+     WHERE pg_catalog.has_function_privilege(m.oid, 'fluxbase_admin.claim_ticket(text, text)', 'EXECUTE')
      ORDER BY 1
 $$;
 
@@ -250,7 +250,7 @@ DECLARE
     found record;
 BEGIN
     FOR found IN
-        SELECT l.login, p.* FROM fluxbase_admin.data_logins() l(login), fluxbase_admin.login_problems(l.login, 'data') p
+        SELECT l.login, p.* FROM fluxbase_admin.data_logins() l(login), fluxbase_admin.list_login_problems(l.login, 'data') p
     LOOP
         IF NOT found.missing THEN
             RAISE EXCEPTION 'the data login %: % %', found.login, found.role, found.problem
@@ -286,14 +286,14 @@ BEGIN
         SELECT p.oid::pg_catalog.regprocedure::text FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = 'fluxbase_admin'::pg_catalog.regnamespace AND p.prokind = 'f'
            AND p.prorettype <> 'pg_catalog.event_trigger'::pg_catalog.regtype
-           AND (NOT p.prosecdef OR p.proname IN ('claim', 'record_result'))
+           AND (NOT p.prosecdef OR p.proname IN ('claim_ticket', 'record_result'))
            AND p.proname NOT IN ('prepare_data_login', 'bind_claim', 'statement_mac')
         UNION ALL
         SELECT 'auth.apply_impersonation()'
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', granted, login);
     END LOOP;
-    RETURN QUERY SELECT * FROM fluxbase_admin.login_problems(login, 'data');
+    RETURN QUERY SELECT * FROM fluxbase_admin.list_login_problems(login, 'data');
 END
 $$;
 COMMENT ON FUNCTION fluxbase_admin.prepare_data_login(text) IS 'Superusers: makes a LOGIN role the data plane''s login and returns what is still wrong with it';
@@ -329,7 +329,7 @@ REVOKE ALL ON dashboard_auth.tickets FROM PUBLIC;
 
 -- Stores a ticket and returns it. Internal: the dashboard plane's functions call it after
 -- checking the session and recording the intent.
-CREATE FUNCTION fluxbase_admin.issue_ticket(
+CREATE FUNCTION fluxbase_admin.new_ticket(
     who dashboard_auth.session_admin, operation text, request jsonb, run_as text, claims jsonb,
     impersonation_id uuid, intent_id bigint, read_only boolean
 ) RETURNS text
@@ -406,7 +406,7 @@ $$;
 --   impersonate  {read_only}: for psql, the transaction becomes the target        admins
 -- With an impersonation, the work runs as its target and is recorded as its intent.
 -- The ticket expires after 30 seconds and is claimed once.
-CREATE FUNCTION fluxbase_admin.ticket(session_token text, operation text, request jsonb DEFAULT '{}', impersonation_id uuid DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.issue_ticket(session_token text, operation text, request jsonb DEFAULT '{}', impersonation_id uuid DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -415,7 +415,7 @@ DECLARE
     actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
     req       jsonb := coalesce(request, '{}');
     context   auth.impersonation_context;
-    kind      text := ticket.operation;
+    kind      text := issue_ticket.operation;
     run_as    text := 'fluxbase_explorer';
     read_only boolean := true;
     relation  text;
@@ -494,10 +494,10 @@ BEGIN
     ELSE
         intent := dashboard_auth.audit_by(actor, action || '.intent', 'relation', relation, details);
     END IF;
-    RETURN fluxbase_admin.issue_ticket(who, kind, req, run_as, context.claims, impersonation_id, intent, read_only);
+    RETURN fluxbase_admin.new_ticket(who, kind, req, run_as, context.claims, impersonation_id, intent, read_only);
 END
 $$;
-COMMENT ON FUNCTION fluxbase_admin.ticket(text, text, jsonb, uuid) IS 'Dashboard plane: checks the session, records the intent and returns a single-use ticket for the data plane';
+COMMENT ON FUNCTION fluxbase_admin.issue_ticket(text, text, jsonb, uuid) IS 'Dashboard plane: checks the session, records the intent and returns a single-use ticket for the data plane';
 
 -- ---------------------------------------------------------------------------------
 -- Claiming and recording (the data login's only two dashboard functions)
@@ -524,7 +524,7 @@ BEGIN
     IF bound IS NULL THEN
         RAISE EXCEPTION 'no ticket is claimed in this transaction'
               USING ERRCODE = 'object_not_in_prerequisite_state',
-                    HINT = 'Begin a transaction on the data login and call fluxbase_admin.claim(ticket) first.';
+                    HINT = 'Begin a transaction on the data login and call fluxbase_admin.claim_ticket(ticket) first.';
     END IF;
     RETURN bound::jsonb;
 END
@@ -533,11 +533,11 @@ $$;
 -- The first statement of a data-plane transaction: checks the ticket, the session and
 -- the impersonation again, spends the ticket and binds its request to this backend until
 -- the transaction ends. A read ticket makes the transaction READ ONLY. A SQL run's ticket
--- is claimed with the statement itself, which must be the text sql_begin recorded (by
+-- is claimed with the statement itself, which must be the text start_sql_run recorded (by
 -- its keyed MAC). Returns {ok: true, operation, read_only, impersonated}, or, when the
 -- impersonated target is refused now, {ok: false, code: forbidden_target, message} with
 -- the refusal audited and nothing bound: commit the transaction to keep the record.
-CREATE FUNCTION fluxbase_admin.claim(ticket text, statement text DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION fluxbase_admin.claim_ticket(ticket text, statement text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -557,14 +557,14 @@ BEGIN
               USING ERRCODE = 'insufficient_privilege',
                     HINT = 'Claim it in a session of the data login (FLUXBASE_ADMIN_DATA_DATABASE_URL).';
     END IF;
-    SELECT * INTO problem FROM fluxbase_admin.login_problems(session_user::text, 'data') p
+    SELECT * INTO problem FROM fluxbase_admin.list_login_problems(session_user::text, 'data') p
      WHERE NOT p.missing LIMIT 1;
     IF problem.role IS NOT NULL THEN
         RAISE EXCEPTION 'the data login %: % %', session_user, problem.role, problem.problem
               USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', problem.fix);
     END IF;
     UPDATE dashboard_auth.tickets t SET claimed_at = pg_catalog.clock_timestamp(), claimed_by_pid = pg_catalog.pg_backend_pid()
-     WHERE t.ticket_hash = dashboard_auth.token_hash(claim.ticket) AND t.claimed_at IS NULL
+     WHERE t.ticket_hash = dashboard_auth.token_hash(claim_ticket.ticket) AND t.claimed_at IS NULL
        AND t.expires_at > pg_catalog.clock_timestamp()
     RETURNING * INTO spent;
     IF spent.ticket_hash IS NULL THEN
@@ -597,21 +597,21 @@ BEGIN
         END IF;
     END IF;
     IF spent.operation = 'sql_run' THEN
-        IF claim.statement IS NULL
-           OR pg_catalog.encode(fluxbase_admin.statement_mac(claim.statement), 'hex') IS DISTINCT FROM spent.request ->> 'statement_mac' THEN
+        IF claim_ticket.statement IS NULL
+           OR pg_catalog.encode(fluxbase_admin.statement_mac(claim_ticket.statement), 'hex') IS DISTINCT FROM spent.request ->> 'statement_mac' THEN
             RAISE EXCEPTION 'the statement is not the one SQL run % recorded', spent.request ->> 'run_id'
                   USING ERRCODE = 'invalid_parameter_value',
-                        HINT = 'Claim a SQL run''s ticket with the very statement given to sql_begin.';
+                        HINT = 'Claim a SQL run''s ticket with the very statement given to start_sql_run.';
         END IF;
         UPDATE dashboard_auth.sql_runs r SET backend_pid = pg_catalog.pg_backend_pid()
          WHERE r.id = (spent.request ->> 'run_id')::uuid;
-    ELSIF claim.statement IS NOT NULL THEN
+    ELSIF claim_ticket.statement IS NOT NULL THEN
         RAISE EXCEPTION 'only a SQL run''s ticket is claimed with a statement' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM fluxbase_admin.bind_claim(pg_catalog.jsonb_build_object(
         'ticket_hash', pg_catalog.encode(spent.ticket_hash, 'hex'), 'operation', spent.operation,
-        'request', spent.request || CASE WHEN claim.statement IS NULL THEN '{}'::jsonb
-                                         ELSE pg_catalog.jsonb_build_object('statement', claim.statement) END,
+        'request', spent.request || CASE WHEN claim_ticket.statement IS NULL THEN '{}'::jsonb
+                                         ELSE pg_catalog.jsonb_build_object('statement', claim_ticket.statement) END,
         'run_as', spent.run_as, 'claims', spent.claims,
         'impersonation_id', spent.impersonation_id, 'intent_id', spent.intent_id, 'read_only', spent.read_only,
         'backend_pid', pg_catalog.pg_backend_pid())::text);
@@ -622,7 +622,7 @@ BEGIN
                                          'impersonated', spent.impersonation_id IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION fluxbase_admin.claim(text, text) IS 'Data plane: the first statement of a transaction; spends a ticket and binds its request to this backend';
+COMMENT ON FUNCTION fluxbase_admin.claim_ticket(text, text) IS 'Data plane: the first statement of a transaction; spends a ticket and binds its request to this backend';
 
 -- The result of the bound work, written in the work's own transaction so that it commits
 -- with it, once: a second call (a forged result from app code, say) finds the intent
@@ -680,10 +680,10 @@ $$;
 COMMENT ON FUNCTION fluxbase_admin.record_result(jsonb) IS 'Data plane: records the result of the claimed work against its intent, once, in the work''s transaction';
 
 GRANT EXECUTE ON FUNCTION
-    fluxbase_admin.ticket(text, text, jsonb, uuid),
-    fluxbase_admin.login_problems(text, text)
+    fluxbase_admin.issue_ticket(text, text, jsonb, uuid),
+    fluxbase_admin.list_login_problems(text, text)
 TO fluxbase_dashboard;
 GRANT EXECUTE ON FUNCTION
-    fluxbase_admin.login_problems(text, text),
+    fluxbase_admin.list_login_problems(text, text),
     fluxbase_admin.sync_explorer_grants()
 TO fluxbase_operator;

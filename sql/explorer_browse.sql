@@ -374,8 +374,8 @@ $$;
 
 
 -- One page of the claimed browse (or follow) ticket:
---   BEGIN; SELECT fluxbase_admin.claim(ticket); SELECT fluxbase_admin.browse(); COMMIT;
--- The request (fluxbase_admin.ticket):
+--   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket); SELECT fluxbase_admin.browse(); COMMIT;
+-- The request (fluxbase_admin.issue_ticket):
 --   filter: {"column": "status", "op": "eq", "value": "paid"}, {"and": [...]}, {"or": [...]}
 --   sort:   [{"column": "created_at", "direction": "desc", "nulls": "last"}]
 --   search: text matched (ILIKE) against every text-like column
@@ -406,7 +406,7 @@ COMMENT ON FUNCTION fluxbase_admin.browse() IS 'Data plane: one page of the clai
 -- ---------------------------------------------------------------------------------
 
 -- Opens the claimed export as a cursor of CSV lines, header apart. In one transaction:
---   BEGIN; SELECT fluxbase_admin.claim(ticket);
+--   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket);
 --   SELECT * FROM fluxbase_admin.open_export();  FETCH 1000 FROM fluxbase_export; ...  COMMIT;
 -- Rows are produced as they are fetched, so memory stays flat however large the table.
 -- The transaction stays the claim's role until it ends, so that fetching runs as it.

@@ -74,7 +74,7 @@ AS $$
 $$;
 
 -- Every browsable relation, for the explorer's list (viewers may call it).
-CREATE FUNCTION fluxbase_admin.catalog(session_token text DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.list_tables(session_token text DEFAULT NULL)
 RETURNS TABLE (schema text, name text, kind text, estimated_rows bigint, total_bytes bigint,
                rls_enabled boolean, rls_forced boolean, has_primary_key boolean, description text,
                explorer_limits text)
@@ -209,4 +209,4 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION fluxbase_admin.catalog(text), fluxbase_admin.describe_table(text, text, text) TO fluxbase_dashboard;
+GRANT EXECUTE ON FUNCTION fluxbase_admin.list_tables(text), fluxbase_admin.describe_table(text, text, text) TO fluxbase_dashboard;

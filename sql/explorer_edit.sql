@@ -2,7 +2,7 @@
 -- each edit in one transaction, all or nothing. The statements come from the Rust
 -- builder (fluxbase_admin.build_edit); here are the checks, the executor and the audit.
 --
--- An edit is data-plane work (data_plane.sql): fluxbase_admin.ticket records the intent
+-- An edit is data-plane work (data_plane.sql): fluxbase_admin.issue_ticket records the intent
 -- on the dashboard plane, then the data login claims the ticket and fluxbase_admin.edit()
 -- runs the statements as fluxbase_explorer, or impersonated as the target, so that RLS
 -- and WITH CHECK apply, and records the result, with the rows before and after, in the
@@ -130,9 +130,9 @@ BEGIN
 END
 $$;
 
--- The claimed edit (fluxbase_admin.ticket(token, 'edit', {"schema", "table", "operation",
+-- The claimed edit (fluxbase_admin.issue_ticket(token, 'edit', {"schema", "table", "operation",
 -- "payload"}), admins only):
---   BEGIN; SELECT fluxbase_admin.claim(ticket); SELECT fluxbase_admin.edit(); COMMIT;
+--   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket); SELECT fluxbase_admin.edit(); COMMIT;
 -- Operations: update, insert, delete, update_where, delete_where (see explorer/edits.rs),
 -- e.g. {"operation": "update", "payload": {"keys": [{"id": 1}], "set": {"done": true}}}.
 -- The answer: {"ok": true, "count", "before", "after"} or {"ok": false, "errors": [...]},

@@ -68,7 +68,7 @@ $$;
 
 -- Whether real time is on for a table, for a signed-in admin or viewer (fluxbase serve
 -- asks before it streams a table's events).
-CREATE FUNCTION fluxbase_admin.realtime_status(session_token text, schema_name text, relation_name text) RETURNS boolean
+CREATE FUNCTION fluxbase_admin.get_realtime(session_token text, schema_name text, relation_name text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -78,7 +78,7 @@ END
 $$;
 
 -- The tables with real time on.
-CREATE FUNCTION fluxbase_admin.realtime_tables(session_token text DEFAULT NULL) RETURNS TABLE (schema text, name text)
+CREATE FUNCTION fluxbase_admin.list_realtime_tables(session_token text DEFAULT NULL) RETURNS TABLE (schema text, name text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -90,6 +90,6 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     fluxbase_admin.set_realtime(text, text, text, boolean),
-    fluxbase_admin.realtime_status(text, text, text),
-    fluxbase_admin.realtime_tables(text)
+    fluxbase_admin.get_realtime(text, text, text),
+    fluxbase_admin.list_realtime_tables(text)
 TO fluxbase_dashboard;

@@ -35,8 +35,8 @@ COMMENT ON TABLE auth.impersonation_sessions IS 'Every impersonation: who, as wh
 SELECT pg_catalog.pg_extension_config_dump('auth.impersonation_sessions', '');
 REVOKE ALL ON auth.impersonation_sessions FROM PUBLIC;
 
--- Users with what an admin needs to see at a glance (auth.admin_list_users and
--- auth.admin_get_user read it). It is defined here, after the table it counts
+-- Users with what an admin needs to see at a glance (auth.list_users and
+-- auth.get_user read it). It is defined here, after the table it counts
 -- impersonations in.
 CREATE VIEW auth.user_overview AS
 SELECT u.id, u.email, u.role,
@@ -92,11 +92,14 @@ $$;
 -- purpose). A refused target is returned with its reason, and audited.
 CREATE FUNCTION auth.start_impersonation(
     session_token text, mode text, target text, reason text,
-    ip inet DEFAULT NULL, user_agent text DEFAULT NULL, duration interval DEFAULT NULL
+    valid_for interval DEFAULT NULL
 ) RETURNS auth.impersonation_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- The client, as fluxbase serve sets it per transaction (NULL from psql).
+    client_ip    inet := dashboard_auth.request_ip();
+    client_agent text := dashboard_auth.request_user_agent();
     who       dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
     actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
     longest   interval := dashboard_auth.setting_interval('impersonation.max_duration');
@@ -121,7 +124,7 @@ BEGIN
         RAISE EXCEPTION 'impersonation needs a reason, such as a ticket number'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM dashboard_auth.check_interval(duration, interval '1 minute', longest, 'impersonation duration', false,
+    PERFORM dashboard_auth.check_interval(valid_for, interval '1 minute', longest, 'impersonation length', false,
                                           'The longest is the setting impersonation.max_duration.');
     -- One start at a time per admin, so that "one active session" holds under races.
     PERFORM dashboard_auth.hold_lock('impersonation:' || who.admin_id::text);
@@ -159,8 +162,8 @@ BEGIN
                                              target_banned, reason, ip, user_agent, expires_at)
     VALUES (who.admin_id, who.email, start_impersonation.mode, account.id, account.email, role_name,
             coalesce(account.banned_until > pg_catalog.now(), false), pg_catalog.btrim(start_impersonation.reason),
-            start_impersonation.ip, pg_catalog.left(start_impersonation.user_agent, 500),
-            pg_catalog.now() + coalesce(duration, longest))
+            client_ip, pg_catalog.left(client_agent, 500),
+            pg_catalog.now() + coalesce(valid_for, longest))
     RETURNING * INTO started;
     PERFORM dashboard_auth.audit('admin', who.admin_id, who.email, 'impersonation.started', 'impersonation',
         started.id::text,
@@ -168,15 +171,14 @@ BEGIN
                                       'target_email', started.target_email, 'target_role', started.target_role,
                                       'target_banned', started.target_banned, 'reason', started.reason,
                                       'expires_at', started.expires_at),
-        coalesce(start_impersonation.ip, dashboard_auth.request_ip()),
-        coalesce(pg_catalog.left(start_impersonation.user_agent, 500), dashboard_auth.request_user_agent()));
+        client_ip, client_agent);
     RETURN ROW(true, 'ok',
                CASE WHEN started.target_banned THEN 'Impersonating a banned user, for debugging.'
                     ELSE 'Impersonation started.' END,
                started.id, started.expires_at)::auth.impersonation_result;
 END
 $$;
-COMMENT ON FUNCTION auth.start_impersonation(text, text, text, text, inet, text, interval) IS 'Starts viewing the database as a user, anon or the service role; commit it on its own';
+COMMENT ON FUNCTION auth.start_impersonation(text, text, text, text, interval) IS 'Starts viewing the database as a user, anon or the service role; commit it on its own';
 
 CREATE FUNCTION auth.end_impersonation(session_token text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -211,7 +213,6 @@ DECLARE
     found_session auth.impersonation_sessions;
     account auth.users;
     claims  jsonb;
-    refusal text;
 BEGIN
     SELECT * INTO found_session FROM auth.impersonation_sessions i
      WHERE i.id = impersonation_context.impersonation_id AND i.admin_id = who.admin_id;
@@ -219,12 +220,9 @@ BEGIN
         RAISE EXCEPTION 'impersonation session % is not active: it ended or expired', coalesce(impersonation_id::text, 'NULL')
               USING ERRCODE = 'FB001', HINT = 'Start a new one with auth.start_impersonation.';
     END IF;
-    -- The role is checked again: its attributes or memberships may have changed since
-    -- the start.
-    refusal := CASE WHEN found_session.mode <> 'service' THEN auth.forbidden_target_role(found_session.target_role) END;
-    IF refusal IS NOT NULL THEN
-        RAISE EXCEPTION 'impersonation refused: %', refusal USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    -- The target's role is checked again where it is applied, at the claim: its attributes
+    -- or memberships may have changed since the start, and a refusal there is returned
+    -- and recorded (a refusal raised here could not be).
     claims := pg_catalog.jsonb_build_object(
         'role', found_session.target_role,
         'aal', 'aal1',
@@ -247,8 +245,8 @@ $$;
 
 -- The switch, for psql: on the data login, after claiming an 'impersonate' ticket, the
 -- transaction becomes the impersonated role with its claims until it ends:
---   dashboard login: SELECT fluxbase_admin.ticket(token, 'impersonate', '{"read_only": true}', impersonation_id);
---   data login:      BEGIN; SELECT fluxbase_admin.claim('fbk_...'); SELECT auth.apply_impersonation();
+--   dashboard login: SELECT fluxbase_admin.issue_ticket(token, 'impersonate', '{"read_only": true}', impersonation_id);
+--   data login:      BEGIN; SELECT fluxbase_admin.claim_ticket('fbk_...'); SELECT auth.apply_impersonation();
 --                    SELECT * FROM todos; ROLLBACK;
 CREATE FUNCTION auth.apply_impersonation() RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
@@ -291,8 +289,8 @@ $$;
 
 GRANT SELECT ON auth.impersonation_sessions TO fluxbase_operator;
 GRANT EXECUTE ON FUNCTION
-    auth.start_impersonation(text, text, text, text, inet, text, interval),
-    auth.end_impersonation(text),
-    auth.impersonation_context(text, uuid),
-    auth.record_impersonated_intent(text, uuid, text, jsonb)
+    auth.start_impersonation(text, text, text, text, interval),
+    auth.end_impersonation(text)
 TO fluxbase_dashboard;
+-- impersonation_context and record_impersonated_intent are internal: issue_ticket calls
+-- them, so that a page needs one call per impersonated read or edit.

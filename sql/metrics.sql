@@ -66,7 +66,7 @@ $$;
 -- ---------------------------------------------------------------------------------
 
 -- Active sessions: the dashboard's, the app users', impersonations, and the headline figures.
-CREATE FUNCTION fluxbase_admin.metrics_overview(session_token text DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION fluxbase_admin.get_metrics(session_token text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -76,7 +76,7 @@ END
 $$;
 
 -- Database backends by state, application and user.
-CREATE FUNCTION fluxbase_admin.metrics_backends(session_token text DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.list_backends(session_token text DEFAULT NULL)
 RETURNS TABLE (state text, application_name text, usename text, backends bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -94,7 +94,7 @@ $$;
 
 -- The backends doing something: running queries and open transactions, longest first,
 -- with what each waits on and who blocks it. Query texts are cut at 1,000 characters.
-CREATE FUNCTION fluxbase_admin.metrics_activity(session_token text DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.list_activity(session_token text DEFAULT NULL)
 RETURNS TABLE (pid integer, usename text, application_name text, state text, transaction_age interval,
                query_age interval, wait_event_type text, wait_event text, blocked_by integer[], query text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -114,7 +114,7 @@ END
 $$;
 
 -- Connections against the server's limits, and each dashboard copy's pool.
-CREATE FUNCTION fluxbase_admin.metrics_connections(session_token text DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.get_connections(session_token text DEFAULT NULL)
 RETURNS TABLE (in_use bigint, max_connections integer, superuser_reserved_connections integer, available_to_others bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -128,7 +128,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION fluxbase_admin.metrics_pools(session_token text DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.list_pools(session_token text DEFAULT NULL)
 RETURNS TABLE (instance_id text, hostname text, pid integer, max_size integer, size integer, available integer,
                waiting integer, reported_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -146,7 +146,7 @@ $$;
 -- Query performance from pg_stat_statements: the top statements by total and by mean
 -- time. When the extension is missing or not preloaded, `available` is false and `note`
 -- says how to enable it; this never raises.
-CREATE FUNCTION fluxbase_admin.metrics_statements(session_token text DEFAULT NULL, top integer DEFAULT 20)
+CREATE FUNCTION fluxbase_admin.list_statements(session_token text DEFAULT NULL, top integer DEFAULT 20)
 RETURNS TABLE (available boolean, note text, ranking text, query text, calls bigint, total_ms double precision,
                mean_ms double precision, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -198,7 +198,7 @@ $$;
 -- by the catalog's page counts. Exact sizes are read for the rows shown; a table locked
 -- by someone else (ACCESS EXCLUSIVE) is not waited for: its row keeps the catalog's
 -- figures, as of the last VACUUM or ANALYZE, and says so (exact = false).
-CREATE FUNCTION fluxbase_admin.metrics_storage(session_token text DEFAULT NULL, schema_name text DEFAULT NULL, top integer DEFAULT 100)
+CREATE FUNCTION fluxbase_admin.list_table_sizes(session_token text DEFAULT NULL, schema_name text DEFAULT NULL, top integer DEFAULT 100)
 RETURNS TABLE (schema text, "table" text, total_bytes bigint, heap_bytes bigint, index_bytes bigint, toast_bytes bigint,
                estimated_rows bigint, dead_tuples bigint, exact boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
@@ -253,7 +253,7 @@ $$;
 -- Per schema: tables and their size as the catalog estimates it (pages as of the last
 -- VACUUM or ANALYZE): no table is opened, so nothing waits on a lock. And the database's
 -- exact size.
-CREATE FUNCTION fluxbase_admin.metrics_schemas(session_token text DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.list_schema_sizes(session_token text DEFAULT NULL)
 RETURNS TABLE (schema text, tables bigint, estimated_bytes bigint, database_bytes bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -272,7 +272,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION fluxbase_admin.metric_history(session_token text DEFAULT NULL, since timestamptz DEFAULT NULL)
+CREATE FUNCTION fluxbase_admin.list_metric_history(session_token text DEFAULT NULL, since timestamptz DEFAULT NULL)
 RETURNS TABLE (sampled_at timestamptz, figures jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -328,7 +328,7 @@ END
 $$;
 
 -- Counters for GET /metrics: sign-ins by outcome and active impersonations.
-CREATE FUNCTION fluxbase_admin.prometheus_counters()
+CREATE FUNCTION fluxbase_admin.list_prometheus_counters()
 RETURNS TABLE (metric text, label text, value bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -339,17 +339,17 @@ AS $$
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    fluxbase_admin.metrics_overview(text),
-    fluxbase_admin.metrics_backends(text),
-    fluxbase_admin.metrics_activity(text),
-    fluxbase_admin.metrics_connections(text),
-    fluxbase_admin.metrics_pools(text),
-    fluxbase_admin.metrics_statements(text, integer),
-    fluxbase_admin.metrics_storage(text, text, integer),
-    fluxbase_admin.metrics_schemas(text),
-    fluxbase_admin.metric_history(text, timestamptz),
+    fluxbase_admin.get_metrics(text),
+    fluxbase_admin.list_backends(text),
+    fluxbase_admin.list_activity(text),
+    fluxbase_admin.get_connections(text),
+    fluxbase_admin.list_pools(text),
+    fluxbase_admin.list_statements(text, integer),
+    fluxbase_admin.list_table_sizes(text, text, integer),
+    fluxbase_admin.list_schema_sizes(text),
+    fluxbase_admin.list_metric_history(text, timestamptz),
     fluxbase_admin.report_pool(text, text, integer, integer, integer, integer, integer),
     fluxbase_admin.sample_metrics(),
-    fluxbase_admin.prometheus_counters()
+    fluxbase_admin.list_prometheus_counters()
 TO fluxbase_dashboard;
 GRANT EXECUTE ON FUNCTION fluxbase_admin.sample_metrics() TO fluxbase_operator;

@@ -4,14 +4,14 @@
 --
 -- A run crosses the two planes (data_plane.sql); fluxbase serve makes these calls, psql
 -- can too:
---   1. dashboard login: SELECT * FROM fluxbase_admin.sql_begin(token, statement, ...);
+--   1. dashboard login: SELECT * FROM fluxbase_admin.start_sql_run(token, statement, ...);
 --      commits the intent and returns the run's id and a ticket;
 --   2. data login: BEGIN; SET LOCAL statement_timeout = <timeout_ms>;
---      SELECT fluxbase_admin.claim(ticket); SAVEPOINT run;
---      SELECT fluxbase_admin.sql_execute(statement);
+--      SELECT fluxbase_admin.claim_ticket(ticket); SAVEPOINT run;
+--      SELECT fluxbase_admin.execute_sql(statement);
 --   3. write runs:  SELECT fluxbase_admin.record_result(outcome); COMMIT;
 --      read runs, and any failure:  ROLLBACK TO SAVEPOINT run; COMMIT;
---      then on the dashboard login: SELECT fluxbase_admin.sql_finish(token, run_id, outcome);
+--      then on the dashboard login: SELECT fluxbase_admin.finish_sql_run(token, run_id, outcome);
 
 CREATE TABLE dashboard_auth.sql_runs (
     id               uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -101,7 +101,7 @@ $$;
 -- Step 1: checks the statement and the caller, and commits the intent (audited, with the
 -- redacted text) before anything runs. A refused run is audited too and comes back with
 -- ok = false and the reason.
-CREATE FUNCTION fluxbase_admin.sql_begin(
+CREATE FUNCTION fluxbase_admin.start_sql_run(
     session_token text, statement text, allow_writes boolean DEFAULT false, explain text DEFAULT NULL,
     impersonation_id uuid DEFAULT NULL
 ) RETURNS fluxbase_admin.sql_run
@@ -184,11 +184,11 @@ BEGIN
      WHERE r.admin_id = who.admin_id
        AND r.id NOT IN (SELECT k.id FROM dashboard_auth.sql_runs k WHERE k.admin_id = who.admin_id
                          ORDER BY k.started_at DESC LIMIT 100);
-    RETURN ROW(true, 'ok', 'Claim the ticket on the data login and run it with fluxbase_admin.sql_execute.', run.id, run_as,
+    RETURN ROW(true, 'ok', 'Claim the ticket on the data login and run it with fluxbase_admin.execute_sql.', run.id, run_as,
                NOT coalesce(allow_writes, false),
                (pg_catalog.date_part('epoch', dashboard_auth.setting_interval('runner.timeout')) * 1000)::bigint,
                dashboard_auth.setting_int('runner.row_limit')::integer,
-               fluxbase_admin.issue_ticket(who, 'sql_run',
+               fluxbase_admin.new_ticket(who, 'sql_run',
                    pg_catalog.jsonb_build_object('run_id', run.id,
                        'statement_mac', pg_catalog.encode(run.statement_mac, 'hex'),
                        'explain', explain, 'prefix', fluxbase_admin.sql_explain_prefix(explain),
@@ -240,9 +240,9 @@ $$;
 -- runner role, or the impersonated target with its claims), inside the caller's
 -- transaction (whose statement_timeout the caller set), and switches back. A read run's
 -- transaction is READ ONLY from the claim on. If the statement changed the current role,
--- the run fails (42501) and the caller's rollback undoes everything. An invoker
+-- the run fails (FB002) and the caller's rollback undoes everything. An invoker
 -- function, so that the statement runs with the run role's rights and nothing more.
-CREATE FUNCTION fluxbase_admin.sql_execute(statement text) RETURNS jsonb
+CREATE FUNCTION fluxbase_admin.execute_sql(statement text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 AS $$
 DECLARE
@@ -307,10 +307,10 @@ BEGIN
 END
 $$;
 
--- Records how a run ended in the run's history and the audit log. Internal: sql_finish
+-- Records how a run ended in the run's history and the audit log. Internal: finish_sql_run
 -- (dashboard plane, after a read or a failure) and record_result (data plane, in a
 -- write's own transaction) call it.
-CREATE FUNCTION fluxbase_admin.finish_sql_run(run_id uuid, admin_id uuid, who dashboard_auth.actor, outcome jsonb,
+CREATE FUNCTION fluxbase_admin.close_sql_run(run_id uuid, admin_id uuid, who dashboard_auth.actor, outcome jsonb,
                                               ip inet, user_agent text)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -321,10 +321,10 @@ DECLARE
     ended  text;
 BEGIN
     IF outcome ->> 'error_code' = '57014' THEN
-        -- Was it a cancel? sql_cancel records the request before it signals, in a
+        -- Was it a cancel? cancel_sql_run records the request before it signals, in a
         -- transaction that may not have committed yet: inserting the same key waits for
         -- it, and then finds its row.
-        INSERT INTO dashboard_auth.sql_run_cancels AS c (run_id, requested_at) VALUES (finish_sql_run.run_id, NULL)
+        INSERT INTO dashboard_auth.sql_run_cancels AS c (run_id, requested_at) VALUES (close_sql_run.run_id, NULL)
         ON CONFLICT ON CONSTRAINT sql_run_cancels_pkey DO UPDATE SET run_id = c.run_id
         RETURNING c.requested_at IS NOT NULL INTO cancel_requested;
     END IF;
@@ -339,7 +339,7 @@ BEGIN
            row_count = (outcome ->> 'row_count')::bigint, affected = (outcome ->> 'affected')::bigint,
            truncated = (outcome ->> 'truncated')::boolean, error_code = outcome ->> 'error_code',
            error_message = pg_catalog.left(outcome ->> 'error_message', 2000)
-     WHERE r.id = finish_sql_run.run_id AND r.admin_id = finish_sql_run.admin_id AND r.status = 'running'
+     WHERE r.id = close_sql_run.run_id AND r.admin_id = close_sql_run.admin_id AND r.status = 'running'
     RETURNING * INTO run;
     IF run.id IS NULL THEN
         RAISE EXCEPTION 'no running SQL run % of yours', coalesce(run_id::text, 'NULL') USING ERRCODE = 'no_data_found';
@@ -363,22 +363,22 @@ CREATE FUNCTION fluxbase_admin.record_sql_run_result(spent dashboard_auth.ticket
 RETURNS bigint
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT fluxbase_admin.finish_sql_run((spent.request ->> 'run_id')::uuid, spent.admin_id,
+    SELECT fluxbase_admin.close_sql_run((spent.request ->> 'run_id')::uuid, spent.admin_id,
                ROW(intent.actor_type, intent.actor_id, intent.actor)::dashboard_auth.actor, outcome, intent.ip, intent.user_agent)
 $$;
 
 -- Step 3: records how the run ended and returns its status: succeeded, failed, cancelled
--- (a 57014 after sql_cancel) or rolled_back (the role check, FB002). outcome:
+-- (a 57014 after cancel_sql_run) or rolled_back (the role check, FB002). outcome:
 -- {"row_count", "affected", "truncated"} for a success, {"error_code", "error_message"}
 -- for a failure. On the dashboard login, after the rollback of a read or a failure; a
 -- write records its ending with fluxbase_admin.record_result in its own transaction.
-CREATE FUNCTION fluxbase_admin.sql_finish(session_token text, run_id uuid, outcome jsonb) RETURNS text
+CREATE FUNCTION fluxbase_admin.finish_sql_run(session_token text, run_id uuid, outcome jsonb) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
 BEGIN
-    PERFORM fluxbase_admin.finish_sql_run(run_id, who.admin_id, dashboard_auth.session_actor(who), outcome,
+    PERFORM fluxbase_admin.close_sql_run(run_id, who.admin_id, dashboard_auth.session_actor(who), outcome,
                                           dashboard_auth.request_ip(), dashboard_auth.request_user_agent());
     RETURN (SELECT r.status FROM dashboard_auth.sql_runs r WHERE r.id = run_id);
 END
@@ -388,7 +388,7 @@ $$;
 -- the one whose transaction claimed the run's ticket: the claim's update of the ticket
 -- stamps the ticket's row with that transaction (xmax) until it ends, and only the
 -- extension's owner can write that table, so no other role can pose as the run.
-CREATE FUNCTION fluxbase_admin.sql_cancel(session_token text, run_id uuid) RETURNS boolean
+CREATE FUNCTION fluxbase_admin.cancel_sql_run(session_token text, run_id uuid) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -418,28 +418,47 @@ END
 $$;
 
 -- The caller's last statements, newest first (at most 100 are kept).
-CREATE FUNCTION fluxbase_admin.sql_history(session_token text DEFAULT NULL, max_rows integer DEFAULT 100)
-RETURNS TABLE (run_id uuid, started_at timestamptz, finished_at timestamptz, statement text, command text, mode text,
-               explain text, run_as text, impersonation_id uuid, status text, row_count bigint, affected bigint,
-               truncated boolean, error_code text, error_message text)
+CREATE FUNCTION fluxbase_admin.list_sql_runs(session_token text DEFAULT NULL, page_size integer DEFAULT 50,
+                                             cursor text DEFAULT NULL)
+RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    after   jsonb := dashboard_auth.decode_cursor(cursor, 2);
+    after_at timestamptz;
+    after_id uuid;
+    found   jsonb;
 BEGIN
-    RETURN QUERY
-    SELECT r.id, r.started_at, r.finished_at, r.statement, r.command, r.mode, r.explain, r.run_as, r.impersonation_id,
-           r.status, r.row_count, r.affected, r.truncated, r.error_code, r.error_message
-      FROM dashboard_auth.sql_runs r
-     WHERE r.admin_id = who.admin_id
-     ORDER BY r.started_at DESC
-     LIMIT greatest(least(coalesce(max_rows, 100), 100), 0);
+    PERFORM dashboard_auth.check_page_size(page_size);
+    BEGIN
+        after_at := (after ->> 0)::timestamptz;
+        after_id := (after ->> 1)::uuid;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM dashboard_auth.refuse_cursor();
+    END;
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) ORDER BY p.started_at DESC, p.run_id DESC), '[]')
+      INTO found
+      FROM (SELECT r.id AS run_id, r.started_at, r.finished_at, r.statement, r.command, r.mode, r.explain, r.run_as,
+                   r.impersonation_id, r.status, r.row_count, r.affected, r.truncated, r.error_code, r.error_message
+              FROM dashboard_auth.sql_runs r
+             WHERE r.admin_id = who.admin_id
+               AND (after_at IS NULL OR (r.started_at, r.id) < (after_at, after_id))
+             ORDER BY r.started_at DESC, r.id DESC
+             LIMIT page_size + 1) p;
+    IF pg_catalog.jsonb_array_length(found) <= page_size THEN
+        RETURN pg_catalog.jsonb_build_object('rows', found, 'next_cursor', NULL);
+    END IF;
+    found := found - page_size;
+    RETURN pg_catalog.jsonb_build_object(
+        'rows', found,
+        'next_cursor', dashboard_auth.encode_cursor(pg_catalog.jsonb_build_array(found -> -1 -> 'started_at', found -> -1 -> 'run_id')));
 END
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    fluxbase_admin.sql_begin(text, text, boolean, text, uuid),
-    fluxbase_admin.sql_finish(text, uuid, jsonb),
-    fluxbase_admin.sql_cancel(text, uuid),
-    fluxbase_admin.sql_history(text, integer)
+    fluxbase_admin.start_sql_run(text, text, boolean, text, uuid),
+    fluxbase_admin.finish_sql_run(text, uuid, jsonb),
+    fluxbase_admin.cancel_sql_run(text, uuid),
+    fluxbase_admin.list_sql_runs(text, integer, text)
 TO fluxbase_dashboard;

@@ -146,12 +146,15 @@ $$;
 -- Before a session: the second step of a sign-in (fluxbase_dashboard)
 -- ---------------------------------------------------------------------------------
 
-CREATE FUNCTION dashboard_auth.login_second_factor(
-    challenge_token text, code text, ip inet DEFAULT NULL, user_agent text DEFAULT NULL
+CREATE FUNCTION dashboard_auth.sign_in_second_factor(
+    challenge_token text, code text
 ) RETURNS dashboard_auth.login_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- The client, as fluxbase serve sets it per transaction (NULL from psql).
+    client_ip    inet := dashboard_auth.request_ip();
+    client_agent text := dashboard_auth.request_user_agent();
     challenge dashboard_auth.login_challenges;
     account   dashboard_auth.dashboard_users;
     via       text;
@@ -163,15 +166,15 @@ BEGIN
     SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = challenge.admin_id FOR UPDATE;
     IF challenge.id IS NULL OR challenge.used_at IS NOT NULL OR challenge.expires_at <= pg_catalog.now()
        OR account.disabled_at IS NOT NULL OR account.locked_until > pg_catalog.now() OR account.totp_enabled_at IS NULL THEN
-        PERFORM dashboard_auth.record_login(coalesce(account.email, 'unknown'), account.id, login_second_factor.ip,
-                                            login_second_factor.user_agent, false, 'invalid_challenge', 'totp');
+        PERFORM dashboard_auth.record_login(coalesce(account.email, 'unknown'), account.id, client_ip,
+                                            client_agent, false, 'invalid_challenge', 'totp');
         RETURN dashboard_auth.refusal('invalid_challenge', 'This sign-in has expired or was already used. Sign in again.');
     END IF;
     via := dashboard_auth.spend_second_factor(account.id, code, true);
     IF via IS NULL THEN
         PERFORM dashboard_auth.count_failure(account.id);
-        PERFORM dashboard_auth.record_login(account.email, account.id, login_second_factor.ip,
-                                            login_second_factor.user_agent, false, 'wrong_code', 'totp');
+        PERFORM dashboard_auth.record_login(account.email, account.id, client_ip,
+                                            client_agent, false, 'wrong_code', 'totp');
         -- A lockout ends the challenge too.
         UPDATE dashboard_auth.login_challenges c SET used_at = pg_catalog.now()
          WHERE c.id = challenge.id
@@ -179,17 +182,17 @@ BEGIN
         RETURN dashboard_auth.refusal('wrong_code', 'That code is not valid. Enter the current code from your authenticator app, or a recovery code.');
     END IF;
     UPDATE dashboard_auth.login_challenges c SET used_at = pg_catalog.now() WHERE c.id = challenge.id;
-    RETURN dashboard_auth.complete_sign_in(account.id, account.email, login_second_factor.ip,
-                                           login_second_factor.user_agent, via, challenge.session_lifetime);
+    RETURN dashboard_auth.complete_sign_in(account.id, account.email, client_ip,
+                                           client_agent, via, challenge.session_lifetime);
 END
 $$;
-COMMENT ON FUNCTION dashboard_auth.login_second_factor(text, text, inet, text) IS 'The code step of a two-factor sign-in: the challenge from login and a TOTP or recovery code';
+COMMENT ON FUNCTION dashboard_auth.sign_in_second_factor(text, text) IS 'The code step of a two-factor sign-in: the challenge from login and a TOTP or recovery code';
 
 -- ---------------------------------------------------------------------------------
 -- With a session (fluxbase_dashboard): an admin's own two-factor settings
 -- ---------------------------------------------------------------------------------
 
-CREATE FUNCTION dashboard_auth.two_factor_status(session_token text DEFAULT NULL)
+CREATE FUNCTION dashboard_auth.get_two_factor(session_token text DEFAULT NULL)
 RETURNS TABLE (enabled boolean, enabled_at timestamptz, recovery_codes_left bigint)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -201,7 +204,7 @@ $$;
 
 -- Starts enrolment: a new secret, shown once (base32, otpauth:// URI, QR code). Nothing
 -- changes at sign-in until a code from it is confirmed, within 10 minutes.
-CREATE FUNCTION dashboard_auth.begin_2fa_enrolment(session_token text DEFAULT NULL)
+CREATE FUNCTION dashboard_auth.start_two_factor(session_token text DEFAULT NULL)
 RETURNS TABLE (secret text, otpauth_uri text, qr_png_data_uri text, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -216,7 +219,7 @@ BEGIN
     SELECT * INTO made FROM dashboard_auth.totp_generate(who.admin_id, who.email);
     expires_at := pg_catalog.now() + interval '10 minutes';
     UPDATE dashboard_auth.dashboard_users u
-       SET totp_pending_secret = made.sealed, totp_pending_until = begin_2fa_enrolment.expires_at, updated_at = pg_catalog.now()
+       SET totp_pending_secret = made.sealed, totp_pending_until = start_two_factor.expires_at, updated_at = pg_catalog.now()
      WHERE u.id = who.admin_id;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.2fa_enrolment_started', 'admin', who.admin_id::text);
     secret := made.secret;
@@ -228,13 +231,13 @@ $$;
 
 -- Confirms enrolment with a code from the new device: 2FA is on from now, and the ten
 -- recovery codes are returned, this once.
-CREATE FUNCTION dashboard_auth.confirm_2fa_enrolment(session_token text, code text)
+CREATE FUNCTION dashboard_auth.confirm_two_factor(session_token text, code text)
 RETURNS dashboard_auth.recovery_codes_outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    typed   text := confirm_2fa_enrolment.code;
+    typed   text := confirm_two_factor.code;
     account dashboard_auth.dashboard_users;
     step    bigint;
 BEGIN
@@ -289,7 +292,7 @@ END
 $$;
 
 -- Turns 2FA off; needs the password and a current code or a recovery code.
-CREATE FUNCTION dashboard_auth.disable_2fa(session_token text, password text, code text)
+CREATE FUNCTION dashboard_auth.disable_two_factor(session_token text, password text, code text)
 RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -301,10 +304,10 @@ BEGIN
     IF account.totp_enabled_at IS NULL THEN
         RETURN ROW(false, 'not_enabled', 'Two-factor sign-in is off.')::dashboard_auth.outcome;
     END IF;
-    IF NOT dashboard_auth.verify_password(disable_2fa.password, account.password_hash) THEN
+    IF NOT dashboard_auth.verify_password(disable_two_factor.password, account.password_hash) THEN
         RETURN dashboard_auth.refuse_factor(who, 'admin.2fa_disable_refused', 'wrong_password');
     END IF;
-    IF dashboard_auth.spend_second_factor(who.admin_id, disable_2fa.code, true) IS NULL THEN
+    IF dashboard_auth.spend_second_factor(who.admin_id, disable_two_factor.code, true) IS NULL THEN
         RETURN dashboard_auth.refuse_factor(who, 'admin.2fa_code_failed', 'wrong_code');
     END IF;
     PERFORM dashboard_auth.clear_second_factor(who.admin_id);
@@ -325,7 +328,7 @@ AS $$
 $$;
 
 -- Break-glass for a lost device: 2FA off and every session of the admin ended.
-CREATE FUNCTION dashboard_auth.operator_disable_2fa(email text) RETURNS void
+CREATE FUNCTION dashboard_auth.operator_disable_two_factor(email text) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -336,15 +339,16 @@ BEGIN
     revoked := dashboard_auth.revoke_sessions(target, '2fa_disabled_by_operator');
     PERFORM dashboard_auth.audit_by(dashboard_auth.operator_actor(), 'admin.2fa_disabled', 'admin', target::text,
         pg_catalog.jsonb_build_object('sessions_revoked', revoked, 'by_operator', true));
+    RETURN dashboard_auth.done('two_factor_disabled', 'Two-factor sign-in is off, and every session of the admin is ended.');
 END
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    dashboard_auth.login_second_factor(text, text, inet, text),
-    dashboard_auth.two_factor_status(text),
-    dashboard_auth.begin_2fa_enrolment(text),
-    dashboard_auth.confirm_2fa_enrolment(text, text),
+    dashboard_auth.sign_in_second_factor(text, text),
+    dashboard_auth.get_two_factor(text),
+    dashboard_auth.start_two_factor(text),
+    dashboard_auth.confirm_two_factor(text, text),
     dashboard_auth.regenerate_recovery_codes(text, text, text),
-    dashboard_auth.disable_2fa(text, text, text)
+    dashboard_auth.disable_two_factor(text, text, text)
 TO fluxbase_dashboard;
-GRANT EXECUTE ON FUNCTION dashboard_auth.operator_disable_2fa(text) TO fluxbase_operator;
+GRANT EXECUTE ON FUNCTION dashboard_auth.operator_disable_two_factor(text) TO fluxbase_operator;

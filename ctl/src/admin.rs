@@ -130,7 +130,7 @@ pub async fn run(command: AdminCommand) -> Result<()> {
         }
         AdminCommand::Enable(args) => simple(&args, "SELECT dashboard_auth.operator_enable_admin($1)", "enabled").await,
         AdminCommand::Disable2fa(args) => {
-            simple(&args, "SELECT dashboard_auth.operator_disable_2fa($1)", "has two-factor sign-in off (and is signed out)").await
+            simple(&args, "SELECT dashboard_auth.operator_disable_two_factor($1)", "has two-factor sign-in off (and is signed out)").await
         }
         AdminCommand::DeleteUser(args) => {
             if !args.yes {
@@ -146,27 +146,29 @@ async fn create_user(args: CreateUserArgs) -> Result<()> {
     let settings = args.database.validate()?;
     let base = args.links.base()?;
     let password = if args.password_stdin { Some(read_password_stdin()?) } else { None };
-    let client = db::connect_once(&settings).await?;
-    let row = client
+    let mut client = db::connect_once(&settings).await?;
+    let tx = with_public_url(&mut client, &base, &settings).await?;
+    let row = tx
         .query_one(
-            "SELECT invite_token, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"'), admin_id
+            "SELECT invite_link, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"'), admin_id
                FROM dashboard_auth.operator_create_admin($1, $2, $3, $4)",
             &[&args.email, &args.name, &args.role.as_str(), &password],
         )
         .await
         .map_err(|e| operator_error(&settings, e))?;
-    let (token, admin_id): (Option<String>, uuid::Uuid) = (row.get(0), row.get(2));
+    let (link, admin_id): (Option<String>, uuid::Uuid) = (row.get(0), row.get(2));
     // The email and name as the extension stored them (trimmed, lower-cased).
-    let stored = client
+    let stored = tx
         .query_one("SELECT email, name FROM dashboard_auth.operator_list_admins() WHERE admin_id = $1", &[&admin_id])
         .await
         .map_err(|e| operator_error(&settings, e))?;
+    tx.commit().await.map_err(|e| operator_error(&settings, e))?;
     let (email, name): (String, String) = (stored.get(0), stored.get(1));
     println!("created {} {email} ({name})", args.role.as_str());
-    if let Some(token) = token {
+    if let Some(link) = link {
         let expires: String = row.get(1);
         println!("one-time link to set the password, valid until {expires}:");
-        println!("{base}/invite?token={token}");
+        println!("{link}");
     }
     Ok(())
 }
@@ -174,20 +176,37 @@ async fn create_user(args: CreateUserArgs) -> Result<()> {
 async fn reset_password(args: LinkCommandArgs) -> Result<()> {
     let settings = args.database.validate()?;
     let base = args.links.base()?;
-    let client = db::connect_once(&settings).await?;
-    let row = client
+    let mut client = db::connect_once(&settings).await?;
+    let tx = with_public_url(&mut client, &base, &settings).await?;
+    let row = tx
         .query_one(
-            "SELECT reset_token, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')
-               FROM dashboard_auth.operator_reset_password($1)",
+            "SELECT reset_link, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')
+               FROM dashboard_auth.operator_reset_admin_password($1)",
             &[&args.email],
         )
         .await
         .map_err(|e| operator_error(&settings, e))?;
-    let (token, expires): (String, String) = (row.get(0), row.get(1));
+    tx.commit().await.map_err(|e| operator_error(&settings, e))?;
+    let (link, expires): (String, String) = (row.get(0), row.get(1));
     println!("signed {} out of every session", args.email.trim());
     println!("one-time password reset link, valid until {expires}:");
-    println!("{base}/reset?token={token}");
+    println!("{link}");
     Ok(())
+}
+
+/// A transaction in which the extension builds one-time links from `base`: it reads the
+/// address from `fluxbase.public_url` (dashboard_auth.one_time_link), as it does under
+/// fluxbase serve.
+async fn with_public_url<'a>(
+    client: &'a mut tokio_postgres::Client,
+    base: &str,
+    settings: &crate::config::DatabaseSettings,
+) -> Result<tokio_postgres::Transaction<'a>> {
+    let tx = client.transaction().await.map_err(|e| operator_error(settings, e))?;
+    tx.execute("SELECT pg_catalog.set_config('fluxbase.public_url', $1, true)", &[&base])
+        .await
+        .map_err(|e| operator_error(settings, e))?;
+    Ok(tx)
 }
 
 async fn list_users(database: DatabaseArgs) -> Result<()> {

@@ -86,7 +86,7 @@ async fn verify(database: DatabaseArgs) -> Result<()> {
     let settings = database.validate()?;
     let client = db::connect_once(&settings).await?;
     let row = client
-        .query_one("SELECT valid, message FROM dashboard_auth.operator_verify_audit_chain()", &[])
+        .query_one("SELECT valid, message FROM dashboard_auth.operator_verify_audit()", &[])
         .await
         .map_err(|e| operator_error(&settings, e))?;
     let (valid, message): (bool, String) = (row.get(0), row.get(1));
@@ -118,11 +118,11 @@ async fn stream_entries(
     let tx = client.transaction().await.map_err(db::pg_error)?;
     if let Format::Csv = format {
         let header: String =
-            tx.query_one("SELECT dashboard_auth.audit_export_header()", &[]).await.map_err(|e| operator_error(settings, e))?.get(0);
+            tx.query_one("SELECT dashboard_auth.operator_get_audit_export_header()", &[]).await.map_err(|e| operator_error(settings, e))?.get(0);
         writeln!(out, "{header}")?;
     }
     let statement = tx
-        .prepare("SELECT line FROM dashboard_auth.audit_export_lines($1::text::timestamptz, $2::text::timestamptz, $3) AS line")
+        .prepare("SELECT line FROM dashboard_auth.operator_export_audit($1::text::timestamptz, $2::text::timestamptz, $3) AS line")
         .await
         .map_err(|e| operator_error(settings, e))?;
     let portal = tx.bind(&statement, &[&since, &until, &format.as_str()]).await.map_err(|e| operator_error(settings, e))?;
@@ -193,7 +193,7 @@ async fn purge(args: PurgeArgs) -> Result<()> {
     let client = db::connect_once(&settings).await?;
     let range = client
         .query_one(
-            "SELECT from_seq, to_seq, entries, last_hash FROM dashboard_auth.operator_audit_purge_range($1::text::timestamptz)",
+            "SELECT from_seq, to_seq, entries, last_hash FROM dashboard_auth.operator_plan_audit_purge($1::text::timestamptz)",
             &[&args.before],
         )
         .await

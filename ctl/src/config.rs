@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::TrustedProxies;
+
 /// The longest session lifetime `FLUXBASE_ADMIN_SESSION_TIMEOUT` may ask for.
 pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MIN_SESSION_SECRET_LEN: usize = 32;
@@ -92,6 +94,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FLUXBASE_ADMIN_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
+    /// Proxies in front of the dashboard whose X-Forwarded-For is believed: IP addresses or
+    /// CIDR ranges separated by commas, e.g. 127.0.0.1,10.0.0.0/8. Unset: the client's
+    /// address is the connection's
+    #[arg(long, env = "FLUXBASE_ADMIN_TRUSTED_PROXIES", value_name = "ADDRS")]
+    pub trusted_proxies: Option<String>,
+
     /// Bearer token that /metrics requires (at least 16 characters); /metrics is off without it
     #[arg(long, env = "FLUXBASE_ADMIN_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub metrics_token: Option<String>,
@@ -110,10 +118,11 @@ pub struct ServeSettings {
     pub port: u16,
     pub bind: IpAddr,
     pub session_secret: SessionSecret,
-    // Validated now; passed to dashboard_auth.login by the sign-in page when it arrives.
+    // Validated now; passed to dashboard_auth.sign_in by the sign-in page when it arrives.
     #[allow(dead_code)]
     pub session_timeout: Option<Duration>,
     pub public_url: Option<url::Url>,
+    pub trusted_proxies: TrustedProxies,
     pub metrics_token: Option<String>,
     pub heartbeat_interval: Duration,
 }
@@ -227,6 +236,12 @@ impl ServeArgs {
             .map(parse_session_timeout)
             .transpose()?;
         let public_url = self.public_url.as_deref().map(parse_public_url).transpose()?;
+        let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or("")).map_err(|bad| {
+            anyhow::anyhow!(
+                "FLUXBASE_ADMIN_TRUSTED_PROXIES (--trusted-proxies) must be IP addresses or CIDR ranges separated \
+                 by commas, such as 127.0.0.1,10.0.0.0/8; {bad:?} is neither"
+            )
+        })?;
         let metrics_token = match self.metrics_token.as_deref() {
             Some(token) if token.len() < MIN_METRICS_TOKEN_LEN => bail!(
                 "FLUXBASE_ADMIN_METRICS_TOKEN (--metrics-token) must be at least \
@@ -243,7 +258,7 @@ impl ServeArgs {
                     self.heartbeat_interval
                 )
             })?;
-        Ok(ServeSettings { database, data_database, port, bind, session_secret, session_timeout, public_url, metrics_token, heartbeat_interval })
+        Ok(ServeSettings { database, data_database, port, bind, session_secret, session_timeout, public_url, trusted_proxies, metrics_token, heartbeat_interval })
     }
 }
 

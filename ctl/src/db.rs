@@ -10,11 +10,13 @@
 //!   carry a session token, use unnamed statements only (app code could `DEALLOCATE` and
 //!   re-`PREPARE` a named one), and are reset with `DISCARD ALL` before reuse.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client};
 
 use crate::config::{DatabaseSettings, TlsVerify};
@@ -39,18 +41,51 @@ impl DbRole {
 /// caller, on the transaction: a function cannot limit the statement already running.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Opens a transaction working as `role`, with `statement_timeout` set on it.
-pub async fn begin(
-    client: &mut deadpool_postgres::ClientWrapper,
+/// What a dashboard transaction knows of its request. The extension reads it from
+/// transaction-local settings: the client annotates the audit log
+/// (`dashboard_auth.request_ip()`, `request_user_agent()`), and the public address is where
+/// one-time links point (`dashboard_auth.one_time_link`).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    /// The dashboard's public address without a trailing slash; empty: no links.
+    pub public_url: String,
+}
+
+impl RequestContext {
+    /// The context of the binary's own work (heartbeat, metrics, the setup link at
+    /// startup): no client.
+    pub fn background(public_url: &str) -> Self {
+        RequestContext { client_ip: None, user_agent: None, public_url: public_url.to_string() }
+    }
+}
+
+/// Opens a transaction working as `role`, with `statement_timeout` and the request's
+/// context set on it.
+pub async fn begin<'a>(
+    client: &'a mut deadpool_postgres::ClientWrapper,
     role: DbRole,
+    context: &RequestContext,
     timeout: Duration,
-) -> Result<deadpool_postgres::Transaction<'_>> {
+) -> Result<deadpool_postgres::Transaction<'a>> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.batch_execute(&format!(
         "{}; SET LOCAL statement_timeout = {}",
         role.set_local(),
         timeout.as_millis()
     ))
+    .await
+    .map_err(pg_error)?;
+    // Bound parameters, never text spliced into SQL: the user agent is the client's own.
+    let client_ip = context.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let user_agent = context.user_agent.as_deref().unwrap_or("");
+    tx.query_typed(
+        "SELECT pg_catalog.set_config('fluxbase.client_ip', $1, true),
+                pg_catalog.set_config('fluxbase.user_agent', $2, true),
+                pg_catalog.set_config('fluxbase.public_url', $3, true)",
+        &[(&client_ip, Type::TEXT), (&user_agent, Type::TEXT), (&context.public_url, Type::TEXT)],
+    )
     .await
     .map_err(pg_error)?;
     Ok(tx)

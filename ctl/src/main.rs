@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod audit;
+mod client;
 mod config;
 mod db;
 mod extension;

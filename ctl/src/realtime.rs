@@ -20,8 +20,9 @@ use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
 
 use crate::api::{self, ApiError};
+use crate::client::ClientContext;
 use crate::config::DatabaseSettings;
-use crate::db::{self, DbRole, DEFAULT_STATEMENT_TIMEOUT};
+use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
 use crate::server::AppState;
 
 pub const CHANNEL: &str = "fluxbase_realtime";
@@ -94,10 +95,10 @@ async fn listen_once(settings: &DatabaseSettings, sender: &broadcast::Sender<Val
     Ok(())
 }
 
-async fn session_allows(state: &AppState, token: &str, schema: &str, table: &str) -> Result<bool, ApiError> {
+async fn session_allows(state: &AppState, context: &RequestContext, token: &str, schema: &str, table: &str) -> Result<bool, ApiError> {
     let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(ApiError::internal)?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
-    let on: bool = tx.query_one("SELECT fluxbase_admin.realtime_status($1, $2, $3)", &[&token, &schema, &table]).await?.get(0);
+    let tx = db::begin(&mut client, DbRole::Dashboard, context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
+    let on: bool = tx.query_one("SELECT fluxbase_admin.get_realtime($1, $2, $3)", &[&token, &schema, &table]).await?.get(0);
     tx.commit().await?;
     Ok(on)
 }
@@ -105,11 +106,12 @@ async fn session_allows(state: &AppState, token: &str, schema: &str, table: &str
 /// `GET /api/realtime/{schema}/{table}`: the table's changes as server-sent events.
 pub async fn stream(
     State(state): State<AppState>,
+    ClientContext(context): ClientContext,
     headers: HeaderMap,
     Path((schema, table)): Path<(String, String)>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let token = api::session_token(&headers)?;
-    if !session_allows(&state, &token, &schema, &table).await? {
+    if !session_allows(&state, &context, &token, &schema, &table).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "55000",
@@ -121,13 +123,13 @@ pub async fn stream(
     let events = futures_util::stream::unfold(
         (
             receiver,
-            state,
+            (state, context),
             token,
             schema,
             table,
             tokio::time::interval_at(tokio::time::Instant::now() + SESSION_RECHECK, SESSION_RECHECK),
         ),
-        |(mut receiver, state, token, schema, table, mut recheck)| async move {
+        |(mut receiver, (state, context), token, schema, table, mut recheck)| async move {
             loop {
                 let event = tokio::select! {
                     message = receiver.recv() => match message {
@@ -142,13 +144,13 @@ pub async fn stream(
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     },
-                    _ = recheck.tick() => match session_allows(&state, &token, &schema, &table).await {
+                    _ = recheck.tick() => match session_allows(&state, &context, &token, &schema, &table).await {
                         Ok(true) => continue,
                         // Signed out, expired, or real time turned off: the stream ends.
                         _ => return None,
                     },
                 };
-                return Some((Ok(event), (receiver, state, token, schema, table, recheck)));
+                return Some((Ok(event), (receiver, (state, context), token, schema, table, recheck)));
             }
         },
     );

@@ -15,8 +15,9 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::client::TrustedProxies;
 use crate::config::ServeSettings;
-use crate::db::{self, DbRole};
+use crate::db::{self, DbRole, RequestContext};
 use crate::realtime;
 use crate::sql_runner;
 use crate::telemetry;
@@ -36,6 +37,8 @@ struct Inner {
     data_pool: Pool,
     realtime: realtime::Hub,
     settings: ServeSettings,
+    /// Where links point (FLUXBASE_ADMIN_PUBLIC_URL, else http://localhost:<bound port>).
+    public_url: String,
     instance_id: String,
     requests: telemetry::RequestCounters,
 }
@@ -73,6 +76,19 @@ impl AppState {
     pub fn metrics_token(&self) -> Option<&str> {
         self.inner.settings.metrics_token.as_deref()
     }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.inner.settings.trusted_proxies
+    }
+
+    /// The context of this copy's own work, which no client asked for.
+    pub fn background_context(&self) -> RequestContext {
+        RequestContext::background(self.public_url())
+    }
 }
 
 pub async fn serve(settings: ServeSettings) -> Result<()> {
@@ -103,6 +119,7 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
             data_pool,
             realtime: realtime::Hub::start(settings.database.clone()),
             settings,
+            public_url: public_url.clone(),
             instance_id: telemetry::instance_id(),
             requests: Default::default(),
         }),
@@ -120,7 +137,8 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
     // Last, so that whoever waits for this line has seen everything above it.
     println!("fluxbase serve: extension fluxbase_admin {extension_version}, listening on http://{bound}");
 
-    axum::serve(listener, app)
+    // The peer's address is the client's, or the trusted proxy's (crate::client).
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the web server stopped")?;
@@ -163,7 +181,9 @@ async fn preflight(pool: &Pool, data_pool: &Pool, settings: &ServeSettings) -> R
     };
 
     let login_role: String = client.query_one("SELECT session_user::text", &[]).await.map_err(db::pg_error)?.get(0);
-    if let Err(e) = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await {
+    // No request and no links yet: an empty context.
+    let context = RequestContext::default();
+    if let Err(e) = db::begin(&mut client, DbRole::Dashboard, &context, db::DEFAULT_STATEMENT_TIMEOUT).await {
         bail!(
             "the login role {login_role} cannot switch to fluxbase_dashboard ({e}): as a superuser, run \
              GRANT fluxbase_dashboard TO {login_role}"
@@ -174,13 +194,13 @@ async fn preflight(pool: &Pool, data_pool: &Pool, settings: &ServeSettings) -> R
     let data_role: String = data_client.query_one("SELECT session_user::text", &[]).await.map_err(db::pg_error)?.get(0);
     drop(data_client);
 
-    // One membership check for both logins (fluxbase_admin.login_problems): a login that
+    // One membership check for both logins (fluxbase_admin.list_login_problems): a login that
     // holds more than its plane needs would let app code reach the dashboard's powers.
-    let tx = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, &context, db::DEFAULT_STATEMENT_TIMEOUT).await?;
     let mut problems = Vec::new();
     for (login, plane, variable) in [(&login_role, "dashboard", "DATABASE_URL"), (&data_role, "data", "FLUXBASE_ADMIN_DATA_DATABASE_URL")] {
         for row in tx
-            .query("SELECT role, problem, fix FROM fluxbase_admin.login_problems($1, $2)", &[login, &plane])
+            .query("SELECT role, problem, fix FROM fluxbase_admin.list_login_problems($1, $2)", &[login, &plane])
             .await
             .map_err(db::pg_error)?
         {
@@ -202,25 +222,26 @@ async fn preflight(pool: &Pool, data_pool: &Pool, settings: &ServeSettings) -> R
 }
 
 /// While no admin exists, a one-time setup link: the setup page works only through it,
-/// so whoever merely reaches the port first does not become the admin.
+/// so whoever merely reaches the port first does not become the admin. The extension
+/// builds the link from the public URL (dashboard_auth.one_time_link).
 async fn setup_link_if_needed(pool: &Pool, settings: &ServeSettings, public_url: &str) -> Result<Option<(String, String)>> {
     let mut client = db::checkout(pool, &settings.database.config).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, db::DEFAULT_STATEMENT_TIMEOUT).await?;
+    let context = RequestContext::background(public_url);
+    let tx = db::begin(&mut client, DbRole::Dashboard, &context, db::DEFAULT_STATEMENT_TIMEOUT).await?;
     let needs_setup: bool = tx.query_one("SELECT dashboard_auth.needs_setup()", &[]).await.map_err(db::pg_error)?.get(0);
     if !needs_setup {
         return Ok(None);
     }
     let row = tx
         .query_one(
-            "SELECT token, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')
+            "SELECT link, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')
                FROM dashboard_auth.create_setup_link()",
             &[],
         )
         .await
         .map_err(db::pg_error)?;
     tx.commit().await.map_err(db::pg_error)?;
-    let (token, expires): (String, String) = (row.get(0), row.get(1));
-    Ok(Some((format!("{public_url}/setup?token={token}"), expires)))
+    Ok(Some((row.get(0), row.get(1))))
 }
 
 async fn installed_extension_version(client: &impl deadpool_postgres::GenericClient) -> Result<Option<String>> {
@@ -255,7 +276,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn extension_version_as_dashboard(state: &AppState) -> Result<Option<String>> {
     let config = &state.inner.settings.database.config;
     let mut client = db::checkout(&state.inner.pool, config).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(5)).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, &state.background_context(), Duration::from_secs(5)).await?;
     let version = installed_extension_version(&tx).await?;
     tx.commit().await.map_err(db::pg_error)?;
     Ok(version)

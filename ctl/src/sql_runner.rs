@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use deadpool_postgres::Object;
@@ -21,7 +21,8 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::api::{self, ApiError};
-use crate::db::{self, DbRole, DEFAULT_STATEMENT_TIMEOUT};
+use crate::client::ClientContext;
+use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
 use crate::notices;
 use crate::server::AppState;
 
@@ -50,23 +51,34 @@ async fn connection(state: &AppState) -> Result<Object, ApiError> {
 /// The run is a task of its own: a client that goes away does not leave a statement
 /// running on a connection that returns to the pool. Its length is bounded by the
 /// runner's statement timeout, not by the server's request timeout.
-pub async fn run(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<RunRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn run(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Json(request): Json<RunRequest>,
+) -> Result<Json<Value>, ApiError> {
     let token = api::session_token(&headers)?;
     let impersonation_id = request.impersonation_id.as_deref().map(|t| parse_uuid(t, "impersonation_id")).transpose()?;
-    tokio::spawn(run_to_the_end(state, token, request, impersonation_id))
+    tokio::spawn(run_to_the_end(state, context, token, request, impersonation_id))
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("the SQL run stopped: {e}")))?
 }
 
-async fn run_to_the_end(state: AppState, token: String, request: RunRequest, impersonation_id: Option<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn run_to_the_end(
+    state: AppState,
+    context: RequestContext,
+    token: String,
+    request: RunRequest,
+    impersonation_id: Option<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
 
     // 1. The intent, committed before anything runs, and the ticket for the data plane.
     let mut client = connection(&state).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, &context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
     let begun = tx
         .query_one(
-            "SELECT ok, code, message, run_id, run_as, read_only, timeout_ms, ticket FROM fluxbase_admin.sql_begin($1, $2, $3, $4, $5)",
+            "SELECT ok, code, message, run_id, run_as, read_only, timeout_ms, ticket FROM fluxbase_admin.start_sql_run($1, $2, $3, $4, $5)",
             &[&token, &request.statement, &request.allow_writes, &request.explain, &impersonation_id],
         )
         .await?;
@@ -113,7 +125,7 @@ async fn run_to_the_end(state: AppState, token: String, request: RunRequest, imp
         }
     };
     if let Some(ending) = ending {
-        match finish(&state, &token, run_id, &ending).await {
+        match finish(&state, &context, &token, run_id, &ending).await {
             Ok(status) => answer["status"] = json!(status),
             // The intent is recorded already; a lost connection only loses this ending.
             Err(e) => tracing::warn!(error = %e, %run_id, "cannot record how a SQL run ended"),
@@ -137,7 +149,7 @@ async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bo
     let tx = data.transaction().await.map_err(transport)?;
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}")).await.map_err(transport)?;
     let claimed = tx
-        .query_typed("SELECT fluxbase_admin.claim($1, $2)::text", &[(&ticket, Type::TEXT), (&statement, Type::TEXT)])
+        .query_typed("SELECT fluxbase_admin.claim_ticket($1, $2)::text", &[(&ticket, Type::TEXT), (&statement, Type::TEXT)])
         .await
         .map_err(|e| {
             let failure = describe_failure(&e, statement);
@@ -152,7 +164,7 @@ async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bo
                           "outcome": {"error_code": "42501", "error_message": claimed["message"]}}));
     }
     tx.batch_execute("SAVEPOINT run").await.map_err(transport)?;
-    let executed = tx.query_typed("SELECT fluxbase_admin.sql_execute($1)::text", &[(&statement, Type::TEXT)]).await;
+    let executed = tx.query_typed("SELECT fluxbase_admin.execute_sql($1)::text", &[(&statement, Type::TEXT)]).await;
     match executed {
         Ok(rows) => {
             let result: Value = serde_json::from_str(rows[0].get(0)).unwrap_or(Value::Null);
@@ -182,11 +194,11 @@ async fn execute(data: &mut Object, ticket: &str, statement: &str, read_only: bo
 
 /// Records how a run ended, on the dashboard plane, and returns its status as the
 /// extension decided it.
-async fn finish(state: &AppState, token: &str, run_id: Uuid, outcome: &Value) -> anyhow::Result<String> {
+async fn finish(state: &AppState, context: &RequestContext, token: &str, run_id: Uuid, outcome: &Value) -> anyhow::Result<String> {
     let mut client = db::checkout(state.pool(), state.database_config()).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, context, DEFAULT_STATEMENT_TIMEOUT).await?;
     let status: String = tx
-        .query_one("SELECT fluxbase_admin.sql_finish($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()])
+        .query_one("SELECT fluxbase_admin.finish_sql_run($1, $2, $3::text::jsonb)", &[&token, &run_id, &outcome.to_string()])
         .await
         .map_err(db::pg_error)?
         .get(0);
@@ -217,29 +229,45 @@ fn describe_failure(e: &tokio_postgres::Error, statement: &str) -> Value {
 }
 
 /// Cancels a running statement of the caller's, whichever copy of fluxbase serve runs it.
-pub async fn cancel(State(state): State<AppState>, headers: HeaderMap, Path(run_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let token = api::session_token(&headers)?;
     let run_id = parse_uuid(&run_id, "run id")?;
     let mut client = connection(&state).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
-    let cancelled: bool = tx.query_one("SELECT fluxbase_admin.sql_cancel($1, $2)", &[&token, &run_id]).await?.get(0);
+    let tx = db::begin(&mut client, DbRole::Dashboard, &context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
+    let cancelled: bool = tx.query_one("SELECT fluxbase_admin.cancel_sql_run($1, $2)", &[&token, &run_id]).await?.get(0);
     tx.commit().await?;
     Ok(Json(json!({ "run_id": run_id.to_string(), "cancelled": cancelled })))
 }
 
-/// The caller's last statements, newest first.
-pub async fn history(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// `?page_size=&cursor=` of the history: the extension's paging, passed through.
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    page_size: Option<i32>,
+    cursor: Option<String>,
+}
+
+/// The caller's last statements, newest first: one page of `list_sql_runs`, as it is.
+pub async fn history(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Query(paging): Query<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
     let token = api::session_token(&headers)?;
     let mut client = connection(&state).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, &context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
     let text: String = tx
         .query_one(
-            "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(h) ORDER BY h.started_at DESC), '[]')::text
-               FROM fluxbase_admin.sql_history($1) h",
-            &[&token],
+            "SELECT fluxbase_admin.list_sql_runs($1, coalesce($2, 50), $3)::text",
+            &[&token, &paging.page_size, &paging.cursor],
         )
         .await?
         .get(0);
     tx.commit().await?;
-    Ok(Json(json!({ "runs": serde_json::from_str::<Value>(&text).unwrap_or(Value::Null) })))
+    Ok(Json(serde_json::from_str::<Value>(&text).map_err(|e| ApiError::internal(e.into()))?))
 }

@@ -66,7 +66,7 @@ pub async fn run_ticker(state: AppState, interval: Duration) {
 async fn tick(state: &AppState) -> anyhow::Result<()> {
     let status = state.pool().status();
     let mut client = db::checkout(state.pool(), state.database_config()).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(10)).await?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, &state.background_context(), Duration::from_secs(10)).await?;
     tx.execute(
         "SELECT fluxbase_admin.report_pool($1, $2, $3, $4, $5, $6, $7)",
         &[
@@ -159,8 +159,8 @@ async fn render(state: &AppState) -> String {
 
 async fn database_counters(state: &AppState) -> anyhow::Result<Vec<(String, Option<String>, i64)>> {
     let mut client = db::checkout(state.pool(), state.database_config()).await?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, Duration::from_secs(5)).await?;
-    let rows = tx.query("SELECT metric, label, value FROM fluxbase_admin.prometheus_counters()", &[]).await.map_err(db::pg_error)?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, &state.background_context(), Duration::from_secs(5)).await?;
+    let rows = tx.query("SELECT metric, label, value FROM fluxbase_admin.list_prometheus_counters()", &[]).await.map_err(db::pg_error)?;
     tx.commit().await.map_err(db::pg_error)?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }

@@ -45,7 +45,7 @@ mod tests {
 
     fn login(email: &str, password: &str) -> (bool, String) {
         Spi::get_two_with_args::<bool, String>(
-            "SELECT ok, code FROM dashboard_auth.login($1, $2, '192.0.2.1', 'pg_test')",
+            "SELECT ok, code FROM dashboard_auth.sign_in($1, $2, '192.0.2.1', 'pg_test')",
             &[email.into(), password.into()],
         )
         .map(|(ok, code)| (ok.unwrap(), code.unwrap()))
@@ -71,7 +71,7 @@ mod tests {
     fn sessions_store_only_a_hash_of_the_token() {
         create_admin("ann@example.com");
         let token = Spi::get_one::<String>(
-            "SELECT session_token FROM dashboard_auth.login('ann@example.com', 'violet kettle marches north')",
+            "SELECT session_token FROM dashboard_auth.sign_in('ann@example.com', 'violet kettle marches north')",
         )
         .unwrap()
         .unwrap();

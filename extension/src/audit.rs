@@ -29,7 +29,7 @@ mod tests {
         let sealed = Spi::get_one::<i64>("SELECT count(*) FROM dashboard_auth.audit_log WHERE chain_seq IS NOT NULL")
             .expect("count");
         assert_eq!(sealed, Some(3));
-        let valid = Spi::get_one::<bool>("SELECT valid FROM dashboard_auth.operator_verify_audit_chain()").expect("verify");
+        let valid = Spi::get_one::<bool>("SELECT valid FROM dashboard_auth.operator_verify_audit()").expect("verify");
         assert_eq!(valid, Some(true));
     }
 

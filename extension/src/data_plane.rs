@@ -1,8 +1,8 @@
 //! The hand-off between the two planes (architecture.md, "Two planes").
 //!
 //! The dashboard plane checks a session, records the intent and stores a single-use
-//! ticket (`fluxbase_admin.ticket`, `sql/data_plane.sql`). The data login's first
-//! statement claims it (`fluxbase_admin.claim`), which binds the request to this backend
+//! ticket (`fluxbase_admin.issue_ticket`, `sql/data_plane.sql`). The data login's first
+//! statement claims it (`fluxbase_admin.claim_ticket`), which binds the request to this backend
 //! here, in Rust memory: no SQL can write it, and a transaction callback clears it when
 //! the transaction ends. Data-plane functions read the request from the binding, never
 //! from their arguments.
@@ -140,7 +140,7 @@ mod fluxbase_admin {
     // deeper than serde_json reads), and the builder refuses what it cannot read.
 
     /// Binds a claimed request to this backend until the transaction ends. Internal:
-    /// only `fluxbase_admin.claim`, a definer function, may call it (no grant).
+    /// only `fluxbase_admin.claim_ticket`, a definer function, may call it (no grant).
     #[pg_extern(volatile, strict)]
     fn bind_claim(binding: &str) {
         super::BINDING.with(|bound| {

@@ -30,6 +30,20 @@ pub fn as_dashboard(client: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync
     Ok(rows)
 }
 
+/// As `as_dashboard`, from the client at `ip`: fluxbase serve sets the request's address
+/// and user agent per transaction, and the extension reads them from there.
+pub fn as_dashboard_from(client: &mut Client, ip: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard")?;
+    tx.execute(
+        "SELECT set_config('fluxbase.client_ip', $1, true), set_config('fluxbase.user_agent', 'fluxbase-tests', true)",
+        &[&ip],
+    )?;
+    let rows = tx.query(sql, params)?;
+    tx.commit()?;
+    Ok(rows)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginResult {
     pub ok: bool,
@@ -63,12 +77,13 @@ impl LoginResult {
     }
 }
 
-/// `dashboard_auth.login` through the dashboard's role, from `ip`.
+/// `dashboard_auth.sign_in` through the dashboard's role, from `ip`.
 pub fn login(client: &mut Client, email: &str, password: &str, ip: &str) -> LoginResult {
-    let rows = as_dashboard(
+    let rows = as_dashboard_from(
         client,
-        "SELECT * FROM dashboard_auth.login($1, $2, $3::text::inet, 'fluxbase-tests')",
-        &[&email, &password, &ip],
+        ip,
+        "SELECT * FROM dashboard_auth.sign_in($1, $2)",
+        &[&email, &password],
     )
     .unwrap_or_else(|e| panic!("login {email}: {e}"));
     LoginResult::from_row(&rows[0])
@@ -97,9 +112,9 @@ pub fn audit_actions(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
-/// `operator_verify_audit_chain()`'s verdict and entry count.
+/// `operator_verify_audit()`'s verdict and entry count.
 pub fn verify_chain(client: &mut Client) -> (bool, i64, String) {
-    let row = client.query_one("SELECT valid, entries, message FROM dashboard_auth.operator_verify_audit_chain()", &[]).unwrap();
+    let row = client.query_one("SELECT valid, entries, message FROM dashboard_auth.operator_verify_audit()", &[]).unwrap();
     (row.get(0), row.get(1), row.get(2))
 }
 

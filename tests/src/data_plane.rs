@@ -25,7 +25,7 @@ impl Planes {
         let request = request.to_string();
         let rows = as_dashboard(
             &mut self.web,
-            "SELECT fluxbase_admin.ticket($1, $2, $3::text::jsonb, $4::text::uuid)",
+            "SELECT fluxbase_admin.issue_ticket($1, $2, $3::text::jsonb, $4::text::uuid)",
             &[&token, &operation, &request, &impersonation],
         )?;
         Ok(rows[0].get(0))
@@ -75,7 +75,7 @@ impl Planes {
 /// Claims `ticket` on `data` and runs `sql`, in one transaction.
 pub fn claimed(data: &mut Client, ticket: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
     let mut tx = data.transaction()?;
-    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket])?;
     let rows = tx.query(sql, params)?;
     tx.commit()?;
     Ok(rows)
@@ -84,7 +84,7 @@ pub fn claimed(data: &mut Client, ticket: &str, sql: &str, params: &[&(dyn ToSql
 /// Opens a claimed export and reads it to the end.
 pub fn export_claimed(data: &mut Client, ticket: &str) -> Result<(String, Vec<String>), postgres::Error> {
     let mut tx = data.transaction()?;
-    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket])?;
     let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export()", &[])?;
     let portal: String = opened.get(0);
     let header: String = opened.get(1);
@@ -106,7 +106,7 @@ pub fn export_claimed(data: &mut Client, ticket: &str) -> Result<(String, Vec<St
 pub fn ticket_text(web: &mut Client, token: &str, operation: &str, request: &str, impersonation: Option<&str>) -> Result<String, postgres::Error> {
     let rows = as_dashboard(
         web,
-        "SELECT fluxbase_admin.ticket($1, $2, $3::text::jsonb, $4::text::uuid)",
+        "SELECT fluxbase_admin.issue_ticket($1, $2, $3::text::jsonb, $4::text::uuid)",
         &[&token, &operation, &request, &impersonation],
     )?;
     Ok(rows[0].get(0))

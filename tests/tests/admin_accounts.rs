@@ -4,7 +4,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use fluxbase_tests::admin::{self, as_dashboard, create_admin, login, login_result, sqlstate, PASSWORD};
+use fluxbase_tests::admin::{self, as_dashboard, as_dashboard_from, create_admin, login, login_result, sqlstate, PASSWORD};
 use fluxbase_tests::{Caller, TestDb, strings};
 
 fn setup_link(db: &TestDb) -> String {
@@ -21,21 +21,21 @@ fn first_run_setup_creates_the_first_admin_and_signs_them_in() {
     let token = setup_link(&db);
 
     let weak = login_result(
-        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup($1, 'ada@example.com', 'Ada', 'password123')", &[&token]).unwrap(),
+        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.complete_setup($1, 'ada@example.com', 'Ada', 'password123')", &[&token]).unwrap(),
     );
     assert_eq!(weak.code, "weak_password", "{weak:?}");
 
     let done = login_result(
-        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup($1, ' Ada@Example.com ', 'Ada', $2)", &[&token, &PASSWORD]).unwrap(),
+        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.complete_setup($1, ' Ada@Example.com ', 'Ada', $2)", &[&token, &PASSWORD]).unwrap(),
     );
     assert!(done.ok, "{done:?}");
     assert_eq!(done.role.as_deref(), Some("admin"));
-    let who = as_dashboard(&mut web, "SELECT email, role FROM dashboard_auth.whoami($1)", &[&done.token()]).unwrap();
+    let who = as_dashboard(&mut web, "SELECT email, role FROM dashboard_auth.get_session($1)", &[&done.token()]).unwrap();
     assert_eq!(who[0].get::<_, String>(0), "ada@example.com");
 
     // The link is spent, setup is closed, and no new setup link can be made.
     let again = login_result(
-        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup($1, 'eve@example.com', 'Eve', $2)", &[&token, &PASSWORD]).unwrap(),
+        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.complete_setup($1, 'eve@example.com', 'Eve', $2)", &[&token, &PASSWORD]).unwrap(),
     );
     assert_eq!(again.code, "already_set_up");
     assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.create_setup_link()", &[])), "55000");
@@ -51,7 +51,7 @@ fn a_made_up_setup_token_does_nothing() {
     let _real = setup_link(&db);
     let mut web = db.connect(Caller::Dashboard);
     let result = login_result(
-        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup('fbl_guess', 'eve@example.com', 'Eve', $1)", &[&PASSWORD]).unwrap(),
+        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.complete_setup('fbl_guess', 'eve@example.com', 'Eve', $1)", &[&PASSWORD]).unwrap(),
     );
     assert_eq!(result.code, "invalid_link");
     let admins: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM dashboard_auth.dashboard_users", &[]).unwrap().get(0);
@@ -74,7 +74,7 @@ fn two_setups_racing_exactly_one_wins() {
                     let email = format!("racer{i}@example.com");
                     barrier.wait();
                     login_result(
-                        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup($1, $2, 'Racer', $3)", &[&token, &email, &PASSWORD])
+                        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.complete_setup($1, $2, 'Racer', $3)", &[&token, &email, &PASSWORD])
                             .unwrap(),
                     )
                 })
@@ -246,8 +246,8 @@ fn hashes_with_older_parameters_are_upgraded_at_the_next_login() {
 
 const OLD_PARAMETERS_HASH: &str = include_str!("old_parameters_hash.txt");
 
-fn whoami(web: &mut postgres::Client, token: &str) -> Result<Vec<postgres::Row>, postgres::Error> {
-    as_dashboard(web, "SELECT * FROM dashboard_auth.whoami($1)", &[&token])
+fn get_session(web: &mut postgres::Client, token: &str) -> Result<Vec<postgres::Row>, postgres::Error> {
+    as_dashboard(web, "SELECT * FROM dashboard_auth.get_session($1)", &[&token])
 }
 
 #[test]
@@ -258,22 +258,22 @@ fn idle_and_absolute_expiry_end_a_session() {
     let mut su = db.connect(Caller::Superuser);
 
     let idle = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
-    assert!(whoami(&mut web, idle.token()).is_ok());
+    assert!(get_session(&mut web, idle.token()).is_ok());
     su.execute("UPDATE dashboard_auth.sessions SET last_seen_at = now() - interval '31 minutes' WHERE token_hash = sha256(convert_to($1, 'UTF8'))", &[&idle.token()]).unwrap();
-    assert_eq!(sqlstate(whoami(&mut web, idle.token())), "28000", "idle for 31 min (default 30 min)");
+    assert_eq!(sqlstate(get_session(&mut web, idle.token())), "28000", "idle for 31 min (default 30 min)");
 
     let absolute = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
     su.execute("UPDATE dashboard_auth.sessions SET expires_at = now() - interval '1 second' WHERE token_hash = sha256(convert_to($1, 'UTF8'))", &[&absolute.token()]).unwrap();
-    assert_eq!(sqlstate(whoami(&mut web, absolute.token())), "28000", "past its absolute expiry");
+    assert_eq!(sqlstate(get_session(&mut web, absolute.token())), "28000", "past its absolute expiry");
 
     // Activity keeps a session alive: a recent request resets the idle clock.
     let active = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
     su.execute("UPDATE dashboard_auth.sessions SET last_seen_at = now() - interval '29 minutes' WHERE token_hash = sha256(convert_to($1, 'UTF8'))", &[&active.token()]).unwrap();
-    assert!(whoami(&mut web, active.token()).is_ok());
+    assert!(get_session(&mut web, active.token()).is_ok());
     let seen: f64 = su.query_one("SELECT extract(epoch FROM now() - last_seen_at)::float8 FROM dashboard_auth.sessions WHERE token_hash = sha256(convert_to($1, 'UTF8'))", &[&active.token()]).unwrap().get(0);
-    assert!(seen < 60.0, "whoami marked the session seen: {seen}s ago");
+    assert!(seen < 60.0, "get_session marked the session seen: {seen}s ago");
 
-    assert_eq!(sqlstate(whoami(&mut web, "fbs_made_up")), "28000", "an unknown token");
+    assert_eq!(sqlstate(get_session(&mut web, "fbs_made_up")), "28000", "an unknown token");
 }
 
 fn session_seconds(su: &mut postgres::Client, token: &str) -> f64 {
@@ -297,11 +297,11 @@ fn the_lifetime_comes_from_the_binary_or_else_from_the_setting() {
 
     // What fluxbase serve passes when FLUXBASE_ADMIN_SESSION_TIMEOUT=8h.
     let passed = login_result(
-        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.login('ann@example.com', $1, NULL, NULL, interval '8 hours')", &[&PASSWORD]).unwrap(),
+        as_dashboard(&mut web, "SELECT * FROM dashboard_auth.sign_in('ann@example.com', $1, interval '8 hours')", &[&PASSWORD]).unwrap(),
     );
     assert_eq!(session_seconds(&mut su, passed.token()), 8.0 * 3600.0);
     assert_eq!(
-        sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.login('ann@example.com', $1, NULL, NULL, interval '8 days')", &[&PASSWORD])),
+        sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.sign_in('ann@example.com', $1, interval '8 days')", &[&PASSWORD])),
         "22023",
         "over 7 days is refused"
     );
@@ -335,7 +335,7 @@ fn viewers_are_refused_everything_that_changes_something() {
     }
     // Reading is allowed.
     for sql in [
-        "SELECT * FROM dashboard_auth.whoami($1)",
+        "SELECT * FROM dashboard_auth.get_session($1)",
         "SELECT * FROM dashboard_auth.list_admins($1)",
         "SELECT * FROM dashboard_auth.list_settings($1)",
     ] {
@@ -354,11 +354,11 @@ fn a_link_works_once_and_before_its_expiry() {
         .unwrap()
         .get(0);
     let mut web = db.connect(Caller::Dashboard);
-    let info = as_dashboard(&mut web, "SELECT kind, email FROM dashboard_auth.link_info($1)", &[&invite]).unwrap();
+    let info = as_dashboard(&mut web, "SELECT kind, email FROM dashboard_auth.get_link($1)", &[&invite]).unwrap();
     assert_eq!((info[0].get::<_, String>(0), info[0].get::<_, String>(1)), ("invite".into(), "new@example.com".into()));
 
     let redeem = |web: &mut postgres::Client, token: &str, password: &str| {
-        login_result(as_dashboard(web, "SELECT * FROM dashboard_auth.redeem_link($1, $2, '192.0.2.7')", &[&token, &password]).unwrap())
+        login_result(as_dashboard_from(web, "192.0.2.7", "SELECT * FROM dashboard_auth.redeem_link($1, $2)", &[&token, &password]).unwrap())
     };
     assert_eq!(redeem(&mut web, &invite, "short").code, "weak_password", "a refused password does not spend the link");
     let first = redeem(&mut web, &invite, PASSWORD);
@@ -368,12 +368,12 @@ fn a_link_works_once_and_before_its_expiry() {
 
     // A reset link that has expired.
     let reset: String = su
-        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_password('new@example.com')", &[])
+        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_admin_password('new@example.com')", &[])
         .unwrap()
         .get(0);
     su.batch_execute("UPDATE dashboard_auth.one_time_tokens SET expires_at = now() - interval '1 second' WHERE kind = 'reset'").unwrap();
     assert_eq!(redeem(&mut web, &reset, "another good passphrase here").code, "invalid_link");
-    assert!(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.link_info($1)", &[&reset]).unwrap().is_empty());
+    assert!(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.get_link($1)", &[&reset]).unwrap().is_empty());
     // Both refusals are in the audit log.
     let failures: Vec<String> = strings(&mut su, "SELECT details->>'reason' FROM dashboard_auth.audit_log WHERE action = 'link.redeem_failed' ORDER BY id", &[]);
     assert_eq!(failures, ["used", "expired"]);
@@ -394,13 +394,13 @@ fn a_reset_and_a_password_change_end_the_other_sessions() {
     assert_eq!(change(&mut web, laptop.token(), "not my password", "brand new passphrase ok"), (false, "wrong_password".into()));
     assert_eq!(change(&mut web, laptop.token(), PASSWORD, "ann"), (false, "weak_password".into()));
     assert_eq!(change(&mut web, laptop.token(), PASSWORD, "brand new passphrase ok"), (true, "ok".into()));
-    assert!(whoami(&mut web, laptop.token()).is_ok(), "the session that changed it stays");
-    assert_eq!(sqlstate(whoami(&mut web, phone.token())), "28000", "the others end");
+    assert!(get_session(&mut web, laptop.token()).is_ok(), "the session that changed it stays");
+    assert_eq!(sqlstate(get_session(&mut web, phone.token())), "28000", "the others end");
     assert!(login(&mut web, "ann@example.com", "brand new passphrase ok", "192.0.2.1").ok);
 
     // An operator's reset ends every session, including the current one.
-    db.connect(Caller::Operator).query("SELECT * FROM dashboard_auth.operator_reset_password('ann@example.com')", &[]).unwrap();
-    assert_eq!(sqlstate(whoami(&mut web, laptop.token())), "28000");
+    db.connect(Caller::Operator).query("SELECT * FROM dashboard_auth.operator_reset_admin_password('ann@example.com')", &[]).unwrap();
+    assert_eq!(sqlstate(get_session(&mut web, laptop.token())), "28000");
 }
 
 #[test]
@@ -411,12 +411,12 @@ fn logout_and_logout_everywhere_else() {
     let a = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
     let b = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
     let c = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
-    let others: i32 = as_dashboard(&mut web, "SELECT dashboard_auth.logout_others($1)", &[&a.token()]).unwrap()[0].get(0);
+    let others: i32 = as_dashboard(&mut web, "SELECT dashboard_auth.sign_out_others($1)", &[&a.token()]).unwrap()[0].get(0);
     assert_eq!(others, 2);
-    assert_eq!(sqlstate(whoami(&mut web, b.token())), "28000");
-    assert_eq!(sqlstate(whoami(&mut web, c.token())), "28000");
-    as_dashboard(&mut web, "SELECT dashboard_auth.logout($1)", &[&a.token()]).unwrap();
-    assert_eq!(sqlstate(whoami(&mut web, a.token())), "28000");
+    assert_eq!(sqlstate(get_session(&mut web, b.token())), "28000");
+    assert_eq!(sqlstate(get_session(&mut web, c.token())), "28000");
+    as_dashboard(&mut web, "SELECT dashboard_auth.sign_out($1)", &[&a.token()]).unwrap();
+    assert_eq!(sqlstate(get_session(&mut web, a.token())), "28000");
     let actions = admin::audit_actions(&db);
     assert!(actions.contains(&"admin.logout_others".to_string()) && actions.contains(&"admin.logout".to_string()), "{actions:?}");
 }
@@ -513,7 +513,7 @@ fn bad_input_is_refused_clearly_and_writes_nothing() {
         ("SELECT * FROM dashboard_auth.operator_create_admin('a@b', 'X')", "22023", "invalid email address"),
         ("SELECT * FROM dashboard_auth.operator_create_admin('ANN@example.com', 'Again')", "23505", "exists already"),
         ("SELECT * FROM dashboard_auth.operator_create_admin('new@example.com', 'X', 'root')", "22023", "invalid role"),
-        ("SELECT * FROM dashboard_auth.operator_reset_password('ghost@example.com')", "P0002", "no admin with email"),
+        ("SELECT * FROM dashboard_auth.operator_reset_admin_password('ghost@example.com')", "P0002", "no admin with email"),
     ];
     for (sql, code, message) in cases {
         let err = su.query(sql, &[]).unwrap_err();
@@ -665,7 +665,7 @@ fn verification_finds_a_tampered_entry() {
          ALTER TABLE dashboard_auth.audit_log ENABLE TRIGGER audit_log_append_only;",
     )
     .unwrap();
-    let row = su.query_one("SELECT valid, first_invalid_seq FROM dashboard_auth.operator_verify_audit_chain()", &[]).unwrap();
+    let row = su.query_one("SELECT valid, first_invalid_seq FROM dashboard_auth.operator_verify_audit()", &[]).unwrap();
     assert_eq!((row.get::<_, bool>(0), row.get::<_, Option<i64>>(1)), (false, Some(1)));
 }
 
@@ -697,7 +697,7 @@ fn a_stolen_session_cannot_keep_guessing_the_password() {
     }
     assert_eq!(codes, ["wrong_password"; 5]);
     // The fifth wrong guess locked the account, and the lockout ended the session.
-    assert_eq!(sqlstate(whoami(&mut web, stolen.token())), "28000");
+    assert_eq!(sqlstate(get_session(&mut web, stolen.token())), "28000");
 }
 
 #[test]
@@ -706,7 +706,7 @@ fn a_new_password_ends_older_links() {
     create_admin(&db, "ann@example.com", "admin");
     let reset: String = db
         .connect(Caller::Operator)
-        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_password('ann@example.com')", &[])
+        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_admin_password('ann@example.com')", &[])
         .unwrap()
         .get(0);
     let mut web = db.connect(Caller::Dashboard);

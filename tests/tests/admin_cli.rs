@@ -101,7 +101,7 @@ fn reset_password_prints_a_link_and_signs_the_admin_out() {
     let (ok, stdout, stderr) = admin_cli(&db, Caller::Operator, &["reset-password", "--email", "ann@example.com"]);
     assert!(ok, "{stderr}");
     let token = link_token(&stdout, "reset");
-    assert!(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.whoami($1)", &[&session.token()]).is_err());
+    assert!(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.get_session($1)", &[&session.token()]).is_err());
     let redeemed = login_result(
         as_dashboard(&mut web, "SELECT * FROM dashboard_auth.redeem_link($1, 'a fresh passphrase, never reused')", &[&token]).unwrap(),
     );

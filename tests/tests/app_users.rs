@@ -13,7 +13,11 @@ const USER_PASSWORD: &str = "orange submarine at dawn";
 fn as_service(db: &TestDb, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
     let mut su = db.connect(Caller::Superuser);
     let mut tx = su.transaction()?;
-    tx.batch_execute("SET LOCAL ROLE service_role")?;
+    // The app's own request context, as an app sets it per transaction.
+    tx.batch_execute(
+        "SET LOCAL ROLE service_role;
+         SELECT set_config('fluxbase.client_ip', '198.51.100.1', true), set_config('fluxbase.user_agent', 'app', true)",
+    )?;
     let rows = tx.query(sql, params)?;
     tx.commit()?;
     Ok(rows)
@@ -40,7 +44,7 @@ impl Admin {
 
     /// Invites `email` and has the user accept with USER_PASSWORD; returns the user's id.
     fn invite_and_accept(&mut self, db: &TestDb, email: &str) -> String {
-        let row = &self.call("SELECT user_id::text, invite_token FROM auth.admin_invite_user($1, $2)", &[&email]).unwrap()[0];
+        let row = &self.call("SELECT user_id::text, invite_token FROM auth.invite_user($1, $2)", &[&email]).unwrap()[0];
         let (id, token): (String, String) = (row.get(0), row.get(1));
         let accepted = as_service(db, "SELECT ok FROM auth.accept_invite($1, $2)", &[&token, &USER_PASSWORD]).unwrap();
         assert!(accepted[0].get::<_, bool>(0));
@@ -49,13 +53,13 @@ impl Admin {
 }
 
 fn sign_in(db: &TestDb, email: &str, password: &str) -> (bool, String, Option<String>) {
-    let row = &as_service(db, "SELECT ok, code, session_token FROM auth.sign_in($1, $2, '198.51.100.1', 'app')", &[&email, &password]).unwrap()[0];
+    let row = &as_service(db, "SELECT ok, code, session_token FROM auth.sign_in($1, $2)", &[&email, &password]).unwrap()[0];
     (row.get(0), row.get(1), row.get(2))
 }
 
 fn overview(admin: &mut Admin, id: &str) -> Row {
     admin
-        .call("SELECT status, active_sessions, last_sign_in_at, email FROM auth.admin_get_user($1, $2::text::uuid)", &[&id])
+        .call("SELECT status, active_sessions, last_sign_in_at, email FROM auth.get_user($1, $2::text::uuid)", &[&id])
         .unwrap()
         .remove(0)
 }
@@ -68,7 +72,7 @@ fn an_invite_is_accepted_once_and_the_link_uses_the_public_url() {
     let mut tx = admin.web.transaction().unwrap();
     tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard; SELECT set_config('fluxbase.public_url', 'https://app.example.com/', true)").unwrap();
     let row = tx
-        .query_one("SELECT user_id::text, invite_token, invite_link FROM auth.admin_invite_user($1, 'Joe@Example.com', 'authenticated', '{\"plan\": \"pro\"}')", &[&admin.token])
+        .query_one("SELECT user_id::text, invite_token, invite_link FROM auth.invite_user($1, 'Joe@Example.com', 'authenticated', '{\"plan\": \"pro\"}')", &[&admin.token])
         .unwrap();
     tx.commit().unwrap();
     let (id, token, link): (String, String, String) = (row.get(0), row.get(1), row.get(2));
@@ -110,8 +114,8 @@ fn sign_in_refusals_look_alike() {
     let db = TestDb::new();
     let mut admin = admin_session(&db);
     let id = admin.invite_and_accept(&db, "joe@example.com");
-    admin.call("SELECT * FROM auth.admin_invite_user($1, 'pending@example.com')", &[]).unwrap();
-    admin.call("SELECT auth.admin_ban_user($1, $2::text::uuid, now() + interval '1 day', 'spam')", &[&id]).unwrap();
+    admin.call("SELECT * FROM auth.invite_user($1, 'pending@example.com')", &[]).unwrap();
+    admin.call("SELECT auth.ban_user($1, $2::text::uuid, now() + interval '1 day', 'spam')", &[&id]).unwrap();
     for (email, password) in [
         ("nobody@example.com", USER_PASSWORD),
         ("joe@example.com", USER_PASSWORD),        // banned
@@ -128,7 +132,7 @@ fn a_recovery_link_works_once_and_ends_the_sessions() {
     let mut admin = admin_session(&db);
     let id = admin.invite_and_accept(&db, "joe@example.com");
     sign_in(&db, "joe@example.com", USER_PASSWORD);
-    let row = &admin.call("SELECT recovery_token, sessions_revoked FROM auth.admin_reset_user_password($1, $2::text::uuid)", &[&id]).unwrap()[0];
+    let row = &admin.call("SELECT recovery_token, sessions_revoked FROM auth.reset_user_password($1, $2::text::uuid)", &[&id]).unwrap()[0];
     let (token, revoked): (String, i32) = (row.get(0), row.get(1));
     assert_eq!(revoked, 1);
     assert_eq!(overview(&mut admin, &id).get::<_, i64>(1), 0);
@@ -149,16 +153,16 @@ fn a_ban_revokes_sessions_and_refuses_sign_in_until_lifted() {
     sign_in(&db, "joe@example.com", USER_PASSWORD);
     sign_in(&db, "joe@example.com", USER_PASSWORD);
     let revoked: i32 = admin
-        .call("SELECT auth.admin_ban_user($1, $2::text::uuid, now() + interval '7 days', ' abuse ')", &[&id])
+        .call("SELECT auth.ban_user($1, $2::text::uuid, now() + interval '7 days', ' abuse ')", &[&id])
         .unwrap()[0]
         .get(0);
     assert_eq!(revoked, 2);
-    let row = &admin.call("SELECT status, ban_reason FROM auth.admin_get_user($1, $2::text::uuid)", &[&id]).unwrap()[0];
+    let row = &admin.call("SELECT status, ban_reason FROM auth.get_user($1, $2::text::uuid)", &[&id]).unwrap()[0];
     assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("banned".into(), "abuse".into()));
     assert!(!sign_in(&db, "joe@example.com", USER_PASSWORD).0);
-    admin.call("SELECT auth.admin_unban_user($1, $2::text::uuid)", &[&id]).unwrap();
+    admin.call("SELECT auth.unban_user($1, $2::text::uuid)", &[&id]).unwrap();
     assert!(sign_in(&db, "joe@example.com", USER_PASSWORD).0);
-    let revoked_now: i32 = admin.call("SELECT auth.admin_revoke_user_sessions($1, $2::text::uuid)", &[&id]).unwrap()[0].get(0);
+    let revoked_now: i32 = admin.call("SELECT auth.revoke_user_sessions($1, $2::text::uuid)", &[&id]).unwrap()[0].get(0);
     assert_eq!(revoked_now, 1);
 }
 
@@ -168,7 +172,7 @@ fn a_delete_removes_the_sessions_and_keeps_the_audit() {
     let mut admin = admin_session(&db);
     let id = admin.invite_and_accept(&db, "joe@example.com");
     sign_in(&db, "joe@example.com", USER_PASSWORD);
-    admin.call("SELECT auth.admin_delete_user($1, $2::text::uuid)", &[&id]).unwrap();
+    admin.call("SELECT auth.delete_user($1, $2::text::uuid)", &[&id]).unwrap();
     let mut su = db.connect(Caller::Superuser);
     let sessions: i64 = su.query_one("SELECT count(*) FROM auth.sessions", &[]).unwrap().get(0);
     assert_eq!(sessions, 0);
@@ -183,7 +187,7 @@ fn roles_must_exist_and_be_allow_listed() {
     let db = TestDb::new();
     let mut admin = admin_session(&db);
     let id = admin.invite_and_accept(&db, "joe@example.com");
-    let set_role = |admin: &mut Admin, role: &str| admin.call("SELECT auth.admin_set_user_role($1, $2::text::uuid, $3)", &[&id, &role]);
+    let set_role = |admin: &mut Admin, role: &str| admin.call("SELECT auth.set_user_role($1, $2::text::uuid, $3)", &[&id, &role]);
     assert_eq!(sqlstate(set_role(&mut admin, "editor")), "22023", "not listed");
     assert_eq!(sqlstate(set_role(&mut admin, "service_role")), "22023", "never a user's role");
 
@@ -194,7 +198,7 @@ fn roles_must_exist_and_be_allow_listed() {
     assert!(refused.as_db_error().unwrap().message().contains("does not exist"), "{refused}");
     admin.call("SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'editor')", &[]).unwrap();
     set_role(&mut admin, "editor").unwrap();
-    let role: String = admin.call("SELECT role FROM auth.admin_get_user($1, $2::text::uuid)", &[&id]).unwrap()[0].get(0);
+    let role: String = admin.call("SELECT role FROM auth.get_user($1, $2::text::uuid)", &[&id]).unwrap()[0].get(0);
     assert_eq!(role, "editor");
 }
 
@@ -205,12 +209,12 @@ fn metadata_is_validated_json_objects() {
     let id = admin.invite_and_accept(&db, "joe@example.com");
     for bad in ["[1, 2]", "\"plan\"", "42"] {
         let value: serde_json::Value = serde_json::from_str(bad).unwrap();
-        let result = admin.call("SELECT auth.admin_update_user_metadata($1, $2::text::uuid, $3)", &[&id, &value]);
+        let result = admin.call("SELECT auth.update_user_metadata($1, $2::text::uuid, $3)", &[&id, &value]);
         assert_eq!(sqlstate(result), "22023", "{bad}");
     }
     let app = serde_json::json!({"plan": "pro"});
-    admin.call("SELECT auth.admin_update_user_metadata($1, $2::text::uuid, app_metadata => $3)", &[&id, &app]).unwrap();
-    let row = &admin.call("SELECT app_metadata, user_metadata FROM auth.admin_get_user($1, $2::text::uuid)", &[&id]).unwrap()[0];
+    admin.call("SELECT auth.update_user_metadata($1, $2::text::uuid, app_metadata => $3)", &[&id, &app]).unwrap();
+    let row = &admin.call("SELECT app_metadata, user_metadata FROM auth.get_user($1, $2::text::uuid)", &[&id]).unwrap()[0];
     assert_eq!(row.get::<_, serde_json::Value>(0), app);
     assert_eq!(row.get::<_, serde_json::Value>(1), serde_json::json!({}), "untouched");
 }
@@ -221,16 +225,17 @@ fn bad_input_gets_a_clear_error() {
     let mut admin = admin_session(&db);
     admin.invite_and_accept(&db, "joe@example.com");
     let unknown = "00000000-0000-0000-0000-000000000000";
-    let cases: [(&str, Vec<&(dyn ToSql + Sync)>, &str, &str); 9] = [
-        ("SELECT * FROM auth.admin_get_user($1, $2::text::uuid)", vec![&unknown], "P0002", "no user with id"),
-        ("SELECT auth.admin_delete_user($1, $2::text::uuid)", vec![&unknown], "P0002", "no user with id"),
-        ("SELECT * FROM auth.admin_invite_user($1, 'JOE@example.com')", vec![], "23505", "exists already"),
-        ("SELECT * FROM auth.admin_invite_user($1, 'joe at example')", vec![], "22023", "invalid email address"),
-        ("SELECT * FROM auth.admin_invite_user($1, 'new@example.com', 'ghost_role')", vec![], "22023", "not allowed"),
-        ("SELECT * FROM auth.admin_list_users($1, sort => 'email; DROP TABLE auth.users')", vec![], "22023", "cannot sort by"),
-        ("SELECT * FROM auth.admin_list_users($1, filter_status => 'deleted')", vec![], "22023", "unknown status"),
-        ("SELECT * FROM auth.admin_list_users($1, after => '\"; DROP TABLE auth.users; --')", vec![], "22023", "invalid cursor"),
-        ("SELECT * FROM auth.admin_list_users($1, page_size => 100000)", vec![], "22023", "page_size"),
+    let cases: [(&str, Vec<&(dyn ToSql + Sync)>, &str, &str); 10] = [
+        ("SELECT * FROM auth.get_user($1, $2::text::uuid)", vec![&unknown], "P0002", "no user with id"),
+        ("SELECT auth.delete_user($1, $2::text::uuid)", vec![&unknown], "P0002", "no user with id"),
+        ("SELECT * FROM auth.invite_user($1, 'JOE@example.com')", vec![], "23505", "exists already"),
+        ("SELECT * FROM auth.invite_user($1, 'joe at example')", vec![], "22023", "invalid email address"),
+        ("SELECT * FROM auth.invite_user($1, 'new@example.com', 'ghost_role')", vec![], "22023", "not allowed"),
+        ("SELECT * FROM auth.list_users($1, sort => 'email; DROP TABLE auth.users')", vec![], "22023", "cannot sort by"),
+        ("SELECT * FROM auth.list_users($1, filter_status => 'deleted')", vec![], "22023", "unknown status"),
+        ("SELECT * FROM auth.list_users($1, cursor => '\"; DROP TABLE auth.users; --')", vec![], "22023", "cursor is not valid"),
+        ("SELECT * FROM auth.list_users($1, cursor => encode('[\"not a time\", \"x\"]', 'base64'))", vec![], "22023", "cursor is not valid"),
+        ("SELECT * FROM auth.list_users($1, page_size => 100000)", vec![], "22023", "page_size"),
     ];
     for (sql, params, code, message) in cases {
         let err = admin.call(sql, &params).unwrap_err();
@@ -238,7 +243,7 @@ fn bad_input_gets_a_clear_error() {
         assert!(err.as_db_error().unwrap().message().contains(message), "{sql}: {err}");
     }
     let joe: String = db.connect(Caller::Superuser).query_one("SELECT id::text FROM auth.users", &[]).unwrap().get(0);
-    let past = admin.call("SELECT auth.admin_ban_user($1, $2::text::uuid, now() - interval '1 hour', 'spam')", &[&joe]).unwrap_err();
+    let past = admin.call("SELECT auth.ban_user($1, $2::text::uuid, now() - interval '1 hour', 'spam')", &[&joe]).unwrap_err();
     assert_eq!(past.code().unwrap().code(), "22023");
     assert!(past.as_db_error().unwrap().message().contains("must end in the future"));
     let users: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM auth.users", &[]).unwrap().get(0);
@@ -259,16 +264,21 @@ fn paging_walks_every_user_once_in_order() {
         .unwrap();
     for (sort, descending) in [("created_at", true), ("email", false), ("last_sign_in_at", true), ("last_sign_in_at", false)] {
         let mut seen: Vec<String> = Vec::new();
-        let mut after: Option<String> = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let page = admin
-                .call("SELECT email, cursor FROM auth.admin_list_users($1, sort => $2, descending => $3, after => $4, page_size => 7)", &[&sort, &descending, &after])
-                .unwrap();
-            if page.is_empty() {
+            let page = &admin
+                .call(
+                    "SELECT p -> 'rows', p ->> 'next_cursor'
+                       FROM auth.list_users($1, sort => $2, descending => $3, cursor => $4, page_size => 7) p",
+                    &[&sort, &descending, &cursor],
+                )
+                .unwrap()[0];
+            let rows: serde_json::Value = page.get(0);
+            seen.extend(rows.as_array().unwrap().iter().map(|r| r["email"].as_str().unwrap().to_string()));
+            cursor = page.get(1);
+            if cursor.is_none() {
                 break;
             }
-            seen.extend(page.iter().map(|r| r.get::<_, String>(0)));
-            after = Some(page.last().unwrap().get(1));
         }
         assert_eq!(seen.len(), 30, "{sort}: {seen:?}");
         let mut unique = seen.clone();
@@ -281,9 +291,9 @@ fn paging_walks_every_user_once_in_order() {
             assert_eq!(seen, sorted);
         }
     }
-    let found = admin.call("SELECT email FROM auth.admin_list_users($1, search => 'U2')", &[]).unwrap();
+    let found = admin.call("SELECT r FROM jsonb_array_elements((auth.list_users($1, search => 'U2')) -> 'rows') r", &[]).unwrap();
     assert_eq!(found.len(), 11, "u2 and u20-u29");
-    let invited = admin.call("SELECT email FROM auth.admin_list_users($1, filter_status => 'invited')", &[]).unwrap();
+    let invited = admin.call("SELECT r FROM jsonb_array_elements((auth.list_users($1, filter_status => 'invited')) -> 'rows') r", &[]).unwrap();
     assert!(invited.is_empty());
 }
 
@@ -299,7 +309,7 @@ fn a_deep_page_of_100000_users_is_read_through_the_index() {
     )
     .unwrap();
     let cursor: String = admin
-        .call("SELECT cursor FROM auth.admin_list_users($1, page_size => 500) OFFSET 499", &[])
+        .call("SELECT auth.list_users($1, page_size => 500) ->> 'next_cursor'", &[])
         .unwrap()[0]
         .get(0);
     // The plan of the page query, as auto_explain reports the nested statement.
@@ -307,11 +317,11 @@ fn a_deep_page_of_100000_users_is_read_through_the_index() {
     client
         .batch_execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice;")
         .unwrap();
-    let page = client.query("SELECT email FROM auth.admin_list_users($1, after => $2, page_size => 50)", &[&admin.token, &cursor]).unwrap();
+    let page = client.query("SELECT r ->> 'email' FROM jsonb_array_elements(auth.list_users($1, cursor => $2, page_size => 50) -> 'rows') r", &[&admin.token, &cursor]).unwrap();
     assert_eq!(page.len(), 50);
     assert_eq!(page[0].get::<_, String>(0), "u501@example.com");
     let plans = notices.lock().unwrap().join("\n");
-    let page_plan = plans.split("Query Text:").find(|p| p.contains("LIMIT $6")).unwrap_or_else(|| panic!("no plan in {plans}"));
+    let page_plan = plans.split("Query Text:").find(|p| p.contains("LIMIT $5")).unwrap_or_else(|| panic!("no plan in {plans}"));
     assert!(page_plan.contains("users_created_at"), "the keyset index is used:\n{page_plan}");
     assert!(!page_plan.contains("Seq Scan on users"), "no scan of the whole table:\n{page_plan}");
 }
@@ -327,8 +337,8 @@ fn callers_reach_only_their_own_functions() {
         ("anon", "SELECT * FROM auth.sign_in('joe@example.com', 'x')"),
         ("anon", "SELECT * FROM auth.accept_invite('fbu_x', 'x')"),
         ("authenticated", "SELECT * FROM auth.sign_in('joe@example.com', 'x')"),
-        ("authenticated", "SELECT * FROM auth.admin_list_users('fbs_x')"),
-        ("service_role", "SELECT * FROM auth.admin_list_users('fbs_x')"),
+        ("authenticated", "SELECT * FROM auth.list_users('fbs_x')"),
+        ("service_role", "SELECT * FROM auth.list_users('fbs_x')"),
         ("service_role", "SELECT * FROM auth.users"),
     ] {
         let mut tx = su.transaction().unwrap();
@@ -337,14 +347,14 @@ fn callers_reach_only_their_own_functions() {
         assert_eq!(err.code().unwrap().code(), "42501", "{role}: {sql}: {err}");
     }
     let mut app = db.connect(Caller::App);
-    assert_eq!(app.query("SELECT * FROM auth.admin_list_users('fbs_x')", &[]).unwrap_err().code().unwrap().code(), "42501");
+    assert_eq!(app.query("SELECT * FROM auth.list_users('fbs_x')", &[]).unwrap_err().code().unwrap().code(), "42501");
 
     // A viewer is refused every user-management call.
     create_admin(&db, "vic@example.com", "viewer");
     let mut web = db.connect(Caller::Dashboard);
     let viewer = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.admin_list_users($1)", &[&viewer])), "42501");
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.admin_invite_user($1, 'x@example.com')", &[&viewer])), "42501");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.list_users($1)", &[&viewer])), "42501");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.invite_user($1, 'x@example.com')", &[&viewer])), "42501");
     let listed = admin::audit_actions(&db);
     assert!(listed.iter().all(|a| a != "users.listed"), "refused calls list nothing");
 }
@@ -405,10 +415,10 @@ fn a_search_as_you_type_is_audited_once_per_session_and_each_user_viewed_once() 
     let mut admin = admin_session(&db);
     let joe = admin.invite_and_accept(&db, "joe@example.com");
     for search in ["j", "jo", "joe", "joe@", "joe@example.com"] {
-        admin.call("SELECT * FROM auth.admin_list_users($1, search => $2)", &[&search]).unwrap();
+        admin.call("SELECT * FROM auth.list_users($1, search => $2)", &[&search]).unwrap();
     }
     for _ in 0..3 {
-        admin.call("SELECT * FROM auth.admin_get_user($1, $2::text::uuid)", &[&joe]).unwrap();
+        admin.call("SELECT * FROM auth.get_user($1, $2::text::uuid)", &[&joe]).unwrap();
     }
     let mut su = db.connect(Caller::Superuser);
     let listed: Vec<serde_json::Value> = su
@@ -427,7 +437,7 @@ fn a_search_as_you_type_is_audited_once_per_session_and_each_user_viewed_once() 
 
     // Another session of the same admin is audited again.
     let token = login(&mut admin.web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    as_dashboard(&mut admin.web, "SELECT * FROM auth.admin_list_users($1)", &[&token]).unwrap();
+    as_dashboard(&mut admin.web, "SELECT * FROM auth.list_users($1)", &[&token]).unwrap();
     let listed: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'users.listed'", &[]).unwrap().get(0);
     assert_eq!(listed, 2);
 }

@@ -1,6 +1,6 @@
 //! The audit log as a compliance tool: search (admins and viewers), export (`fluxbase
 //! audit export`, JSON Lines and CSV), verification of the hash chain (`fluxbase audit
-//! verify` and operator_verify_audit_chain), retention (`fluxbase audit purge`), and the
+//! verify` and operator_verify_audit), retention (`fluxbase audit purge`), and the
 //! settings overview that says who changed what.
 
 use std::collections::{BTreeSet, HashMap};
@@ -195,13 +195,13 @@ fn admin_id(db: &TestDb, email: &str) -> String {
 
 /// A sign-in with a chosen address and user agent.
 fn login_from(client: &mut Client, email: &str, password: &str, ip: &str, user_agent: &str) -> bool {
-    as_dashboard(
-        client,
-        "SELECT ok FROM dashboard_auth.login($1, $2, $3::text::inet, $4)",
-        &[&email, &password, &ip, &user_agent],
-    )
-    .unwrap()[0]
-        .get(0)
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+    tx.execute("SELECT set_config('fluxbase.client_ip', $1, true), set_config('fluxbase.user_agent', $2, true)", &[&ip, &user_agent])
+        .unwrap();
+    let row = tx.query_one("SELECT ok FROM dashboard_auth.sign_in($1, $2)", &[&email, &password]).unwrap();
+    tx.commit().unwrap();
+    row.get(0)
 }
 
 /// Burns identity values, so that audit_log.id and chain_seq differ from here on and a
@@ -227,7 +227,7 @@ fn set_trigger(su: &mut Client, enabled: bool) {
 fn verify_sql(c: &mut Client) -> (bool, i64, Option<i64>, Option<i64>, Option<String>, String) {
     let r = c
         .query_one(
-            "SELECT valid, entries, first_invalid_seq, head_seq, head_hash, message FROM dashboard_auth.operator_verify_audit_chain()",
+            "SELECT valid, entries, first_invalid_seq, head_seq, head_hash, message FROM dashboard_auth.operator_verify_audit()",
             &[],
         )
         .unwrap();
@@ -250,19 +250,19 @@ const NO_FILTER: Filter<'static> = Filter { actor: None, action: None, target: N
 
 fn search(web: &mut Web, f: &Filter, page_size: i32, cursor: Option<&str>) -> Result<Value, postgres::Error> {
     let rows = web.call(
-        "SELECT dashboard_auth.search_audit($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz, $7, $8)",
+        "SELECT dashboard_auth.list_audit($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz, $7, $8)",
         &[&f.actor, &f.action, &f.target, &f.since, &f.until, &page_size, &cursor],
     )?;
     Ok(rows[0].get(0))
 }
 
 fn ids_of(page: &Value) -> Vec<i64> {
-    page["entries"].as_array().expect("entries is an array").iter().map(|e| e["id"].as_i64().unwrap()).collect()
+    page["rows"].as_array().expect("rows is an array").iter().map(|e| e["id"].as_i64().unwrap()).collect()
 }
 
 /// Every match on one page (there must be no next page).
 fn search_ids(web: &mut Web, f: &Filter) -> Vec<i64> {
-    let page = search(web, f, 1000, None).unwrap_or_else(|e| panic!("search_audit: {e}"));
+    let page = search(web, f, 1000, None).unwrap_or_else(|e| panic!("list_audit: {e}"));
     assert!(page["next_cursor"].is_null(), "one page holds them all: {page}");
     ids_of(&page)
 }
@@ -272,7 +272,7 @@ fn all_pages(web: &mut Web, f: &Filter, page_size: i32) -> Vec<Vec<i64>> {
     let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = search(web, f, page_size, cursor.as_deref()).unwrap_or_else(|e| panic!("search_audit: {e}"));
+        let page = search(web, f, page_size, cursor.as_deref()).unwrap_or_else(|e| panic!("list_audit: {e}"));
         let ids = ids_of(&page);
         assert!(ids.len() <= page_size as usize, "a page holds at most {page_size}: {page}");
         pages.push(ids);
@@ -381,7 +381,7 @@ fn search_filters_by_actor_action_target_and_time() {
     // The README's call, with named arguments.
     let readme: Value = vic
         .call(
-            "SELECT dashboard_auth.search_audit($1, actor => 'bob@example.com', action => 'admin.',
+            "SELECT dashboard_auth.list_audit($1, actor => 'bob@example.com', action => 'admin.',
                                                target => NULL, since => '2001-01-01', until => NULL,
                                                page_size => 50, cursor => NULL)",
             &[],
@@ -393,7 +393,7 @@ fn search_filters_by_actor_action_target_and_time() {
 
     // An entry as the search shows it: every field but the hashes, as in the table.
     let page = search(&mut vic, &Filter { target: Some(&carl), action: Some("admin.role_changed"), ..NO_FILTER }, 10, None).unwrap();
-    let shown = &page["entries"][0];
+    let shown = &page["rows"][0];
     let entry = all.iter().find(|e| e.action == "admin.role_changed").unwrap();
     assert_eq!(shown["id"].as_i64(), Some(entry.id));
     assert_eq!(shown["actor"], "bob@example.com");
@@ -484,13 +484,13 @@ fn search_pages_with_a_keyset_cursor() {
         b64(r#"{"at": "2026-01-01T00:00:00Z"}"#),
     ];
     for cursor in &bad {
-        assert_eq!(sqlstate(ann.call("SELECT dashboard_auth.search_audit($1, cursor => $2)", &[cursor])), "22023", "cursor {cursor:?}");
+        assert_eq!(sqlstate(ann.call("SELECT dashboard_auth.list_audit($1, cursor => $2)", &[cursor])), "22023", "cursor {cursor:?}");
     }
     for size in [0, -1, 1001] {
-        assert_eq!(sqlstate(ann.call("SELECT dashboard_auth.search_audit($1, page_size => $2)", &[&size])), "22023", "page size {size}");
+        assert_eq!(sqlstate(ann.call("SELECT dashboard_auth.list_audit($1, page_size => $2)", &[&size])), "22023", "page size {size}");
     }
     let null_size: Option<i32> = None;
-    assert_eq!(sqlstate(ann.call("SELECT dashboard_auth.search_audit($1, page_size => $2)", &[&null_size])), "22023");
+    assert_eq!(sqlstate(ann.call("SELECT dashboard_auth.list_audit($1, page_size => $2)", &[&null_size])), "22023");
 }
 
 #[test]
@@ -513,12 +513,12 @@ fn viewers_may_search_and_nobody_without_a_session() {
 
     // No session: an unknown token, a signed-out session, a disabled admin's session.
     let mut web = db.connect(Caller::Dashboard);
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT dashboard_auth.search_audit('fbs_not_a_session')", &[])), "28000");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT dashboard_auth.list_audit('fbs_not_a_session')", &[])), "28000");
     let null_token: Option<String> = None;
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT dashboard_auth.search_audit($1)", &[&null_token])), "28000");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT dashboard_auth.list_audit($1)", &[&null_token])), "28000");
     let vic_id = admin_id(&db, "vic@example.com");
     let mut vic2 = Web { client: db.connect(Caller::Dashboard), token: login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token().to_string() };
-    vic.call("SELECT dashboard_auth.logout($1)", &[]).unwrap();
+    vic.call("SELECT dashboard_auth.sign_out($1)", &[]).unwrap();
     assert_eq!(sqlstate(search(&mut vic, &NO_FILTER, 10, None).map(|_| Vec::new())), "28000", "signed out");
     ann.call("SELECT dashboard_auth.disable_admin($1, $2::text::uuid)", &[&vic_id]).unwrap();
     assert_eq!(sqlstate(search(&mut vic2, &NO_FILTER, 10, None).map(|_| Vec::new())), "28000", "disabled");
@@ -526,11 +526,11 @@ fn viewers_may_search_and_nobody_without_a_session() {
     // Only the dashboard's role may call it: not the app's roles, not operators (who read
     // the table itself).
     let mut app = db.connect(Caller::App);
-    assert_eq!(sqlstate(app.query("SELECT dashboard_auth.search_audit($1)", &[&ann.token])), "42501");
+    assert_eq!(sqlstate(app.query("SELECT dashboard_auth.list_audit($1)", &[&ann.token])), "42501");
     let mut ops = db.connect(Caller::Operator);
-    assert_eq!(sqlstate(ops.query("SELECT dashboard_auth.search_audit($1)", &[&ann.token])), "42501");
+    assert_eq!(sqlstate(ops.query("SELECT dashboard_auth.list_audit($1)", &[&ann.token])), "42501");
     // The web role itself without SET ROLE fluxbase_dashboard (it is NOINHERIT).
-    assert_eq!(sqlstate(web.query("SELECT dashboard_auth.search_audit($1)", &[&ann.token])), "42501");
+    assert_eq!(sqlstate(web.query("SELECT dashboard_auth.list_audit($1)", &[&ann.token])), "42501");
 }
 
 // ---------------------------------------------------------------------------------
@@ -1041,14 +1041,14 @@ fn verify_an_intact_chain_from_the_cli_and_sql() {
     // Not from an older snapshot: REPEATABLE READ is refused (25000).
     let mut ops = db.connect(Caller::Operator);
     let mut tx = ops.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start().unwrap();
-    assert_eq!(sqlstate(tx.query("SELECT * FROM dashboard_auth.operator_verify_audit_chain()", &[])), "25000");
+    assert_eq!(sqlstate(tx.query("SELECT * FROM dashboard_auth.operator_verify_audit()", &[])), "25000");
     drop(tx);
 
     // Only operators verify.
     let mut web = db.connect(Caller::Dashboard);
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.operator_verify_audit_chain()", &[])), "42501");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.operator_verify_audit()", &[])), "42501");
     let mut app = db.connect(Caller::App);
-    assert_eq!(sqlstate(app.query("SELECT * FROM dashboard_auth.operator_verify_audit_chain()", &[])), "42501");
+    assert_eq!(sqlstate(app.query("SELECT * FROM dashboard_auth.operator_verify_audit()", &[])), "42501");
     let cli = audit_cli(&db, Caller::Dashboard, &["verify"]);
     assert_eq!(cli.code, Some(1));
     assert!(cli.stderr.contains("the role fluxbase_web may not run operator commands"), "{}", cli.stderr);
@@ -1293,7 +1293,7 @@ fn only_operators_may_purge() {
     let mut web = db.connect(Caller::Dashboard);
     assert_eq!(sqlstate(as_dashboard(&mut web, purge_sql, &[&cut, &to_seq, &last_hash])), "42501");
     assert_eq!(sqlstate(web.query(purge_sql, &[&cut, &to_seq, &last_hash])), "42501");
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.operator_audit_purge_range(now())", &[])), "42501");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.operator_plan_audit_purge(now())", &[])), "42501");
     let mut app = db.connect(Caller::App);
     assert_eq!(sqlstate(app.query(purge_sql, &[&cut, &to_seq, &last_hash])), "42501");
     // The function is granted to fluxbase_operator alone (and kept by its owner).
@@ -1357,7 +1357,7 @@ fn purge_refuses_a_range_that_is_not_the_one_exported() {
     let cut = a_moment_between(&db);
     ann.churn(2, 2);
     let mut ops = db.connect(Caller::Operator);
-    let range = ops.query_one("SELECT from_seq, to_seq, entries, last_hash FROM dashboard_auth.operator_audit_purge_range($1::text::timestamptz)", &[&cut]).unwrap();
+    let range = ops.query_one("SELECT from_seq, to_seq, entries, last_hash FROM dashboard_auth.operator_plan_audit_purge($1::text::timestamptz)", &[&cut]).unwrap();
     let (from_seq, to_seq, n, last_hash): (i64, i64, i64, String) = (range.get(0), range.get(1), range.get(2), range.get(3));
     assert_eq!((from_seq, to_seq, n), (1, 5, 5));
     let before = count_entries(&db);
@@ -1370,7 +1370,7 @@ fn purge_refuses_a_range_that_is_not_the_one_exported() {
     assert_eq!(purge(&mut ops, &cut, to_seq, "00", "/tmp/x.jsonl"), "55000", "another hash");
     assert_eq!(purge(&mut ops, &cut, to_seq + 2, entry_at(&entries(&db), to_seq + 2).hash.as_deref().unwrap(), "/tmp/x.jsonl"), "55000", "entries after the date");
     assert_eq!(purge(&mut ops, &cut, to_seq, &last_hash, " "), "22023", "no file named");
-    assert_eq!(sqlstate(ops.query("SELECT * FROM dashboard_auth.operator_audit_purge_range(NULL)", &[])), "22023");
+    assert_eq!(sqlstate(ops.query("SELECT * FROM dashboard_auth.operator_plan_audit_purge(NULL)", &[])), "22023");
     assert_eq!(count_entries(&db), before);
 }
 
@@ -1409,7 +1409,7 @@ fn purging_everything_keeps_the_newest_entry_and_the_chain_goes_on() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    let range = ops.query_one("SELECT to_seq, entries, last_hash FROM dashboard_auth.operator_audit_purge_range(clock_timestamp())", &[]).unwrap();
+    let range = ops.query_one("SELECT to_seq, entries, last_hash FROM dashboard_auth.operator_plan_audit_purge(clock_timestamp())", &[]).unwrap();
     let (to_seq, n, last_hash): (i64, i64, String) = (range.get(0), range.get(1), range.get(2));
     assert_eq!((to_seq, n), (newest.0 - 1, newest.0 - 1), "every entry but the newest");
     ops.execute("SELECT dashboard_auth.operator_purge_audit(clock_timestamp(), $1, $2, '/tmp/all.jsonl')", &[&to_seq, &last_hash]).unwrap();

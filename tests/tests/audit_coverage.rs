@@ -64,7 +64,7 @@ impl Session {
     /// request's address and user agent, as fluxbase serve takes it).
     fn ticket(&mut self, operation: &str, request: &Value, impersonation: Option<&str>) -> String {
         let request = request.to_string();
-        self.call("SELECT fluxbase_admin.ticket($1, $2, $3::text::jsonb, $4::text::uuid)", &[&operation, &request, &impersonation])[0].get(0)
+        self.call("SELECT fluxbase_admin.issue_ticket($1, $2, $3::text::jsonb, $4::text::uuid)", &[&operation, &request, &impersonation])[0].get(0)
     }
 }
 
@@ -76,12 +76,12 @@ fn on_data(data: &mut Client, ticket: &str, sql: &str) -> Value {
 }
 
 
-/// `dashboard_auth.login` from the test's address: (ok, code, session, challenge).
+/// `dashboard_auth.sign_in` from the test's address: (ok, code, session, challenge).
 fn sign_in(client: &mut Client, email: &str, password: &str) -> (bool, String, Option<String>, Option<String>) {
     let r = &web_ok(
         client,
-        "SELECT ok, code, session_token, challenge_token FROM dashboard_auth.login($1, $2, $3::text::inet, $4)",
-        &[&email, &password, &IP, &AGENT],
+        "SELECT ok, code, session_token, challenge_token FROM dashboard_auth.sign_in($1, $2)",
+        &[&email, &password],
     )[0];
     (r.get(0), r.get(1), r.get(2), r.get(3))
 }
@@ -144,9 +144,9 @@ impl Authenticator {
 /// Starts and confirms 2FA for the session's admin with the previous step's code;
 /// returns the app, its secret and the recovery codes.
 fn enrol(s: &mut Session) -> (Authenticator, String, Vec<String>) {
-    let secret: String = s.call("SELECT secret FROM dashboard_auth.begin_2fa_enrolment($1)", &[])[0].get(0);
+    let secret: String = s.call("SELECT secret FROM dashboard_auth.start_two_factor($1)", &[])[0].get(0);
     let app = Authenticator::new(&secret);
-    let r = &s.call("SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_2fa_enrolment($1, $2)", &[&app.code(-1)])[0];
+    let r = &s.call("SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_two_factor($1, $2)", &[&app.code(-1)])[0];
     assert!(r.get::<_, bool>(0), "confirm: {}", r.get::<_, String>(1));
     (app, secret, r.get(2))
 }
@@ -347,8 +347,8 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     cov.step();
     let r = &web_ok(
         &mut anonymous,
-        "SELECT ok, code, session_token, admin_id::text FROM dashboard_auth.setup($1, 'ann@example.com', 'Ann', $2, $3::text::inet, $4)",
-        &[&setup_token, &PASSWORD, &IP, &AGENT],
+        "SELECT ok, code, session_token, admin_id::text FROM dashboard_auth.complete_setup($1, 'ann@example.com', 'Ann', $2)",
+        &[&setup_token, &PASSWORD],
     )[0];
     assert!(r.get::<_, bool>(0), "setup: {}", r.get::<_, String>(1));
     let (ann_setup_token, ann): (String, String) = (r.get(2), r.get(3));
@@ -412,8 +412,8 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     cov.step();
     let r = &web_ok(
         &mut anonymous,
-        "SELECT ok, code, session_token FROM dashboard_auth.redeem_link($1, $2, $3::text::inet, $4)",
-        &[&bob_invite, &BOB_PASSWORD, &IP, &AGENT],
+        "SELECT ok, code, session_token FROM dashboard_auth.redeem_link($1, $2)",
+        &[&bob_invite, &BOB_PASSWORD],
     )[0];
     assert!(r.get::<_, bool>(0), "redeem: {}", r.get::<_, String>(1));
     secrets.push(r.get(2));
@@ -425,14 +425,14 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
 
     // Sign-out, and signing out the other sessions.
     let mut setup_s = Session { client: db.connect(Caller::Dashboard), token: ann_setup_token.clone() };
-    let setup_session_id: String = setup_s.call("SELECT session_id::text FROM dashboard_auth.whoami($1)", &[])[0].get(0);
+    let setup_session_id: String = setup_s.call("SELECT session_id::text FROM dashboard_auth.get_session($1)", &[])[0].get(0);
     cov.step();
-    setup_s.call("SELECT dashboard_auth.logout($1)", &[]);
+    setup_s.call("SELECT dashboard_auth.sign_out($1)", &[]);
     cov.expect("sign-out", by("admin", "ann@example.com", "admin.logout").target("session", &setup_session_id).from_client());
     let spare = session(&db, "ann@example.com", PASSWORD);
     secrets.push(spare.token.clone());
     cov.step();
-    ann_s.call("SELECT dashboard_auth.logout_others($1)", &[]);
+    ann_s.call("SELECT dashboard_auth.sign_out_others($1)", &[]);
     cov.expect(
         "sign out the other sessions",
         by("admin", "ann@example.com", "admin.logout_others").target("admin", &ann).is("/sessions_revoked", json!(1)).from_client(),
@@ -466,15 +466,15 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     cov.step();
     let r = &web_ok(
         &mut anonymous,
-        "SELECT ok, code, session_token FROM dashboard_auth.redeem_link($1, $2, $3::text::inet, $4)",
-        &[&bob_reset, &BOB_PASSWORD, &IP, &AGENT],
+        "SELECT ok, code, session_token FROM dashboard_auth.redeem_link($1, $2)",
+        &[&bob_reset, &BOB_PASSWORD],
     )[0];
     assert!(r.get::<_, bool>(0), "redeem reset: {}", r.get::<_, String>(1));
     let mut bob_s = Session { client: db.connect(Caller::Dashboard), token: r.get(2) };
     secrets.push(bob_s.token.clone());
     cov.expect("reset link redeemed", by("admin", "bob@example.com", "link.redeemed").target("link", &reset_link_id).is("/kind", json!("reset")).from_client());
     cov.step();
-    let r = &web_ok(&mut anonymous, "SELECT ok FROM dashboard_auth.redeem_link($1, $2, $3::text::inet, $4)", &[&bob_reset, &BOB_PASSWORD, &IP, &AGENT])[0];
+    let r = &web_ok(&mut anonymous, "SELECT ok FROM dashboard_auth.redeem_link($1, $2)", &[&bob_reset, &BOB_PASSWORD])[0];
     assert!(!r.get::<_, bool>(0));
     cov.expect(
         "used link redeemed again",
@@ -524,17 +524,17 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // ----- Two-factor sign-in ------------------------------------------------------
 
     cov.step();
-    let secret: String = ann_s.call("SELECT secret FROM dashboard_auth.begin_2fa_enrolment($1)", &[])[0].get(0);
+    let secret: String = ann_s.call("SELECT secret FROM dashboard_auth.start_two_factor($1)", &[])[0].get(0);
     secrets.push(secret.clone());
     let app = Authenticator::new(&secret);
     cov.expect("2FA enrolment started", by("admin", "ann@example.com", "admin.2fa_enrolment_started").target("admin", &ann).from_client());
     cov.step();
     let wrong = if app.code(0) == "000000" { "111111" } else { "000000" };
-    let r = &ann_s.call("SELECT ok FROM dashboard_auth.confirm_2fa_enrolment($1, $2)", &[&wrong])[0];
+    let r = &ann_s.call("SELECT ok FROM dashboard_auth.confirm_two_factor($1, $2)", &[&wrong])[0];
     assert!(!r.get::<_, bool>(0));
     cov.expect("2FA wrong code at enrolment", by("admin", "ann@example.com", "admin.2fa_code_failed").target("admin", &ann).is("/during", json!("enrolment")).from_client());
     cov.step();
-    let r = &ann_s.call("SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_2fa_enrolment($1, $2)", &[&app.code(-1)])[0];
+    let r = &ann_s.call("SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_two_factor($1, $2)", &[&app.code(-1)])[0];
     assert!(r.get::<_, bool>(0), "confirm: {}", r.get::<_, String>(1));
     secrets.extend(r.get::<_, Vec<String>>(2));
     cov.expect("2FA enabled", by("admin", "ann@example.com", "admin.2fa_enabled").target("admin", &ann).is("/recovery_codes", json!(10)).from_client());
@@ -552,8 +552,8 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     cov.step();
     let r = &web_ok(
         &mut anonymous,
-        "SELECT ok, code, session_token FROM dashboard_auth.login_second_factor($1, $2, $3::text::inet, $4)",
-        &[&challenge, &app.code(0), &IP, &AGENT],
+        "SELECT ok, code, session_token FROM dashboard_auth.sign_in_second_factor($1, $2)",
+        &[&challenge, &app.code(0)],
     )[0];
     assert!(r.get::<_, bool>(0), "second factor: {}", r.get::<_, String>(1));
     secrets.push(r.get(2));
@@ -570,8 +570,8 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
         by("admin", "ann@example.com", "admin.recovery_codes_regenerated").target("admin", &ann).is("/recovery_codes", json!(10)).from_client(),
     );
     cov.step();
-    let r = &ann_s.call("SELECT ok, code FROM dashboard_auth.disable_2fa($1, $2, $3)", &[&PASSWORD, &codes[0]])[0];
-    assert!(r.get::<_, bool>(0), "disable_2fa: {}", r.get::<_, String>(1));
+    let r = &ann_s.call("SELECT ok, code FROM dashboard_auth.disable_two_factor($1, $2, $3)", &[&PASSWORD, &codes[0]])[0];
+    assert!(r.get::<_, bool>(0), "disable_two_factor: {}", r.get::<_, String>(1));
     cov.expect("recovery code used", by("admin", "ann@example.com", "admin.recovery_code_used").target("admin", &ann).is("/remaining", json!(9)).from_client());
     cov.expect("2FA disabled by the admin", by("admin", "ann@example.com", "admin.2fa_disabled").target("admin", &ann).from_client());
 
@@ -618,7 +618,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // ----- App users -------------------------------------------------------------------
 
     cov.step();
-    let r = &ann_s.call("SELECT user_id::text, invite_token FROM auth.admin_invite_user($1, 'joe@example.com')", &[])[0];
+    let r = &ann_s.call("SELECT user_id::text, invite_token FROM auth.invite_user($1, 'joe@example.com')", &[])[0];
     let (joe, joe_invite): (String, String) = (r.get(0), r.get(1));
     secrets.push(joe_invite.clone());
     cov.expect(
@@ -636,56 +636,56 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     };
     assert!(app_call(&mut service, "SELECT ok FROM auth.accept_invite($1, $2)", &[&joe_invite, &JOE_PASSWORD]).get::<_, bool>(0));
     let joe_sign_in = |c: &mut Client| -> String {
-        let r = app_call(c, "SELECT ok, session_token FROM auth.sign_in('joe@example.com', $1, '198.51.100.1', 'app')", &[&JOE_PASSWORD]);
+        let r = app_call(c, "SELECT ok, session_token FROM auth.sign_in('joe@example.com', $1)", &[&JOE_PASSWORD]);
         assert!(r.get::<_, bool>(0));
         r.get(1)
     };
     secrets.push(joe_sign_in(&mut service));
 
     cov.step();
-    ann_s.call("SELECT count(*) FROM auth.admin_list_users($1, search => 'joe')", &[]);
+    ann_s.call("SELECT count(*) FROM auth.list_users($1, search => 'joe')", &[]);
     cov.expect("app users listed", by("admin", "ann@example.com", "users.listed").no_target_id("users").is("/search", json!("joe")).from_client());
     cov.step();
-    ann_s.call("SELECT * FROM auth.admin_get_user($1, $2::text::uuid)", &[&joe]);
+    ann_s.call("SELECT * FROM auth.get_user($1, $2::text::uuid)", &[&joe]);
     cov.expect("app user viewed", by("admin", "ann@example.com", "user.viewed").target("user", &joe).from_client());
     cov.step();
-    ann_s.call("SELECT auth.admin_set_user_role($1, $2::text::uuid, 'fluxbase_cov_editor')", &[&joe]);
+    ann_s.call("SELECT auth.set_user_role($1, $2::text::uuid, 'fluxbase_cov_editor')", &[&joe]);
     cov.expect(
         "app user's role changed",
         by("admin", "ann@example.com", "user.role_changed").target("user", &joe).is("/old", json!("authenticated")).is("/new", json!("fluxbase_cov_editor")).from_client(),
     );
-    ann_s.call("SELECT auth.admin_set_user_role($1, $2::text::uuid, 'authenticated')", &[&joe]);
+    ann_s.call("SELECT auth.set_user_role($1, $2::text::uuid, 'authenticated')", &[&joe]);
     cov.step();
-    ann_s.call("SELECT auth.admin_update_user_metadata($1, $2::text::uuid, '{\"plan\": \"pro\"}')", &[&joe]);
+    ann_s.call("SELECT auth.update_user_metadata($1, $2::text::uuid, '{\"plan\": \"pro\"}')", &[&joe]);
     cov.expect(
         "app user's metadata changed",
         by("admin", "ann@example.com", "user.metadata_changed").target("user", &joe).is("/new/app_metadata/plan", json!("pro")).is("/old/app_metadata", json!({})).from_client(),
     );
     cov.step();
-    ann_s.call("SELECT auth.admin_ban_user($1, $2::text::uuid, now() + interval '1 day', 'spam')", &[&joe]);
+    ann_s.call("SELECT auth.ban_user($1, $2::text::uuid, now() + interval '1 day', 'spam')", &[&joe]);
     cov.expect(
         "app user banned",
         by("admin", "ann@example.com", "user.banned").target("user", &joe).is("/reason", json!("spam")).is("/sessions_revoked", json!(1)).set("/until").from_client(),
     );
     cov.step();
-    ann_s.call("SELECT auth.admin_unban_user($1, $2::text::uuid)", &[&joe]);
+    ann_s.call("SELECT auth.unban_user($1, $2::text::uuid)", &[&joe]);
     cov.expect("app user unbanned", by("admin", "ann@example.com", "user.unbanned").target("user", &joe).set("/was_banned_until").from_client());
     secrets.push(joe_sign_in(&mut service));
     cov.step();
-    let recovery: String = ann_s.call("SELECT recovery_token FROM auth.admin_reset_user_password($1, $2::text::uuid)", &[&joe])[0].get(0);
+    let recovery: String = ann_s.call("SELECT recovery_token FROM auth.reset_user_password($1, $2::text::uuid)", &[&joe])[0].get(0);
     secrets.push(recovery);
     cov.expect("app user's password reset", by("admin", "ann@example.com", "user.password_reset").target("user", &joe).is("/sessions_revoked", json!(1)).from_client());
     secrets.push(joe_sign_in(&mut service));
     cov.step();
-    ann_s.call("SELECT auth.admin_revoke_user_sessions($1, $2::text::uuid)", &[&joe]);
+    ann_s.call("SELECT auth.revoke_user_sessions($1, $2::text::uuid)", &[&joe]);
     cov.expect("app user's sessions revoked", by("admin", "ann@example.com", "user.sessions_revoked").target("user", &joe).is("/sessions_revoked", json!(1)).from_client());
 
     // ----- Impersonation ---------------------------------------------------------------
 
     cov.step();
     let r = &ann_s.call(
-        "SELECT ok, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', 'joe@example.com', 'ticket 7', $2::text::inet, $3)",
-        &[&IP, &AGENT],
+        "SELECT ok, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', 'joe@example.com', 'ticket 7')",
+        &[],
     )[0];
     assert!(r.get::<_, bool>(0), "start_impersonation: {}", r.get::<_, String>(1));
     let imp: String = r.get(2);
@@ -749,7 +749,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     );
     {
         let mut tx = data.transaction().unwrap();
-        tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket]).unwrap();
         tx.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
         let n: i64 = tx.query_one("SELECT count(*) FROM public.orders", &[]).unwrap().get(0);
         tx.batch_execute("SET LOCAL ROLE NONE").unwrap();
@@ -762,7 +762,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     }
     cov.expect("work as the user: psql result", e);
     // An app user with an admin's email cannot be impersonated: refused, and recorded.
-    let twin: String = ann_s.call("SELECT user_id::text FROM auth.admin_invite_user($1, 'bob@example.com')", &[])[0].get(0);
+    let twin: String = ann_s.call("SELECT user_id::text FROM auth.invite_user($1, 'bob@example.com')", &[])[0].get(0);
     cov.step();
     let r = &ann_s.call("SELECT ok, code FROM auth.start_impersonation($1, 'user', 'bob@example.com', 'ticket 8')", &[])[0];
     assert_eq!((r.get::<_, bool>(0), r.get::<_, String>(1)), (false, "forbidden_target".to_string()));
@@ -834,8 +834,8 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // A read run: the three steps on one connection.
     let statement = "SELECT count(*) FROM public.orders";
     cov.step();
-    let r = &ann_s.call("SELECT ok, message, run_id::text, timeout_ms, ticket FROM fluxbase_admin.sql_begin($1, $2)", &[&statement])[0];
-    assert!(r.get::<_, bool>(0), "sql_begin: {}", r.get::<_, String>(1));
+    let r = &ann_s.call("SELECT ok, message, run_id::text, timeout_ms, ticket FROM fluxbase_admin.start_sql_run($1, $2)", &[&statement])[0];
+    assert!(r.get::<_, bool>(0), "start_sql_run: {}", r.get::<_, String>(1));
     let (run_id, timeout, ticket): (String, i64, String) = (r.get(2), r.get(3), r.get(4));
     let intent = cov.expect(
         "SQL run: intent",
@@ -844,27 +844,27 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     {
         // The run itself, on the data login.
         data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {timeout}")).unwrap();
-        data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &statement]).unwrap();
+        data.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&ticket, &statement]).unwrap();
         data.batch_execute("SAVEPOINT run").unwrap();
-        let result: Value = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&statement]).unwrap().get(0);
+        let result: Value = data.query_one("SELECT fluxbase_admin.execute_sql($1)", &[&statement]).unwrap().get(0);
         assert_eq!(result["rows"], json!([["2"]]), "rows 1 and 3 are left after the edits: {result}");
         data.batch_execute("ROLLBACK TO SAVEPOINT run; COMMIT").unwrap();
     }
-    ann_s.call("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, '{\"status\": \"succeeded\", \"row_count\": 1}')", &[&run_id]);
+    ann_s.call("SELECT fluxbase_admin.finish_sql_run($1, $2::text::uuid, '{\"status\": \"succeeded\", \"row_count\": 1}')", &[&run_id]);
     let mut e = by("admin", "ann@example.com", "sql.run.succeeded").target("sql_run", &run_id).is("/row_count", json!(1)).from_client();
     if let Some(intent) = &intent {
         e = e.is("/intent_id", json!(intent.id));
     }
     cov.expect("SQL run: succeeded", e);
     cov.step();
-    ann_s.call("SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&run_id]);
+    ann_s.call("SELECT fluxbase_admin.cancel_sql_run($1, $2::text::uuid)", &[&run_id]);
     cov.expect("SQL run: cancel", by("admin", "ann@example.com", "sql.cancel").target("sql_run", &run_id).is("/cancelled", json!(false)).from_client());
 
     // A write run that fails, with a password in it: recorded, redacted.
     let secret_statement = format!("ALTER ROLE fluxbase_cov_editor PASSWORD '{SQL_SECRET}'");
     cov.step();
-    let r = &ann_s.call("SELECT ok, message, run_id::text, ticket FROM fluxbase_admin.sql_begin($1, $2, true)", &[&secret_statement])[0];
-    assert!(r.get::<_, bool>(0), "sql_begin: {}", r.get::<_, String>(1));
+    let r = &ann_s.call("SELECT ok, message, run_id::text, ticket FROM fluxbase_admin.start_sql_run($1, $2, true)", &[&secret_statement])[0];
+    assert!(r.get::<_, bool>(0), "start_sql_run: {}", r.get::<_, String>(1));
     let (run2, ticket): (String, String) = (r.get(2), r.get(3));
     cov.expect(
         "SQL write run: intent, redacted",
@@ -872,20 +872,20 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     );
     {
         data.batch_execute("BEGIN").unwrap();
-        data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &secret_statement]).unwrap();
+        data.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&ticket, &secret_statement]).unwrap();
         data.batch_execute("SAVEPOINT run").unwrap();
-        let failed = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&secret_statement]);
+        let failed = data.query_one("SELECT fluxbase_admin.execute_sql($1)", &[&secret_statement]);
         assert!(failed.is_err(), "service_role may not change a role's password");
         data.batch_execute("ROLLBACK TO SAVEPOINT run; COMMIT").unwrap();
     }
-    ann_s.call("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, '{\"status\": \"failed\", \"error_code\": \"42501\"}')", &[&run2]);
+    ann_s.call("SELECT fluxbase_admin.finish_sql_run($1, $2::text::uuid, '{\"status\": \"failed\", \"error_code\": \"42501\"}')", &[&run2]);
     cov.expect("SQL write run: failed", by("admin", "ann@example.com", "sql.run.failed").target("sql_run", &run2).is("/error_code", json!("42501")).from_client());
 
     // A write run that succeeds records its result in its own transaction, on the data login.
     let write = "UPDATE public.orders SET qty = qty + 1 WHERE id = 3";
     cov.step();
-    let r = &ann_s.call("SELECT ok, message, run_id::text, ticket FROM fluxbase_admin.sql_begin($1, $2, true)", &[&write])[0];
-    assert!(r.get::<_, bool>(0), "sql_begin: {}", r.get::<_, String>(1));
+    let r = &ann_s.call("SELECT ok, message, run_id::text, ticket FROM fluxbase_admin.start_sql_run($1, $2, true)", &[&write])[0];
+    assert!(r.get::<_, bool>(0), "start_sql_run: {}", r.get::<_, String>(1));
     let (run3, ticket): (String, String) = (r.get(2), r.get(3));
     let intent = cov.expect(
         "SQL write run: intent",
@@ -893,9 +893,9 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     );
     {
         data.batch_execute("BEGIN").unwrap();
-        data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &write]).unwrap();
+        data.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&ticket, &write]).unwrap();
         data.batch_execute("SAVEPOINT run").unwrap();
-        let result: Value = data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&write]).unwrap().get(0);
+        let result: Value = data.query_one("SELECT fluxbase_admin.execute_sql($1)", &[&write]).unwrap().get(0);
         assert_eq!(result["affected"], 1, "{result}");
         data.execute("SELECT fluxbase_admin.record_result($1)", &[&json!({"status": "succeeded", "row_count": 0, "affected": 1})]).unwrap();
         data.batch_execute("COMMIT").unwrap();
@@ -908,7 +908,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
 
     // A viewer's write run is refused, and recorded.
     cov.step();
-    let r = &bob_s.call("SELECT ok, code FROM fluxbase_admin.sql_begin($1, 'DELETE FROM public.orders', true)", &[])[0];
+    let r = &bob_s.call("SELECT ok, code FROM fluxbase_admin.start_sql_run($1, 'DELETE FROM public.orders', true)", &[])[0];
     assert_eq!((r.get::<_, bool>(0), r.get::<_, String>(1)), (false, "forbidden".to_string()));
     cov.expect(
         "SQL run refused to a viewer",
@@ -917,7 +917,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
 
     // The app user is deleted last (impersonation and browsing used it).
     cov.step();
-    ann_s.call("SELECT auth.admin_delete_user($1, $2::text::uuid)", &[&joe]);
+    ann_s.call("SELECT auth.delete_user($1, $2::text::uuid)", &[&joe]);
     cov.expect("app user deleted", by("admin", "ann@example.com", "user.deleted").target("user", &joe).is("/email", json!("joe@example.com")).from_client());
 
     // ----- The operator's audit commands -------------------------------------------

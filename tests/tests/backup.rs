@@ -55,7 +55,7 @@ fn a_backup_restores_into_a_fresh_database_and_the_admin_signs_in() {
     let again = login(&mut restored_web, "ann@example.com", PASSWORD, "192.0.2.1");
     assert!(again.ok, "{again:?}");
     // Sessions, settings and new entries continue where the backup left off.
-    assert!(as_dashboard(&mut restored_web, "SELECT * FROM dashboard_auth.whoami($1)", &[&token]).is_ok());
+    assert!(as_dashboard(&mut restored_web, "SELECT * FROM dashboard_auth.get_session($1)", &[&token]).is_ok());
     let idle: String = as_dashboard(
         &mut restored_web,
         "SELECT value FROM dashboard_auth.list_settings($1) WHERE key = 'session.idle_timeout'",

@@ -1,11 +1,11 @@
-//! Capabilities (API 1.0): `dashboard_auth.whoami` lists what a session may do, computed
+//! Capabilities (API 1.0): `dashboard_auth.get_session` lists what a session may do, computed
 //! from the one matrix (`dashboard_auth.role_capabilities`) that the functions enforce.
 //!
 //! Every function the dashboard may call with a session (first argument `session_token`,
 //! in auth, dashboard_auth or fluxbase_admin, executable by fluxbase_dashboard) has a row
 //! in `cases()`: the capability it needs (or none: any session may) and a valid way to
 //! call it. Each row is called as an admin and as a viewer; a call succeeds exactly when
-//! the caller's whoami lists its capability, and is otherwise refused for that reason
+//! the caller's get_session lists its capability, and is otherwise refused for that reason
 //! (42501 "viewers are read-only", or a returned outcome with code 'forbidden').
 //! A function found in pg_proc without a row fails the test, and so does a row whose
 //! function is gone, so that a new function cannot slip past the matrix.
@@ -156,7 +156,7 @@ impl World {
 
     /// A read-only SQL run of the session's own, begun and still running.
     fn own_run(&mut self, s: &Session) -> String {
-        let rows = self.q(&s.token, "fluxbase_admin.sql_begin($1, 'SELECT 1', false, NULL, NULL)").unwrap();
+        let rows = self.q(&s.token, "fluxbase_admin.start_sql_run($1, 'SELECT 1', false, NULL, NULL)").unwrap();
         assert_eq!(rows[0]["ok"], true, "begin a run as {}: {}", s.role, rows[0]);
         rows[0]["run_id"].as_str().unwrap().to_string()
     }
@@ -166,14 +166,14 @@ impl World {
     fn enrolled(&mut self, role: &'static str) -> (Session, Authenticator, Vec<String>) {
         let own = self.own_account(role);
         let app = self.begin_enrolment(&own);
-        let rows = self.q(&own.token, &format!("dashboard_auth.confirm_2fa_enrolment($1, {})", lit(&app.code(-1)))).unwrap();
+        let rows = self.q(&own.token, &format!("dashboard_auth.confirm_two_factor($1, {})", lit(&app.code(-1)))).unwrap();
         assert_eq!(rows[0]["ok"], true, "confirm enrolment: {}", rows[0]);
         let recovery = rows[0]["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
         (own, app, recovery)
     }
 
     fn begin_enrolment(&mut self, own: &Session) -> Authenticator {
-        let rows = self.q(&own.token, "dashboard_auth.begin_2fa_enrolment($1)").unwrap();
+        let rows = self.q(&own.token, "dashboard_auth.start_two_factor($1)").unwrap();
         Authenticator::new(rows[0]["secret"].as_str().unwrap())
     }
 }
@@ -191,9 +191,9 @@ type Call = fn(&mut World, &Session) -> Result<Vec<Value>, postgres::Error>;
 struct Case {
     /// `oid::regprocedure::text` with search_path = pg_catalog.
     function: &'static str,
-    /// Tells apart the rows of one function (ticket's operations, sql_begin's modes).
+    /// Tells apart the rows of one function (ticket's operations, start_sql_run's modes).
     label: &'static str,
-    /// The capability the call needs, one of whoami's words; None: any session may.
+    /// The capability the call needs, one of get_session's words; None: any session may.
     capability: Option<&'static str>,
     call: Call,
 }
@@ -202,13 +202,13 @@ fn case(function: &'static str, label: &'static str, capability: Option<&'static
     Case { function, label, capability, call }
 }
 
-const TICKET: &str = "fluxbase_admin.ticket(text,text,jsonb,uuid)";
-const SQL_BEGIN: &str = "fluxbase_admin.sql_begin(text,text,boolean,text,uuid)";
+const TICKET: &str = "fluxbase_admin.issue_ticket(text,text,jsonb,uuid)";
+const SQL_BEGIN: &str = "fluxbase_admin.start_sql_run(text,text,boolean,text,uuid)";
 
 fn cases() -> Vec<Case> {
     vec![
         // dashboard_auth: who the session is, admins, settings, the audit log
-        case("dashboard_auth.whoami(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.whoami($1)")),
+        case("dashboard_auth.get_session(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.get_session($1)")),
         case("dashboard_auth.use_session(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.use_session($1)")),
         case("dashboard_auth.list_admins(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.list_admins($1)")),
         case("dashboard_auth.invite_admin(text,text,text,text,interval)", "", Some("manage_admins"), |w, s| {
@@ -238,112 +238,104 @@ fn cases() -> Vec<Case> {
         case("dashboard_auth.reset_setting(text,text)", "", Some("change_settings"), |w, s| {
             w.q(&s.token, "dashboard_auth.reset_setting($1, 'lockout.duration')")
         }),
-        case("dashboard_auth.search_audit(text,text,text,text,timestamp with time zone,timestamp with time zone,integer,text)", "", None, |w, s| {
-            w.q(&s.token, "dashboard_auth.search_audit($1, NULL, 'admin.', NULL, now() - interval '1 day', NULL, 10, NULL)")
+        case("dashboard_auth.list_audit(text,text,text,text,timestamp with time zone,timestamp with time zone,integer,text)", "", None, |w, s| {
+            w.q(&s.token, "dashboard_auth.list_audit($1, NULL, 'admin.', NULL, now() - interval '1 day', NULL, 10, NULL)")
         }),
         // dashboard_auth: the session's own account (on accounts or sessions of their own)
-        case("dashboard_auth.two_factor_status(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.two_factor_status($1)")),
-        case("dashboard_auth.begin_2fa_enrolment(text)", "", None, |w, s| {
+        case("dashboard_auth.get_two_factor(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.get_two_factor($1)")),
+        case("dashboard_auth.start_two_factor(text)", "", None, |w, s| {
             let own = w.own_account(s.role);
-            w.q(&own.token, "dashboard_auth.begin_2fa_enrolment($1)")
+            w.q(&own.token, "dashboard_auth.start_two_factor($1)")
         }),
-        case("dashboard_auth.confirm_2fa_enrolment(text,text)", "", None, |w, s| {
+        case("dashboard_auth.confirm_two_factor(text,text)", "", None, |w, s| {
             let own = w.own_account(s.role);
             let app = w.begin_enrolment(&own);
-            w.q(&own.token, &format!("dashboard_auth.confirm_2fa_enrolment($1, {})", lit(&app.code(0))))
+            w.q(&own.token, &format!("dashboard_auth.confirm_two_factor($1, {})", lit(&app.code(0))))
         }),
         case("dashboard_auth.regenerate_recovery_codes(text,text,text)", "", None, |w, s| {
             let (own, app, _) = w.enrolled(s.role);
             w.q(&own.token, &format!("dashboard_auth.regenerate_recovery_codes($1, {}, {})", lit(PASSWORD), lit(&app.code(0))))
         }),
-        case("dashboard_auth.disable_2fa(text,text,text)", "", None, |w, s| {
+        case("dashboard_auth.disable_two_factor(text,text,text)", "", None, |w, s| {
             let (own, _, recovery) = w.enrolled(s.role);
-            w.q(&own.token, &format!("dashboard_auth.disable_2fa($1, {}, {})", lit(PASSWORD), lit(&recovery[0])))
+            w.q(&own.token, &format!("dashboard_auth.disable_two_factor($1, {}, {})", lit(PASSWORD), lit(&recovery[0])))
         }),
         case("dashboard_auth.change_password(text,text,text)", "", None, |w, s| {
             let own = w.own_account(s.role);
             w.q(&own.token, &format!("dashboard_auth.change_password($1, {}, {})", lit(PASSWORD), lit(NEW_PASSWORD)))
         }),
-        case("dashboard_auth.logout(text)", "", None, |w, s| {
+        case("dashboard_auth.sign_out(text)", "", None, |w, s| {
             let second = sign_in(&mut w.web, &s.email);
-            w.q(&second, "dashboard_auth.logout($1)")
+            w.q(&second, "dashboard_auth.sign_out($1)")
         }),
-        case("dashboard_auth.logout_others(text)", "", None, |w, s| {
+        case("dashboard_auth.sign_out_others(text)", "", None, |w, s| {
             let own = w.own_account(s.role);
             sign_in(&mut w.web, &own.email);
-            w.q(&own.token, "dashboard_auth.logout_others($1)")
+            w.q(&own.token, "dashboard_auth.sign_out_others($1)")
         }),
         // auth: app users (manage_users) and impersonation (impersonate)
-        case("auth.admin_list_users(text,text,text,text,text,boolean,text,integer)", "", Some("manage_users"), |w, s| {
-            w.q(&s.token, "auth.admin_list_users($1, 'example', NULL, NULL, 'email', false, NULL, 10)")
+        case("auth.list_users(text,text,text,text,text,boolean,integer,text)", "", Some("manage_users"), |w, s| {
+            w.q(&s.token, "auth.list_users($1, 'example', NULL, NULL, 'email', false, 10, NULL)")
         }),
-        case("auth.admin_get_user(text,uuid)", "", Some("manage_users"), |w, s| {
+        case("auth.get_user(text,uuid)", "", Some("manage_users"), |w, s| {
             let joe = w.joe.clone();
-            w.q(&s.token, &format!("auth.admin_get_user($1, {})", lit(&joe)))
+            w.q(&s.token, &format!("auth.get_user($1, {})", lit(&joe)))
         }),
-        case("auth.admin_invite_user(text,text,text,jsonb,interval)", "", Some("manage_users"), |w, s| {
+        case("auth.invite_user(text,text,text,jsonb,interval)", "", Some("manage_users"), |w, s| {
             let email = format!("invited-user-{}@example.com", w.next());
-            w.q(&s.token, &format!("auth.admin_invite_user($1, {}, 'authenticated', '{{\"plan\": \"free\"}}', interval '1 day')", lit(&email)))
+            w.q(&s.token, &format!("auth.invite_user($1, {}, 'authenticated', '{{\"plan\": \"free\"}}', interval '1 day')", lit(&email)))
         }),
-        case("auth.admin_set_user_role(text,uuid,text)", "", Some("manage_users"), |w, s| {
+        case("auth.set_user_role(text,uuid,text)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(false);
-            w.q(&s.token, &format!("auth.admin_set_user_role($1, {}, 'authenticated')", lit(&user)))
+            w.q(&s.token, &format!("auth.set_user_role($1, {}, 'authenticated')", lit(&user)))
         }),
-        case("auth.admin_update_user_metadata(text,uuid,jsonb,jsonb)", "", Some("manage_users"), |w, s| {
+        case("auth.update_user_metadata(text,uuid,jsonb,jsonb)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(false);
-            w.q(&s.token, &format!("auth.admin_update_user_metadata($1, {}, '{{\"tier\": 2}}', '{{\"name\": \"Sam\"}}')", lit(&user)))
+            w.q(&s.token, &format!("auth.update_user_metadata($1, {}, '{{\"tier\": 2}}', '{{\"name\": \"Sam\"}}')", lit(&user)))
         }),
-        case("auth.admin_reset_user_password(text,uuid,interval)", "", Some("manage_users"), |w, s| {
+        case("auth.reset_user_password(text,uuid,interval)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(false);
-            w.q(&s.token, &format!("auth.admin_reset_user_password($1, {}, interval '1 hour')", lit(&user)))
+            w.q(&s.token, &format!("auth.reset_user_password($1, {}, interval '1 hour')", lit(&user)))
         }),
-        case("auth.admin_revoke_user_sessions(text,uuid)", "", Some("manage_users"), |w, s| {
+        case("auth.revoke_user_sessions(text,uuid)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(false);
-            w.q(&s.token, &format!("auth.admin_revoke_user_sessions($1, {})", lit(&user)))
+            w.q(&s.token, &format!("auth.revoke_user_sessions($1, {})", lit(&user)))
         }),
-        case("auth.admin_ban_user(text,uuid,timestamp with time zone,text)", "", Some("manage_users"), |w, s| {
+        case("auth.ban_user(text,uuid,timestamp with time zone,text)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(false);
-            w.q(&s.token, &format!("auth.admin_ban_user($1, {}, now() + interval '1 day', 'spam')", lit(&user)))
+            w.q(&s.token, &format!("auth.ban_user($1, {}, now() + interval '1 day', 'spam')", lit(&user)))
         }),
-        case("auth.admin_unban_user(text,uuid)", "", Some("manage_users"), |w, s| {
+        case("auth.unban_user(text,uuid)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(true);
-            w.q(&s.token, &format!("auth.admin_unban_user($1, {})", lit(&user)))
+            w.q(&s.token, &format!("auth.unban_user($1, {})", lit(&user)))
         }),
-        case("auth.admin_delete_user(text,uuid)", "", Some("manage_users"), |w, s| {
+        case("auth.delete_user(text,uuid)", "", Some("manage_users"), |w, s| {
             let user = w.spare_user(false);
-            w.q(&s.token, &format!("auth.admin_delete_user($1, {})", lit(&user)))
+            w.q(&s.token, &format!("auth.delete_user($1, {})", lit(&user)))
         }),
-        case("auth.start_impersonation(text,text,text,text,inet,text,interval)", "", Some("impersonate"), |w, s| {
+        case("auth.start_impersonation(text,text,text,text,interval)", "", Some("impersonate"), |w, s| {
             let joe = w.joe.clone();
-            w.q(&s.token, &format!("auth.start_impersonation($1, 'user', {}, 'ticket 42', '192.0.2.1', 'tests', interval '10 minutes')", lit(&joe)))
-        }),
-        case("auth.impersonation_context(text,uuid)", "the admin's impersonation", Some("impersonate"), |w, s| {
-            let id = w.impersonation();
-            w.q(&s.token, &format!("auth.impersonation_context($1, {})", lit(&id)))
-        }),
-        case("auth.record_impersonated_intent(text,uuid,text,jsonb)", "the admin's impersonation", Some("impersonate"), |w, s| {
-            let id = w.impersonation();
-            w.q(&s.token, &format!("auth.record_impersonated_intent($1, {}, 'explorer.browse', '{{\"table\": \"public.t\"}}')", lit(&id)))
+            w.q(&s.token, &format!("auth.start_impersonation($1, 'user', {}, 'ticket 42', interval '10 minutes')", lit(&joe)))
         }),
         case("auth.end_impersonation(text)", "", None, |w, s| {
             w.impersonation();
             w.q(&s.token, "auth.end_impersonation($1)")
         }),
         // fluxbase_admin: metrics, the catalog, real time
-        case("fluxbase_admin.metrics_overview(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_overview($1)")),
-        case("fluxbase_admin.metrics_backends(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_backends($1)")),
-        case("fluxbase_admin.metrics_activity(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_activity($1)")),
-        case("fluxbase_admin.metrics_connections(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_connections($1)")),
-        case("fluxbase_admin.metrics_pools(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_pools($1)")),
-        case("fluxbase_admin.metrics_statements(text,integer)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_statements($1, 5)")),
-        case("fluxbase_admin.metrics_storage(text,text,integer)", "", None, |w, s| {
-            w.q(&s.token, "fluxbase_admin.metrics_storage($1, 'public', 10)")
+        case("fluxbase_admin.get_metrics(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.get_metrics($1)")),
+        case("fluxbase_admin.list_backends(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_backends($1)")),
+        case("fluxbase_admin.list_activity(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_activity($1)")),
+        case("fluxbase_admin.get_connections(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.get_connections($1)")),
+        case("fluxbase_admin.list_pools(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_pools($1)")),
+        case("fluxbase_admin.list_statements(text,integer)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_statements($1, 5)")),
+        case("fluxbase_admin.list_table_sizes(text,text,integer)", "", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.list_table_sizes($1, 'public', 10)")
         }),
-        case("fluxbase_admin.metrics_schemas(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.metrics_schemas($1)")),
-        case("fluxbase_admin.metric_history(text,timestamp with time zone)", "", None, |w, s| {
-            w.q(&s.token, "fluxbase_admin.metric_history($1, now() - interval '1 hour')")
+        case("fluxbase_admin.list_schema_sizes(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_schema_sizes($1)")),
+        case("fluxbase_admin.list_metric_history(text,timestamp with time zone)", "", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.list_metric_history($1, now() - interval '1 hour')")
         }),
-        case("fluxbase_admin.catalog(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.catalog($1)")),
+        case("fluxbase_admin.list_tables(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_tables($1)")),
         case("fluxbase_admin.describe_table(text,text,text)", "", None, |w, s| {
             w.q(&s.token, "fluxbase_admin.describe_table($1, 'public', 't')")
         }),
@@ -353,57 +345,57 @@ fn cases() -> Vec<Case> {
         case("fluxbase_admin.set_realtime(text,text,text,boolean)", "", Some("change_settings"), |w, s| {
             w.q(&s.token, "fluxbase_admin.set_realtime($1, 'public', 't', true)")
         }),
-        case("fluxbase_admin.realtime_status(text,text,text)", "", None, |w, s| {
-            w.q(&s.token, "fluxbase_admin.realtime_status($1, 'public', 't')")
+        case("fluxbase_admin.get_realtime(text,text,text)", "", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.get_realtime($1, 'public', 't')")
         }),
-        case("fluxbase_admin.realtime_tables(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.realtime_tables($1)")),
+        case("fluxbase_admin.list_realtime_tables(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_realtime_tables($1)")),
         // fluxbase_admin: tickets for the data plane, one row per operation
         case(TICKET, "browse", None, |w, s| {
-            w.q(&s.token, r#"fluxbase_admin.ticket($1, 'browse', '{"schema": "public", "table": "t"}', NULL)"#)
+            w.q(&s.token, r#"fluxbase_admin.issue_ticket($1, 'browse', '{"schema": "public", "table": "t"}', NULL)"#)
         }),
         case(TICKET, "follow", None, |w, s| {
             w.q(
                 &s.token,
-                r#"fluxbase_admin.ticket($1, 'follow', '{"schema": "public", "table": "t", "foreign_key": "t_parent_fkey", "row": {"id": 1, "parent_id": 1}}', NULL)"#,
+                r#"fluxbase_admin.issue_ticket($1, 'follow', '{"schema": "public", "table": "t", "foreign_key": "t_parent_fkey", "row": {"id": 1, "parent_id": 1}}', NULL)"#,
             )
         }),
         case(TICKET, "export", Some("export"), |w, s| {
-            w.q(&s.token, r#"fluxbase_admin.ticket($1, 'export', '{"schema": "public", "table": "t"}', NULL)"#)
+            w.q(&s.token, r#"fluxbase_admin.issue_ticket($1, 'export', '{"schema": "public", "table": "t"}', NULL)"#)
         }),
         case(TICKET, "edit", Some("edit"), |w, s| {
             w.q(
                 &s.token,
-                r#"fluxbase_admin.ticket($1, 'edit', '{"schema": "public", "table": "t", "operation": "update", "payload": {"keys": [{"id": 1}], "set": {"note": "edited"}}}', NULL)"#,
+                r#"fluxbase_admin.issue_ticket($1, 'edit', '{"schema": "public", "table": "t", "operation": "update", "payload": {"keys": [{"id": 1}], "set": {"note": "edited"}}}', NULL)"#,
             )
         }),
         case(TICKET, "impersonate (the admin's impersonation)", Some("impersonate"), |w, s| {
             let id = w.impersonation();
-            w.q(&s.token, &format!(r#"fluxbase_admin.ticket($1, 'impersonate', '{{"read_only": true}}', {})"#, lit(&id)))
+            w.q(&s.token, &format!(r#"fluxbase_admin.issue_ticket($1, 'impersonate', '{{"read_only": true}}', {})"#, lit(&id)))
         }),
         case(TICKET, "browse with the admin's impersonation", Some("impersonate"), |w, s| {
             let id = w.impersonation();
-            w.q(&s.token, &format!(r#"fluxbase_admin.ticket($1, 'browse', '{{"schema": "public", "table": "t"}}', {})"#, lit(&id)))
+            w.q(&s.token, &format!(r#"fluxbase_admin.issue_ticket($1, 'browse', '{{"schema": "public", "table": "t"}}', {})"#, lit(&id)))
         }),
         // fluxbase_admin: the SQL runner
         case(SQL_BEGIN, "read", None, |w, s| {
-            w.q(&s.token, "fluxbase_admin.sql_begin($1, 'SELECT * FROM public.t', false, NULL, NULL)")
+            w.q(&s.token, "fluxbase_admin.start_sql_run($1, 'SELECT * FROM public.t', false, NULL, NULL)")
         }),
         case(SQL_BEGIN, "allow_writes", Some("run_writes"), |w, s| {
-            w.q(&s.token, "fluxbase_admin.sql_begin($1, 'UPDATE public.t SET note = note', true, NULL, NULL)")
+            w.q(&s.token, "fluxbase_admin.start_sql_run($1, 'UPDATE public.t SET note = note', true, NULL, NULL)")
         }),
         case(SQL_BEGIN, "read with the admin's impersonation", Some("impersonate"), |w, s| {
             let id = w.impersonation();
-            w.q(&s.token, &format!("fluxbase_admin.sql_begin($1, 'SELECT * FROM public.t', false, NULL, {})", lit(&id)))
+            w.q(&s.token, &format!("fluxbase_admin.start_sql_run($1, 'SELECT * FROM public.t', false, NULL, {})", lit(&id)))
         }),
-        case("fluxbase_admin.sql_finish(text,uuid,jsonb)", "a run of its own", None, |w, s| {
+        case("fluxbase_admin.finish_sql_run(text,uuid,jsonb)", "a run of its own", None, |w, s| {
             let run = w.own_run(s);
-            w.q(&s.token, &format!(r#"fluxbase_admin.sql_finish($1, {}, '{{"row_count": 1, "affected": null, "truncated": false}}')"#, lit(&run)))
+            w.q(&s.token, &format!(r#"fluxbase_admin.finish_sql_run($1, {}, '{{"row_count": 1, "affected": null, "truncated": false}}')"#, lit(&run)))
         }),
-        case("fluxbase_admin.sql_cancel(text,uuid)", "a run of its own", None, |w, s| {
+        case("fluxbase_admin.cancel_sql_run(text,uuid)", "a run of its own", None, |w, s| {
             let run = w.own_run(s);
-            w.q(&s.token, &format!("fluxbase_admin.sql_cancel($1, {})", lit(&run)))
+            w.q(&s.token, &format!("fluxbase_admin.cancel_sql_run($1, {})", lit(&run)))
         }),
-        case("fluxbase_admin.sql_history(text,integer)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.sql_history($1, 10)")),
+        case("fluxbase_admin.list_sql_runs(text,integer,text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_sql_runs($1, 10)")),
     ]
 }
 
@@ -446,9 +438,9 @@ fn outcome(result: Result<Vec<Value>, postgres::Error>) -> Outcome {
     }
 }
 
-fn whoami(w: &mut World, s: &Session) -> Vec<String> {
+fn get_session(w: &mut World, s: &Session) -> Vec<String> {
     let token = s.token.clone();
-    let rows = as_dashboard(&mut w.web, "SELECT role, capabilities FROM dashboard_auth.whoami($1)", &[&token]).unwrap();
+    let rows = as_dashboard(&mut w.web, "SELECT role, capabilities FROM dashboard_auth.get_session($1)", &[&token]).unwrap();
     assert_eq!(rows[0].get::<_, String>(0), s.role);
     rows[0].get(1)
 }
@@ -479,8 +471,8 @@ fn whoami_lists_what_each_role_may_do() {
     let mut w = World::new();
     let admin = w.admin.clone();
     let viewer = w.viewer.clone();
-    assert_eq!(whoami(&mut w, &admin), ADMIN_CAPABILITIES);
-    assert_eq!(whoami(&mut w, &viewer), VIEWER_CAPABILITIES);
+    assert_eq!(get_session(&mut w, &admin), ADMIN_CAPABILITIES);
+    assert_eq!(get_session(&mut w, &viewer), VIEWER_CAPABILITIES);
     // The same matrix the functions enforce.
     let matrix: Vec<Vec<String>> = ["admin", "viewer"]
         .iter()
@@ -503,11 +495,11 @@ fn the_table_covers_every_session_function_and_names_only_whoamis_capabilities()
         problems.push(format!("{gone} has a row in capabilities.rs but is no longer a session function of fluxbase_dashboard"));
     }
     let admin = w.admin.clone();
-    let words = whoami(&mut w, &admin);
+    let words = get_session(&mut w, &admin);
     for c in &cases {
         if let Some(capability) = c.capability {
             if !words.iter().any(|word| word == capability) {
-                problems.push(format!("{} [{}] names {capability}, which is not one of whoami's capabilities {words:?}", c.function, c.label));
+                problems.push(format!("{} [{}] names {capability}, which is not one of get_session's capabilities {words:?}", c.function, c.label));
             }
         }
     }
@@ -521,7 +513,7 @@ fn every_session_call_succeeds_exactly_when_whoami_lists_its_capability() {
     let mut w = World::new();
     let admin = w.admin.clone();
     let viewer = w.viewer.clone();
-    let may = [(admin.clone(), whoami(&mut w, &admin)), (viewer.clone(), whoami(&mut w, &viewer))];
+    let may = [(admin.clone(), get_session(&mut w, &admin)), (viewer.clone(), get_session(&mut w, &viewer))];
     let mut problems = Vec::new();
     let mut report = Vec::new();
     for c in cases() {
@@ -542,5 +534,5 @@ fn every_session_call_succeeds_exactly_when_whoami_lists_its_capability() {
             }
         }
     }
-    assert!(problems.is_empty(), "{} call(s) disagree with whoami:\n{}\n\nall calls:\n{}", problems.len(), problems.join("\n"), report.join("\n"));
+    assert!(problems.is_empty(), "{} call(s) disagree with get_session:\n{}\n\nall calls:\n{}", problems.len(), problems.join("\n"), report.join("\n"));
 }

@@ -1210,7 +1210,7 @@ fn a_200_mb_export_streams_in_flat_memory_and_reads_back_as_csv() {
     let ticket = ex.export_ticket("public", "wide", None, None, None).unwrap();
 
     let mut tx = ex.p.data.transaction().unwrap();
-    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket]).unwrap();
     let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export()", &[]).unwrap();
     assert_eq!(opened.get::<_, String>(0), "fluxbase_export");
     let header: String = opened.get(1);
@@ -1311,7 +1311,7 @@ fn an_export_follows_its_filter_and_sort_and_reads_back_as_one_csv_document() {
     // A ticket of a session that signed out since is refused.
     let mut other = sign_in(&db, "bob@example.com", "admin");
     let ticket3 = other.export_ticket("public", "items", None, None, None).unwrap();
-    as_dashboard(&mut other.p.web, "SELECT dashboard_auth.logout($1)", &[&other.token]).unwrap();
+    as_dashboard(&mut other.p.web, "SELECT dashboard_auth.sign_out($1)", &[&other.token]).unwrap();
     let err = export_claimed(&mut other.p.data, &ticket3).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "28000", "{}", describe(&err));
     assert!(err.as_db_error().unwrap().message().contains("session"), "{}", describe(&err));

@@ -963,7 +963,7 @@ fn an_impersonated_user_may_delete_a_row_they_may_delete_but_not_update() {
     {
         let ticket = ann.p.ticket(&ann.token, "impersonate", &json!({"read_only": false}), Some(&imp)).unwrap();
         let mut tx = ann.p.data.transaction().unwrap();
-        tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+        tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket]).unwrap();
         tx.execute("SELECT auth.apply_impersonation()", &[]).unwrap();
         assert_eq!(tx.execute("DELETE FROM public.messages WHERE id = 1", &[]).unwrap(), 1, "joe may delete it");
         tx.rollback().unwrap();
@@ -1090,7 +1090,7 @@ fn a_successful_edit_is_audited_with_the_rows_before_and_after() {
     let request = edit_request("public", "orders", "update", json!({"keys": [{"id": 3}], "set": {"status": "rolled back"}}));
     let ticket = ann.p.ticket(&ann.token, "edit", &request, None).unwrap();
     let mut tx = ann.p.data.transaction().unwrap();
-    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap();
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket]).unwrap();
     let answer: Value = serde_json::from_str(&tx.query_one("SELECT fluxbase_admin.edit()::text", &[]).unwrap().get::<_, String>(0)).unwrap();
     success(&answer, "update");
     tx.rollback().unwrap();

@@ -991,7 +991,7 @@ impl Explorer {
         let portal = portal.map(str::to_string);
         let result = self.timed("open_export()", desc, true, move |data| {
             let mut tx = data.transaction()?;
-            tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+            tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket])?;
             let row = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export(coalesce($1, 'fluxbase_export'))", &[&portal])?;
             let name: String = row.get(0);
             let header: String = row.get(1);
@@ -1576,7 +1576,7 @@ impl Explorer {
         let token = if broken { self.broken_token() } else { self.token.clone() };
         let desc = format!("catalog(token={})", short(&token));
         let result = self.timed("catalog", &desc, false, |web| {
-            as_dashboard(web, "SELECT coalesce(jsonb_agg(jsonb_build_array(schema, name, kind)), '[]')::text FROM fluxbase_admin.catalog($1)", &[&token])
+            as_dashboard(web, "SELECT coalesce(jsonb_agg(jsonb_build_array(schema, name, kind)), '[]')::text FROM fluxbase_admin.list_tables($1)", &[&token])
                 .map(|rows| rows[0].get::<_, String>(0))
         });
         if broken {
@@ -2441,7 +2441,7 @@ impl Explorer {
         };
         let result = self.timed("edit()", &desc, true, |data| {
             let mut tx = data.transaction()?;
-            tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket])?;
+            tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket])?;
             let answer: String = tx.query_one("SELECT fluxbase_admin.edit()::text", &[])?.get(0);
             tx.batch_execute("SET LOCAL ROLE fluxbase_explorer")?;
             let inside: (String, i64) = tx
@@ -2545,8 +2545,8 @@ impl Explorer {
             let second = self.ticket(&token, "browse", &req.json(), None, "second ticket").unwrap();
             let result = self.timed("claim", "two claims in one transaction", true, |data| {
                 let mut tx = data.transaction()?;
-                tx.execute("SELECT fluxbase_admin.claim($1)", &[&first])?;
-                let rows = tx.query("SELECT fluxbase_admin.claim($1)::text", &[&second])?;
+                tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&first])?;
+                let rows = tx.query("SELECT fluxbase_admin.claim_ticket($1)::text", &[&second])?;
                 tx.rollback()?;
                 Ok(rows)
             });
@@ -2721,7 +2721,7 @@ fn hostile_identifiers_and_values_are_data_or_refused_never_executed() {
     let other_token = login(&mut web, "bob@example.com", PASSWORD, "192.0.2.2").token.unwrap();
     let row = &as_dashboard(
         &mut web,
-        "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', 'joe@example.com', 'hostile explorer test', '192.0.2.1', 'tests')",
+        "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, 'user', 'joe@example.com', 'hostile explorer test')",
         &[&token],
     )
     .unwrap()[0];

@@ -267,11 +267,11 @@ fn a_role_holding_every_old_advisory_key_blocks_nothing() {
     // A SQL run begun before the locks, so that its key can be held too.
     let run = &as_dashboard(
         &mut web,
-        "SELECT ok, code, message, run_id::text, ticket FROM fluxbase_admin.sql_begin($1, 'SELECT 1', false)",
+        "SELECT ok, code, message, run_id::text, ticket FROM fluxbase_admin.start_sql_run($1, 'SELECT 1', false)",
         &[&token],
     )
     .unwrap()[0];
-    assert!(run.get::<_, bool>(0), "sql_begin: {} {}", run.get::<_, String>(1), run.get::<_, String>(2));
+    assert!(run.get::<_, bool>(0), "start_sql_run: {} {}", run.get::<_, String>(1), run.get::<_, String>(2));
     let (run_id, ticket): (String, String) = (run.get(3), run.get(4));
 
     // A plain role holds every old key, for its transaction and for its session.
@@ -329,33 +329,33 @@ fn a_role_holding_every_old_advisory_key_blocks_nothing() {
     // The SQL run whose key is held: claim, execute, finish, cancel; and a new one.
     let mut data = with_deadline(db.connect(Caller::Data));
     data.batch_execute("BEGIN").unwrap();
-    data.execute("SELECT fluxbase_admin.claim($1, 'SELECT 1')", &[&ticket])
+    data.execute("SELECT fluxbase_admin.claim_ticket($1, 'SELECT 1')", &[&ticket])
         .unwrap_or_else(|e| panic!("claim: {}", admin::describe(&e)));
     data.batch_execute("SAVEPOINT run").unwrap();
     let result: String = data
-        .query_one("SELECT fluxbase_admin.sql_execute('SELECT 1')::text", &[])
-        .unwrap_or_else(|e| panic!("sql_execute: {}", admin::describe(&e)))
+        .query_one("SELECT fluxbase_admin.execute_sql('SELECT 1')::text", &[])
+        .unwrap_or_else(|e| panic!("execute_sql: {}", admin::describe(&e)))
         .get(0);
     assert!(result.contains("\"row_count\": 1"), "{result}");
     data.batch_execute("ROLLBACK TO SAVEPOINT run; COMMIT").unwrap();
     as_dashboard(
         &mut web,
-        "SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, '{\"status\": \"succeeded\", \"row_count\": 1}')",
+        "SELECT fluxbase_admin.finish_sql_run($1, $2::text::uuid, '{\"status\": \"succeeded\", \"row_count\": 1}')",
         &[&token, &run_id],
     )
-    .unwrap_or_else(|e| panic!("sql_finish: {}", admin::describe(&e)));
-    let cancelled: bool = as_dashboard(&mut web, "SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&token, &run_id])
-        .unwrap_or_else(|e| panic!("sql_cancel: {}", admin::describe(&e)))[0]
+    .unwrap_or_else(|e| panic!("finish_sql_run: {}", admin::describe(&e)));
+    let cancelled: bool = as_dashboard(&mut web, "SELECT fluxbase_admin.cancel_sql_run($1, $2::text::uuid)", &[&token, &run_id])
+        .unwrap_or_else(|e| panic!("cancel_sql_run: {}", admin::describe(&e)))[0]
         .get(0);
     assert!(!cancelled, "a finished run has nothing to cancel");
-    let again = &as_dashboard(&mut web, "SELECT ok FROM fluxbase_admin.sql_begin($1, 'SELECT 2', false)", &[&token])
-        .unwrap_or_else(|e| panic!("sql_begin: {}", admin::describe(&e)))[0];
+    let again = &as_dashboard(&mut web, "SELECT ok FROM fluxbase_admin.start_sql_run($1, 'SELECT 2', false)", &[&token])
+        .unwrap_or_else(|e| panic!("start_sql_run: {}", admin::describe(&e)))[0];
     assert!(again.get::<_, bool>(0));
 
     // The chain is sealed through all of it and verifies.
     let row = op
-        .query_one("SELECT valid, pending, message FROM dashboard_auth.operator_verify_audit_chain()", &[])
-        .unwrap_or_else(|e| panic!("operator_verify_audit_chain: {}", admin::describe(&e)));
+        .query_one("SELECT valid, pending, message FROM dashboard_auth.operator_verify_audit()", &[])
+        .unwrap_or_else(|e| panic!("operator_verify_audit: {}", admin::describe(&e)));
     let (valid, pending, message): (bool, i64, String) = (row.get(0), row.get(1), row.get(2));
     assert!(valid, "{message}");
     assert_eq!(pending, 0, "every entry is sealed: {message}");
@@ -437,7 +437,7 @@ fn after_use_session_later_statements_cannot_read_the_token() {
     let pid: i32 = simple_one(&mut c, "SELECT pg_backend_pid()").unwrap().parse().unwrap();
     // A wrong token binds nothing.
     assert_eq!(sqlstate_of(simple(&mut c, "SELECT * FROM dashboard_auth.use_session('fbs_not_a_session')")), "28000");
-    let (code, message) = failure_of(simple(&mut c, "SELECT (dashboard_auth.whoami(NULL)).email"));
+    let (code, message) = failure_of(simple(&mut c, "SELECT (dashboard_auth.get_session(NULL)).email"));
     assert_eq!(code, "28000");
     assert!(message.contains("no session"), "{message}");
 
@@ -445,7 +445,7 @@ fn after_use_session_later_statements_cannot_read_the_token() {
     assert_eq!(bound, [[Some("ann@example.com".to_string())]]);
 
     // A later statement: what it can read of its own text and of this backend's activity.
-    let rows = simple(&mut c, "SELECT public.snoop(), (dashboard_auth.whoami(NULL)).email").unwrap();
+    let rows = simple(&mut c, "SELECT public.snoop(), (dashboard_auth.get_session(NULL)).email").unwrap();
     let (snooped, email) = (rows[0][0].clone().unwrap(), rows[0][1].clone());
     assert!(snooped.contains("public.snoop()"), "the snoop reads the statement's text: {snooped}");
     assert!(!snooped.contains(&token) && !snooped.contains(&secret), "the token leaked to a later statement: {snooped}");
@@ -455,48 +455,48 @@ fn after_use_session_later_statements_cannot_read_the_token() {
     assert!(!activity.contains(&secret), "{activity}");
 
     // The dashboard's functions take NULL.
-    let tables: i64 = simple_one(&mut c, "SELECT count(*) FROM fluxbase_admin.catalog(NULL)").unwrap().parse().unwrap();
+    let tables: i64 = simple_one(&mut c, "SELECT count(*) FROM fluxbase_admin.list_tables(NULL)").unwrap().parse().unwrap();
     assert!(tables >= 1, "catalog(NULL) lists public.t");
-    let ticket = simple_one(&mut c, "SELECT fluxbase_admin.ticket(NULL, 'browse', '{\"schema\":\"public\",\"table\":\"t\"}')").unwrap();
+    let ticket = simple_one(&mut c, "SELECT fluxbase_admin.issue_ticket(NULL, 'browse', '{\"schema\":\"public\",\"table\":\"t\"}')").unwrap();
     assert!(ticket.starts_with("fbk_"), "{ticket}");
     let mut data = db.connect(Caller::Data);
     let mut tx = data.transaction().unwrap();
-    tx.execute("SELECT fluxbase_admin.claim($1)", &[&ticket]).unwrap_or_else(|e| panic!("claim: {}", admin::describe(&e)));
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket]).unwrap_or_else(|e| panic!("claim: {}", admin::describe(&e)));
     let page: String = tx.query_one("SELECT fluxbase_admin.browse()::text", &[]).unwrap().get(0);
     assert!(page.contains("one"), "{page}");
     tx.rollback().unwrap();
 
     // Another connection has no session bound.
     let mut other = psql_dashboard(&db);
-    let (code, message) = failure_of(simple(&mut other, "SELECT (dashboard_auth.whoami(NULL)).email"));
+    let (code, message) = failure_of(simple(&mut other, "SELECT (dashboard_auth.get_session(NULL)).email"));
     assert_eq!(code, "28000");
     assert!(message.contains("no session"), "{message}");
 
     // end_session unbinds; the session itself stays good.
     assert_eq!(simple_one(&mut c, "SELECT dashboard_auth.end_session()").as_deref(), Some("t"));
-    let (code, message) = failure_of(simple(&mut c, "SELECT (dashboard_auth.whoami(NULL)).email"));
+    let (code, message) = failure_of(simple(&mut c, "SELECT (dashboard_auth.get_session(NULL)).email"));
     assert_eq!(code, "28000");
     assert!(message.contains("no session"), "{message}");
     assert_eq!(simple_one(&mut c, "SELECT dashboard_auth.end_session()").as_deref(), Some("f"));
-    let still: String = as_dashboard(&mut other, "SELECT (dashboard_auth.whoami($1)).email", &[&token]).unwrap()[0].get(0);
+    let still: String = as_dashboard(&mut other, "SELECT (dashboard_auth.get_session($1)).email", &[&token]).unwrap()[0].get(0);
     assert_eq!(still, "ann@example.com");
 
     // A fresh connection without use_session.
     let mut fresh = psql_dashboard(&db);
-    assert_eq!(sqlstate_of(simple(&mut fresh, "SELECT (dashboard_auth.whoami(NULL)).email")), "28000");
+    assert_eq!(sqlstate_of(simple(&mut fresh, "SELECT (dashboard_auth.get_session(NULL)).email")), "28000");
 
     // logout(NULL) ends the bound session and unbinds it.
     simple(&mut fresh, &format!("SELECT email FROM dashboard_auth.use_session('{token}')")).unwrap();
-    simple(&mut fresh, "SELECT dashboard_auth.logout(NULL)").unwrap_or_else(|e| panic!("logout(NULL): {}", admin::describe(&e)));
-    let (code, message) = failure_of(simple(&mut fresh, &format!("SELECT (dashboard_auth.whoami('{token}')).email")));
+    simple(&mut fresh, "SELECT dashboard_auth.sign_out(NULL)").unwrap_or_else(|e| panic!("logout(NULL): {}", admin::describe(&e)));
+    let (code, message) = failure_of(simple(&mut fresh, &format!("SELECT (dashboard_auth.get_session('{token}')).email")));
     assert_eq!(code, "28000");
     assert!(message.contains("invalid or has expired"), "the session ended: {message}");
-    let (code, message) = failure_of(simple(&mut fresh, "SELECT (dashboard_auth.whoami(NULL)).email"));
+    let (code, message) = failure_of(simple(&mut fresh, "SELECT (dashboard_auth.get_session(NULL)).email"));
     assert_eq!(code, "28000");
     assert!(message.contains("no session"), "logout(NULL) unbinds: {message}");
     assert_eq!(simple_one(&mut fresh, "SELECT dashboard_auth.end_session()").as_deref(), Some("f"));
     // A ticket for the ended session is refused.
-    assert_eq!(sqlstate_of(as_dashboard(&mut other, "SELECT fluxbase_admin.ticket($1, 'browse', '{\"schema\":\"public\",\"table\":\"t\"}')", &[&token])), "28000");
+    assert_eq!(sqlstate_of(as_dashboard(&mut other, "SELECT fluxbase_admin.issue_ticket($1, 'browse', '{\"schema\":\"public\",\"table\":\"t\"}')", &[&token])), "28000");
 }
 
 // ---------------------------------------------------------------------------------
@@ -520,8 +520,8 @@ fn a_dump_of_the_runner_history_cannot_test_a_password_guess() {
     let redacted = format!("ALTER ROLE {target} PASSWORD '***'");
 
     let row = web
-        .query_one("SELECT ok, code, message, run_id::text, ticket FROM fluxbase_admin.sql_begin($1, $2, true)", &[&token, &statement])
-        .unwrap_or_else(|e| panic!("sql_begin: {}", admin::describe(&e)));
+        .query_one("SELECT ok, code, message, run_id::text, ticket FROM fluxbase_admin.start_sql_run($1, $2, true)", &[&token, &statement])
+        .unwrap_or_else(|e| panic!("start_sql_run: {}", admin::describe(&e)));
     assert!(row.get::<_, bool>(0), "{}: {}", row.get::<_, String>(1), row.get::<_, String>(2));
     let (run_id, ticket): (String, String) = (row.get(3), row.get(4));
 
@@ -583,12 +583,12 @@ fn a_dump_of_the_runner_history_cannot_test_a_password_guess() {
         None,
     ] {
         let mut tx = data.transaction().unwrap();
-        let result = tx.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &other]);
+        let result = tx.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&ticket, &other]);
         assert_eq!(sqlstate_of(result), "22023", "claim with {other:?}");
         tx.rollback().unwrap();
     }
     let mut tx = data.transaction().unwrap();
-    tx.execute("SELECT fluxbase_admin.claim($1, $2)", &[&ticket, &statement])
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&ticket, &statement])
         .unwrap_or_else(|e| panic!("claim with the recorded statement: {}", admin::describe(&e)));
     tx.rollback().unwrap();
 }
@@ -1053,20 +1053,20 @@ fn a_sign_in_follows_its_transaction_and_discard_all_forgets_it() {
         .token()
         .to_string();
     let mut c = psql_dashboard(&db);
-    let whoami = |c: &mut Client| simple(c, "SELECT (dashboard_auth.whoami()).email").map(|rows| rows[0][0].clone());
+    let get_session = |c: &mut Client| simple(c, "SELECT (dashboard_auth.get_session()).email").map(|rows| rows[0][0].clone());
 
     // A sign-in in a transaction that rolls back is undone.
     simple(&mut c, &format!("BEGIN; SELECT email FROM dashboard_auth.use_session('{token}'); ROLLBACK")).unwrap();
-    assert_eq!(sqlstate_of(whoami(&mut c)), "28000", "a rolled-back use_session stayed bound");
+    assert_eq!(sqlstate_of(get_session(&mut c)), "28000", "a rolled-back use_session stayed bound");
 
     // Bound for good, then a rolled-back end_session leaves it bound.
     simple(&mut c, &format!("SELECT email FROM dashboard_auth.use_session('{token}')")).unwrap();
     simple(&mut c, "BEGIN; SELECT dashboard_auth.end_session(); ROLLBACK").unwrap();
-    assert_eq!(whoami(&mut c).unwrap().as_deref(), Some("ann@example.com"));
+    assert_eq!(get_session(&mut c).unwrap().as_deref(), Some("ann@example.com"));
 
     // DISCARD ALL resets the session, the sign-in included: a pooler's next client
     // does not inherit it.
     simple(&mut c, "DISCARD ALL").unwrap();
     simple(&mut c, "SET ROLE fluxbase_dashboard").unwrap();
-    assert_eq!(sqlstate_of(whoami(&mut c)), "28000", "DISCARD ALL left the session bound");
+    assert_eq!(sqlstate_of(get_session(&mut c)), "28000", "DISCARD ALL left the session bound");
 }

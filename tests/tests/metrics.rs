@@ -30,7 +30,7 @@ impl Viewer {
     }
 
     fn overview(&mut self) -> serde_json::Value {
-        self.call("SELECT fluxbase_admin.metrics_overview($1)", &[])[0].get(0)
+        self.call("SELECT fluxbase_admin.get_metrics($1)", &[])[0].get(0)
     }
 }
 
@@ -51,13 +51,13 @@ fn extra_connections_are_counted() {
     let db = TestDb::new();
     let mut viewer = viewer(&db);
     let application = format!("metrics-test-{}", db.name);
-    let before: i64 = viewer.call("SELECT in_use FROM fluxbase_admin.metrics_connections($1)", &[])[0].get(0);
+    let before: i64 = viewer.call("SELECT in_use FROM fluxbase_admin.get_connections($1)", &[])[0].get(0);
     let extra: Vec<Client> = (0..5).map(|_| connect_as_app(&db, &application)).collect();
-    let rows = viewer.call("SELECT backends, usename FROM fluxbase_admin.metrics_backends($1) WHERE application_name = $2", &[&application]);
+    let rows = viewer.call("SELECT backends, usename FROM fluxbase_admin.list_backends($1) WHERE application_name = $2", &[&application]);
     let counted: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
     assert_eq!(counted, 5);
     assert_eq!(rows[0].get::<_, String>(1), "app_user");
-    let row = &viewer.call("SELECT in_use, max_connections, superuser_reserved_connections, available_to_others FROM fluxbase_admin.metrics_connections($1)", &[])[0];
+    let row = &viewer.call("SELECT in_use, max_connections, superuser_reserved_connections, available_to_others FROM fluxbase_admin.get_connections($1)", &[])[0];
     let (in_use, max, reserved, available): (i64, i32, i32, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
     assert!(in_use >= before + 5 - 2, "{in_use} vs {before} (other tests come and go)");
     assert_eq!(max, 200);
@@ -88,7 +88,7 @@ fn a_table_of_known_size_shows_in_storage() {
             &[],
         )
         .unwrap();
-    let row = &viewer.call("SELECT heap_bytes, index_bytes, toast_bytes, estimated_rows, dead_tuples, total_bytes, exact FROM fluxbase_admin.metrics_storage($1, 'shop')", &[])[0];
+    let row = &viewer.call("SELECT heap_bytes, index_bytes, toast_bytes, estimated_rows, dead_tuples, total_bytes, exact FROM fluxbase_admin.list_table_sizes($1, 'shop')", &[])[0];
     assert!(row.get::<_, bool>(6), "exact sizes when nothing holds the table");
     assert_eq!(row.get::<_, i64>(0), expected.get::<_, i64>(0));
     assert_eq!(row.get::<_, i64>(1), expected.get::<_, i64>(1));
@@ -97,7 +97,7 @@ fn a_table_of_known_size_shows_in_storage() {
     assert_eq!(row.get::<_, i64>(3), 9900, "10,001 rows less the 101 deleted");
     let total = row.get::<_, i64>(5);
     assert!(total >= row.get::<_, i64>(0) + row.get::<_, i64>(1));
-    let schemas = viewer.call("SELECT tables, estimated_bytes FROM fluxbase_admin.metrics_schemas($1) WHERE schema = 'shop'", &[]);
+    let schemas = viewer.call("SELECT tables, estimated_bytes FROM fluxbase_admin.list_schema_sizes($1) WHERE schema = 'shop'", &[]);
     assert_eq!(schemas[0].get::<_, i64>(0), 1);
     let estimated = schemas[0].get::<_, i64>(1);
     assert!(estimated >= expected.get::<_, i64>(0), "the catalog's estimate after ANALYZE covers the heap: {estimated}");
@@ -107,7 +107,7 @@ fn a_table_of_known_size_shows_in_storage() {
     let mut tx = holder.transaction().unwrap();
     tx.batch_execute("LOCK TABLE shop.items IN ACCESS EXCLUSIVE MODE").unwrap();
     let started = Instant::now();
-    let row = &viewer.call("SELECT exact, heap_bytes FROM fluxbase_admin.metrics_storage($1, 'shop')", &[])[0];
+    let row = &viewer.call("SELECT exact, heap_bytes FROM fluxbase_admin.list_table_sizes($1, 'shop')", &[])[0];
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!row.get::<_, bool>(0));
     assert!(row.get::<_, i64>(1) > 0);
@@ -123,7 +123,7 @@ fn query_texts_never_show_string_literals() {
     let running = std::thread::spawn(move || app.batch_execute("SELECT pg_sleep(1.5), 'hunter2-is-my-password'").is_ok());
     let deadline = Instant::now() + Duration::from_secs(10);
     let query: String = loop {
-        let rows = viewer.call("SELECT query FROM fluxbase_admin.metrics_activity($1) WHERE application_name = $2", &[&application]);
+        let rows = viewer.call("SELECT query FROM fluxbase_admin.list_activity($1) WHERE application_name = $2", &[&application]);
         if let Some(row) = rows.first() {
             break row.get(0);
         }
@@ -139,7 +139,7 @@ fn query_texts_never_show_string_literals() {
 fn statements_come_from_pg_stat_statements_or_a_note_says_how() {
     let db = TestDb::new();
     let mut viewer = viewer(&db);
-    let missing = viewer.call("SELECT available, note FROM fluxbase_admin.metrics_statements($1)", &[]);
+    let missing = viewer.call("SELECT available, note FROM fluxbase_admin.list_statements($1)", &[]);
     assert!(!missing[0].get::<_, bool>(0));
     let note: String = missing[0].get(1);
     assert!(note.contains("CREATE EXTENSION pg_stat_statements") && note.contains("shared_preload_libraries"), "{note}");
@@ -151,7 +151,7 @@ fn statements_come_from_pg_stat_statements_or_a_note_says_how() {
         app.query("SELECT pg_sleep(0.01) AS fluxbase_metrics_probe", &[]).unwrap();
     }
     let rows = viewer.call(
-        "SELECT ranking, calls, total_ms, mean_ms FROM fluxbase_admin.metrics_statements($1, 50) WHERE query LIKE '%fluxbase_metrics_probe%'",
+        "SELECT ranking, calls, total_ms, mean_ms FROM fluxbase_admin.list_statements($1, 50) WHERE query LIKE '%fluxbase_metrics_probe%'",
         &[],
     );
     assert_eq!(rows.len(), 2, "in both rankings");
@@ -179,7 +179,7 @@ fn a_lock_wait_is_seen_with_its_blocker() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let seen = loop {
         let rows = viewer.call(
-            "SELECT blocked_by, wait_event_type FROM fluxbase_admin.metrics_activity($1) WHERE application_name = $2",
+            "SELECT blocked_by, wait_event_type FROM fluxbase_admin.list_activity($1) WHERE application_name = $2",
             &[&application],
         );
         if let Some(row) = rows.first().filter(|r| !r.get::<_, Vec<i32>>(0).is_empty()) {
@@ -190,7 +190,7 @@ fn a_lock_wait_is_seen_with_its_blocker() {
     };
     assert_eq!(seen, (vec![holder_pid], Some("Lock".to_string())));
     // The holder shows as the longest open transaction of this database's backends.
-    let activity = viewer.call("SELECT pid, transaction_age FROM fluxbase_admin.metrics_activity($1) WHERE pid = $2", &[&holder_pid]);
+    let activity = viewer.call("SELECT pid, transaction_age FROM fluxbase_admin.list_activity($1) WHERE pid = $2", &[&holder_pid]);
     assert_eq!(activity.len(), 1);
     tx.rollback().unwrap();
     assert!(waiting.join().unwrap());
@@ -218,7 +218,7 @@ fn samples_are_taken_when_due_by_one_caller_and_kept_for_the_retention() {
     let sample = |c: &mut Client| -> bool { c.query_one("SELECT fluxbase_admin.sample_metrics()", &[]).unwrap().get(0) };
     assert!(sample(&mut su));
     assert!(!sample(&mut su), "not due again within metrics.sample_interval");
-    let history = viewer.call("SELECT figures FROM fluxbase_admin.metric_history($1)", &[]);
+    let history = viewer.call("SELECT figures FROM fluxbase_admin.list_metric_history($1)", &[]);
     assert_eq!(history.len(), 1);
     let figures: serde_json::Value = history[0].get(0);
     for key in ["connections", "dashboard_sessions", "database_bytes", "cache_hit_ratio"] {
@@ -272,7 +272,7 @@ fn two_running_copies_report_their_pools_and_sample_once() {
     let _b = serve_with_metrics(&db, None);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let pools = viewer.call("SELECT instance_id, max_size FROM fluxbase_admin.metrics_pools($1)", &[]);
+        let pools = viewer.call("SELECT instance_id, max_size FROM fluxbase_admin.list_pools($1)", &[]);
         if pools.len() == 2 {
             assert!(pools.iter().all(|r| r.get::<_, i32>(1) == 8));
             break;
@@ -289,7 +289,7 @@ fn two_running_copies_report_their_pools_and_sample_once() {
         .batch_execute("UPDATE fluxbase_admin.pool_reports SET reported_at = now() - interval '1 minute' WHERE instance_id = (SELECT min(instance_id) FROM fluxbase_admin.pool_reports)")
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let pools = viewer.call("SELECT instance_id FROM fluxbase_admin.metrics_pools($1) WHERE reported_at < now() - interval '20 seconds'", &[]);
+    let pools = viewer.call("SELECT instance_id FROM fluxbase_admin.list_pools($1) WHERE reported_at < now() - interval '20 seconds'", &[]);
     assert!(pools.is_empty(), "a stale copy is not listed");
 }
 
@@ -343,8 +343,8 @@ fn app_roles_cannot_read_metrics_and_sessions_are_checked() {
     let mut viewer = viewer(&db);
     assert!(viewer.overview().is_object(), "viewers may read metrics");
     let mut app = db.connect(Caller::App);
-    let err = app.query("SELECT fluxbase_admin.metrics_overview('fbs_x')", &[]).unwrap_err();
+    let err = app.query("SELECT fluxbase_admin.get_metrics('fbs_x')", &[]).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501");
     let mut web = db.connect(Caller::Dashboard);
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT fluxbase_admin.metrics_overview('fbs_made_up')", &[])), "28000");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT fluxbase_admin.get_metrics('fbs_made_up')", &[])), "28000");
 }

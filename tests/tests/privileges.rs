@@ -129,7 +129,7 @@ fn each_login_of_the_two_planes_holds_exactly_the_roles_of_its_plane() {
     assert!(memberships(&mut su, "fluxbase_explorer").is_empty());
     // And the extension's own check of both logins finds nothing wrong.
     for (login, plane) in [("fluxbase_web", "dashboard"), ("fluxbase_data", "data")] {
-        let problems: Vec<String> = strings(&mut su, "SELECT role || ': ' || problem FROM fluxbase_admin.login_problems($1, $2)", &[&login, &plane]);
+        let problems: Vec<String> = strings(&mut su, "SELECT role || ': ' || problem FROM fluxbase_admin.list_login_problems($1, $2)", &[&login, &plane]);
         assert!(problems.is_empty(), "{login}: {problems:?}");
     }
 }
@@ -143,7 +143,7 @@ fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functi
                 AND has_function_privilege('fluxbase_data', p.oid, 'EXECUTE')
               ORDER BY 1",
             &[]);
-    assert_eq!(definer, ["fluxbase_admin.claim(text,text)", "fluxbase_admin.record_result(jsonb)"]);
+    assert_eq!(definer, ["fluxbase_admin.claim_ticket(text,text)", "fluxbase_admin.record_result(jsonb)"]);
     // The roles the data plane switches to (and app code runs as) may call none of the
     // dashboard's definer functions (the app's own sign-in functions in auth are theirs);
     // the explorer role none of the extension's.
@@ -163,10 +163,10 @@ fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functi
     // the dashboard's role.
     let mut data = db.connect(Caller::Data);
     for call in [
-        "SELECT fluxbase_admin.ticket('fbs_x', 'browse', '{}')",
-        "SELECT * FROM dashboard_auth.login('a@example.com', 'x')",
+        "SELECT fluxbase_admin.issue_ticket('fbs_x', 'browse', '{}')",
+        "SELECT * FROM dashboard_auth.sign_in('a@example.com', 'x')",
         "SELECT fluxbase_admin.plan_browse('fbs_x', 'public', 't')",
-        "SELECT * FROM fluxbase_admin.sql_begin('fbs_x', 'SELECT 1', false, NULL, NULL)",
+        "SELECT * FROM fluxbase_admin.start_sql_run('fbs_x', 'SELECT 1', false, NULL, NULL)",
         "SET ROLE fluxbase_dashboard",
         "SET ROLE fluxbase_operator",
     ] {
@@ -185,11 +185,11 @@ fn the_data_login_may_call_only_claim_and_record_result_of_the_dashboards_functi
 
 /// The data plane's entry points: nobody but the data login calls them.
 const DATA_PLANE_CALLS: [&str; 6] = [
-    "SELECT fluxbase_admin.claim('fbk_x')",
+    "SELECT fluxbase_admin.claim_ticket('fbk_x')",
     "SELECT fluxbase_admin.browse()",
     "SELECT fluxbase_admin.edit()",
     "SELECT * FROM fluxbase_admin.open_export()",
-    "SELECT fluxbase_admin.sql_execute('SELECT 1')",
+    "SELECT fluxbase_admin.execute_sql('SELECT 1')",
     "SELECT auth.apply_impersonation()",
 ];
 
@@ -221,9 +221,9 @@ fn the_dashboard_role_cannot_reach_break_glass_or_internal_functions() {
     let mut web = db.connect(Caller::Dashboard);
     for call in [
         "SELECT * FROM dashboard_auth.operator_create_admin('x@example.com', 'X')",
-        "SELECT * FROM dashboard_auth.operator_reset_password('x@example.com')",
+        "SELECT * FROM dashboard_auth.operator_reset_admin_password('x@example.com')",
         "SELECT * FROM dashboard_auth.operator_list_admins()",
-        "SELECT * FROM dashboard_auth.operator_verify_audit_chain()",
+        "SELECT * FROM dashboard_auth.operator_verify_audit()",
         "SELECT dashboard_auth.hash_password('x')",
         "SELECT dashboard_auth.verify_password('x', NULL)",
         "SELECT dashboard_auth.new_token('fbs')",
@@ -249,11 +249,34 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
               ORDER BY 1",
             &[]);
     let expected = [
-        "begin_2fa_enrolment", "change_password", "confirm_2fa_enrolment", "create_setup_link", "delete_admin",
-        "disable_2fa", "disable_admin", "enable_admin", "end_session", "invite_admin", "link_info", "list_admins", "list_settings",
-        "login", "login_second_factor", "logout", "logout_others", "needs_setup", "redeem_link",
-        "regenerate_recovery_codes", "reset_setting", "search_audit", "set_admin_role", "set_setting", "setup", "two_factor_status",
-        "use_session", "whoami",
+        "change_password",
+        "complete_setup",
+        "confirm_two_factor",
+        "create_setup_link",
+        "delete_admin",
+        "disable_admin",
+        "disable_two_factor",
+        "enable_admin",
+        "end_session",
+        "get_link",
+        "get_session",
+        "get_two_factor",
+        "invite_admin",
+        "list_admins",
+        "list_audit",
+        "list_settings",
+        "needs_setup",
+        "redeem_link",
+        "regenerate_recovery_codes",
+        "reset_setting",
+        "set_admin_role",
+        "set_setting",
+        "sign_in",
+        "sign_in_second_factor",
+        "sign_out",
+        "sign_out_others",
+        "start_two_factor",
+        "use_session",
     ];
     assert_eq!(granted, expected);
     // Each of them checks a session token, or is one of the pre-session functions.
@@ -270,8 +293,8 @@ fn app_roles_reach_nothing_of_the_dashboard() {
     // Every function named here exists: a refusal is not a missing function.
     let mut su = db.connect(Caller::Superuser);
     for signature in [
-        "fluxbase_admin.claim(text,text)", "fluxbase_admin.browse()", "fluxbase_admin.edit()", "fluxbase_admin.open_export(text)",
-        "fluxbase_admin.ticket(text, text, jsonb, uuid)", "fluxbase_admin.record_result(jsonb)", "fluxbase_admin.sql_execute(text)",
+        "fluxbase_admin.claim_ticket(text,text)", "fluxbase_admin.browse()", "fluxbase_admin.edit()", "fluxbase_admin.open_export(text)",
+        "fluxbase_admin.issue_ticket(text, text, jsonb, uuid)", "fluxbase_admin.record_result(jsonb)", "fluxbase_admin.execute_sql(text)",
         "auth.apply_impersonation()", "fluxbase_admin.read_page(jsonb, text, jsonb)",
         "fluxbase_admin.build_browse(jsonb, text, text, text, integer, text)",
     ] {
@@ -279,12 +302,12 @@ fn app_roles_reach_nothing_of_the_dashboard() {
         assert!(found.is_some(), "{signature} does not exist");
     }
     let calls = [
-        "SELECT * FROM dashboard_auth.login('a@example.com', 'x')",
+        "SELECT * FROM dashboard_auth.sign_in('a@example.com', 'x')",
         "SELECT dashboard_auth.needs_setup()",
         "SELECT * FROM dashboard_auth.dashboard_users",
         "SELECT * FROM dashboard_auth.audit_log",
         "SELECT * FROM dashboard_auth.tickets",
-        "SELECT fluxbase_admin.ticket('x', 'browse', '{}')",
+        "SELECT fluxbase_admin.issue_ticket('x', 'browse', '{}')",
         "SELECT fluxbase_admin.record_result('{}')",
         "SELECT fluxbase_admin.read_page('{}', 'none', NULL)",
         "SELECT fluxbase_admin.build_browse('{}', NULL, NULL, NULL, 1, NULL)",

@@ -97,7 +97,7 @@ fn the_trigger_is_the_switch_and_carries_no_row_data() {
     // Dropping the trigger by hand turns it off: the trigger is the source of truth.
     su.batch_execute("DROP TRIGGER fluxbase_realtime ON public.todos").unwrap();
     let mut web = db.connect(Caller::Dashboard);
-    let listed = as_dashboard(&mut web, "SELECT count(*) FROM fluxbase_admin.realtime_tables($1)", &[&admin]).unwrap();
+    let listed = as_dashboard(&mut web, "SELECT count(*) FROM fluxbase_admin.list_realtime_tables($1)", &[&admin]).unwrap();
     assert_eq!(listed[0].get::<_, i64>(0), 0);
 
     // Views cannot be switched; viewers cannot switch.

@@ -85,7 +85,7 @@ fn the_first_start_prints_a_setup_link_that_creates_the_first_admin() {
 
     let mut web = db.connect(Caller::Dashboard);
     let result = admin::login_result(
-        admin::as_dashboard(&mut web, "SELECT * FROM dashboard_auth.setup($1, 'ada@example.com', 'Ada', $2)", &[&token, &admin::PASSWORD])
+        admin::as_dashboard(&mut web, "SELECT * FROM dashboard_auth.complete_setup($1, 'ada@example.com', 'Ada', $2)", &[&token, &admin::PASSWORD])
             .unwrap(),
     );
     assert!(result.ok, "{result:?}");

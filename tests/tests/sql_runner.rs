@@ -1,7 +1,7 @@
 //! The SQL runner (sql/sql_runner.sql) driven as `fluxbase serve` drives it across the
-//! two planes: sql_begin on the dashboard login (which returns a ticket), then on the
-//! data login BEGIN / SET LOCAL statement_timeout / claim / SAVEPOINT / sql_execute, then
-//! record_result and COMMIT for a write, or ROLLBACK TO SAVEPOINT, COMMIT and sql_finish
+//! two planes: start_sql_run on the dashboard login (which returns a ticket), then on the
+//! data login BEGIN / SET LOCAL statement_timeout / claim / SAVEPOINT / execute_sql, then
+//! record_result and COMMIT for a write, or ROLLBACK TO SAVEPOINT, COMMIT and finish_sql_run
 //! on the dashboard login for a read or a failure; and what each run leaves in the audit
 //! log, the history and the connections.
 
@@ -63,7 +63,7 @@ fn dashboard(db: &TestDb) -> Client {
     web
 }
 
-/// What sql_begin answered.
+/// What start_sql_run answered.
 #[derive(Debug, Clone)]
 struct Begun {
     ok: bool,
@@ -86,7 +86,7 @@ impl Begun {
     }
 }
 
-/// How a run went wrong: refused by sql_begin, or a Postgres error from a step.
+/// How a run went wrong: refused by start_sql_run, or a Postgres error from a step.
 #[derive(Debug)]
 enum RunError {
     Refused { code: String, message: String },
@@ -117,17 +117,17 @@ impl RunError {
     }
 }
 
-/// Step 1, on the dashboard login: sql_begin in a transaction of its own (it commits the
+/// Step 1, on the dashboard login: start_sql_run in a transaction of its own (it commits the
 /// intent and the ticket).
 fn begin(c: &mut Conns, token: &str, sql: &str, writes: bool, explain: Option<&str>, impersonation: Option<&str>) -> Begun {
     let row = c
         .web
         .query_one(
             "SELECT ok, code, message, run_id::text, run_as, read_only, timeout_ms, row_limit, ticket
-               FROM fluxbase_admin.sql_begin($1, $2, $3, $4, $5::text::uuid)",
+               FROM fluxbase_admin.start_sql_run($1, $2, $3, $4, $5::text::uuid)",
             &[&token, &sql, &writes, &explain, &impersonation],
         )
-        .unwrap_or_else(|e| panic!("sql_begin {sql:?}: {e:?}"));
+        .unwrap_or_else(|e| panic!("start_sql_run {sql:?}: {e:?}"));
     Begun {
         ok: row.get(0),
         code: row.get(1),
@@ -146,9 +146,9 @@ fn begin(c: &mut Conns, token: &str, sql: &str, writes: bool, explain: Option<&s
 /// on failure): `close` ends it.
 fn execute_open(c: &mut Conns, begun: &Begun, sql: &str) -> Result<Value, postgres::Error> {
     c.data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {}", begun.timeout_ms.expect("a timeout")))?;
-    c.data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&begun.ticket(), &sql])?;
+    c.data.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&begun.ticket(), &sql])?;
     c.data.batch_execute("SAVEPOINT run")?;
-    let row = c.data.query_one("SELECT fluxbase_admin.sql_execute($1)", &[&sql])?;
+    let row = c.data.query_one("SELECT fluxbase_admin.execute_sql($1)", &[&sql])?;
     Ok(row.get(0))
 }
 
@@ -156,8 +156,8 @@ fn execute_open(c: &mut Conns, begun: &Begun, sql: &str) -> Result<Value, postgr
 /// decided (from the error's code, never its message).
 fn finish(c: &mut Conns, token: &str, run_id: &str, outcome: &Value) -> String {
     c.web
-        .query_one("SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, $3)", &[&token, &run_id, outcome])
-        .unwrap_or_else(|e| panic!("sql_finish {outcome}: {e:?}"))
+        .query_one("SELECT fluxbase_admin.finish_sql_run($1, $2::text::uuid, $3)", &[&token, &run_id, outcome])
+        .unwrap_or_else(|e| panic!("finish_sql_run {outcome}: {e:?}"))
         .get(0)
 }
 
@@ -260,25 +260,34 @@ struct Past {
     error_code: Option<String>,
 }
 
-fn history(c: &mut Conns, token: &str, max_rows: i32) -> Vec<Past> {
-    c.web.query(
-        "SELECT run_id::text, statement, mode, status, row_count, affected, truncated, error_code
-           FROM fluxbase_admin.sql_history($1, $2)",
-        &[&token, &max_rows],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| Past {
-        run_id: r.get(0),
-        statement: r.get(1),
-        mode: r.get(2),
-        status: r.get(3),
-        row_count: r.get(4),
-        affected: r.get(5),
-        truncated: r.get(6),
-        error_code: r.get(7),
-    })
-    .collect()
+fn history(c: &mut Conns, token: &str, page_size: i32) -> Vec<Past> {
+    history_page(c, token, page_size, None).0
+}
+
+/// One page of the caller's history, and its next_cursor.
+fn history_page(c: &mut Conns, token: &str, page_size: i32, cursor: Option<&str>) -> (Vec<Past>, Option<String>) {
+    let page: serde_json::Value = c
+        .web
+        .query_one("SELECT fluxbase_admin.list_sql_runs($1, $2, $3)", &[&token, &page_size, &cursor])
+        .unwrap()
+        .get(0);
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let runs = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| Past {
+            run_id: text(&r["run_id"]).unwrap(),
+            statement: text(&r["statement"]).unwrap(),
+            mode: text(&r["mode"]).unwrap(),
+            status: text(&r["status"]).unwrap(),
+            row_count: r["row_count"].as_i64(),
+            affected: r["affected"].as_i64(),
+            truncated: r["truncated"].as_bool(),
+            error_code: text(&r["error_code"]),
+        })
+        .collect();
+    (runs, text(&page["next_cursor"]))
 }
 
 fn set_setting(c: &mut Conns, token: &str, key: &str, value: &str) -> Result<(), postgres::Error> {
@@ -646,7 +655,7 @@ fn explain_shows_the_plan_and_analyze_runs_read_only() {
     // An unknown explain mode is a bad call, not a refusal.
     let err = c
         .web
-        .query("SELECT * FROM fluxbase_admin.sql_begin($1, 'SELECT 1', false, 'verbose')", &[&token])
+        .query("SELECT * FROM fluxbase_admin.start_sql_run($1, 'SELECT 1', false, 'verbose')", &[&token])
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22023");
 }
@@ -700,12 +709,12 @@ fn a_run_is_cancelled_from_another_connection_by_its_admin_only() {
     std::thread::sleep(Duration::from_secs(1));
 
     // Another admin cannot see, let alone cancel, ann's run.
-    let err = bob.web.query("SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&bob_token, &run_id]).unwrap_err();
+    let err = bob.web.query("SELECT fluxbase_admin.cancel_sql_run($1, $2::text::uuid)", &[&bob_token, &run_id]).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "P0002", "{err:?}");
 
     let mut other = dashboard(&db);
     let cancelled: bool = other
-        .query_one("SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&token, &run_id])
+        .query_one("SELECT fluxbase_admin.cancel_sql_run($1, $2::text::uuid)", &[&token, &run_id])
         .unwrap()
         .get(0);
     assert!(cancelled, "the cancel was sent");
@@ -716,7 +725,7 @@ fn a_run_is_cancelled_from_another_connection_by_its_admin_only() {
     assert!(elapsed < Duration::from_secs(5), "cancelled after {elapsed:?}");
 
     let again: bool = other
-        .query_one("SELECT fluxbase_admin.sql_cancel($1, $2::text::uuid)", &[&token, &run_id])
+        .query_one("SELECT fluxbase_admin.cancel_sql_run($1, $2::text::uuid)", &[&token, &run_id])
         .unwrap()
         .get(0);
     assert!(!again, "a finished run is not cancelled");
@@ -745,13 +754,17 @@ fn the_history_lists_runs_newest_first_and_keeps_the_last_100() {
             ("SELECT 1", "read", "succeeded"),
         ]
     );
-    assert_eq!(history(&mut c, &token, 2).len(), 2, "max_rows is honoured");
+    let (first, cursor) = history_page(&mut c, &token, 2, None);
+    assert_eq!(first.len(), 2, "page_size is honoured");
+    let (rest, end) = history_page(&mut c, &token, 2, cursor.as_deref());
+    assert_eq!(rest.iter().map(|p| p.statement.as_str()).collect::<Vec<_>>(), ["SELECT 1"], "the next page goes on where the first ended");
+    assert_eq!(end, None, "the last page has no next_cursor");
 
     for i in 0..105 {
         ok(run(&mut c, &token, &format!("SELECT {i}"), false, None));
     }
     let past = history(&mut c, &token, 1000);
-    assert_eq!(past.len(), 100, "at most 100 are listed");
+    assert_eq!(past.len(), 100, "at most 100 are kept");
     assert_eq!(past[0].statement, "SELECT 104");
     assert_eq!(past[99].statement, "SELECT 5");
     assert!(past.iter().all(|p| p.status == "succeeded"));
@@ -844,7 +857,7 @@ fn start_impersonation(c: &mut Conns, token: &str, mode: &str, target: Option<&s
     let row = c
         .web
         .query_one(
-            "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, $2, $3, 'ticket 42', '192.0.2.1', 'tests')",
+            "SELECT ok, code, message, impersonation_id::text FROM auth.start_impersonation($1, $2, $3, 'ticket 42')",
             &[&token, &mode, &target],
         )
         .unwrap();

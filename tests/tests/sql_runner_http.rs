@@ -52,7 +52,7 @@ fn a_read_and_a_write_run_through_the_binary() {
     let refused = run(&server, &token, json!({"statement": "UPDATE notes SET body = 'y'"}));
     assert_eq!((refused["ok"].clone(), refused["code"].clone(), refused["status"].clone()), (json!(false), json!("25006"), json!("failed")), "{refused}");
     let (_, history) = server.get_json_with("/api/sql/history", &token);
-    let statuses: Vec<&str> = history["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = history["rows"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["failed", "succeeded", "succeeded"]);
 }
 
@@ -105,7 +105,7 @@ fn a_running_statement_is_cancelled_from_another_request() {
     };
     let run_id = loop {
         let (_, history) = server.get_json_with("/api/sql/history", &token);
-        if let Some(running) = history["runs"].as_array().unwrap().iter().find(|r| r["status"] == "running") {
+        if let Some(running) = history["rows"].as_array().unwrap().iter().find(|r| r["status"] == "running") {
             break running["run_id"].as_str().unwrap().to_string();
         }
         assert!(started.elapsed() < Duration::from_secs(10), "the run never started");

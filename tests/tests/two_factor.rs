@@ -18,15 +18,15 @@ struct Enrolled {
 fn enrol(web: &mut Client, email: &str) -> Enrolled {
     away_from_a_step_boundary();
     let token = login(web, email, PASSWORD, "192.0.2.1").token.unwrap();
-    let started = as_dashboard(web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.begin_2fa_enrolment($1)", &[&token]).unwrap();
+    let started = as_dashboard(web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.start_two_factor($1)", &[&token]).unwrap();
     let app = Authenticator::new(&started[0].get::<_, String>(0));
-    let confirmed = as_dashboard(web, "SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_2fa_enrolment($1, $2)", &[&token, &app.code(-1)]).unwrap();
+    let confirmed = as_dashboard(web, "SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_two_factor($1, $2)", &[&token, &app.code(-1)]).unwrap();
     assert!(confirmed[0].get::<_, bool>(0), "confirm: {}", confirmed[0].get::<_, String>(1));
     Enrolled { token, app, recovery: confirmed[0].get(2) }
 }
 
 fn second_step(web: &mut Client, challenge: &str, code: &str) -> LoginResult {
-    login_result(as_dashboard(web, "SELECT * FROM dashboard_auth.login_second_factor($1, $2, '192.0.2.1')", &[&challenge, &code]).unwrap())
+    login_result(as_dashboard(web, "SELECT * FROM dashboard_auth.sign_in_second_factor($1, $2)", &[&challenge, &code]).unwrap())
 }
 
 /// Both steps: the password, then `code`.
@@ -48,7 +48,7 @@ fn enrolment_shows_the_secret_once_and_turns_on_only_after_a_confirmed_code() {
     create_admin(&db, "ann@example.com", "admin");
     let mut web = db.connect(Caller::Dashboard);
     let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    let started = as_dashboard(&mut web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.begin_2fa_enrolment($1)", &[&token]).unwrap();
+    let started = as_dashboard(&mut web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.start_two_factor($1)", &[&token]).unwrap();
     let (secret, uri, qr): (String, String, String) = (started[0].get(0), started[0].get(1), started[0].get(2));
     assert!(uri.starts_with("otpauth://totp/Fluxbase:ann%40example.com?") && uri.contains("issuer=Fluxbase"), "{uri}");
     assert!(uri.contains(&format!("secret={secret}")), "{uri}");
@@ -56,13 +56,13 @@ fn enrolment_shows_the_secret_once_and_turns_on_only_after_a_confirmed_code() {
 
     // Not on yet: the password alone still signs in.
     assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").ok);
-    let wrong = as_dashboard(&mut web, "SELECT ok, code FROM dashboard_auth.confirm_2fa_enrolment($1, '000000')", &[&token]).unwrap();
+    let wrong = as_dashboard(&mut web, "SELECT ok, code FROM dashboard_auth.confirm_two_factor($1, '000000')", &[&token]).unwrap();
     assert_eq!((wrong[0].get::<_, bool>(0), wrong[0].get::<_, String>(1)), (false, "wrong_code".to_string()));
     assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").ok, "a wrong code turns nothing on");
 
     away_from_a_step_boundary();
     let app = Authenticator::new(&secret);
-    let confirmed = as_dashboard(&mut web, "SELECT ok, recovery_codes FROM dashboard_auth.confirm_2fa_enrolment($1, $2)", &[&token, &app.code(0)]).unwrap();
+    let confirmed = as_dashboard(&mut web, "SELECT ok, recovery_codes FROM dashboard_auth.confirm_two_factor($1, $2)", &[&token, &app.code(0)]).unwrap();
     assert!(confirmed[0].get::<_, bool>(0));
     let codes: Vec<String> = confirmed[0].get(1);
     assert_eq!(codes.len(), 10);
@@ -84,9 +84,9 @@ fn an_enrolment_never_confirmed_expires() {
     create_admin(&db, "ann@example.com", "admin");
     let mut web = db.connect(Caller::Dashboard);
     let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    let secret: String = as_dashboard(&mut web, "SELECT secret FROM dashboard_auth.begin_2fa_enrolment($1)", &[&token]).unwrap()[0].get(0);
+    let secret: String = as_dashboard(&mut web, "SELECT secret FROM dashboard_auth.start_two_factor($1)", &[&token]).unwrap()[0].get(0);
     db.connect(Caller::Superuser).batch_execute("UPDATE dashboard_auth.dashboard_users SET totp_pending_until = now() - interval '1 second'").unwrap();
-    let late = as_dashboard(&mut web, "SELECT code FROM dashboard_auth.confirm_2fa_enrolment($1, $2)", &[&token, &Authenticator::new(&secret).code(0)]).unwrap();
+    let late = as_dashboard(&mut web, "SELECT code FROM dashboard_auth.confirm_two_factor($1, $2)", &[&token, &Authenticator::new(&secret).code(0)]).unwrap();
     assert_eq!(late[0].get::<_, String>(0), "no_enrolment");
     assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").ok);
 }
@@ -106,7 +106,7 @@ fn the_code_step_is_bound_to_its_password_step() {
     // With her own code: a session, as Ann.
     let signed_in = second_step(&mut web, &ann_challenge, &ann.app.code(0));
     assert!(signed_in.ok, "{signed_in:?}");
-    let who: String = as_dashboard(&mut web, "SELECT email FROM dashboard_auth.whoami($1)", &[&signed_in.token()]).unwrap()[0].get(0);
+    let who: String = as_dashboard(&mut web, "SELECT email FROM dashboard_auth.get_session($1)", &[&signed_in.token()]).unwrap()[0].get(0);
     assert_eq!(who, "ann@example.com");
     // The challenge is spent.
     assert_eq!(second_step(&mut web, &ann_challenge, &ann.app.code(1)).code, "invalid_challenge");
@@ -163,7 +163,7 @@ fn each_recovery_code_works_once_and_says_how_many_are_left() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(remaining, [9, 8]);
-    let status = as_dashboard(&mut web, "SELECT enabled, recovery_codes_left FROM dashboard_auth.two_factor_status($1)", &[&ann.token]).unwrap();
+    let status = as_dashboard(&mut web, "SELECT enabled, recovery_codes_left FROM dashboard_auth.get_two_factor($1)", &[&ann.token]).unwrap();
     assert_eq!((status[0].get::<_, bool>(0), status[0].get::<_, i64>(1)), (true, 8));
 }
 
@@ -194,7 +194,7 @@ fn disabling_needs_the_password_and_a_code() {
     let mut web = db.connect(Caller::Dashboard);
     let ann = enrol(&mut web, "ann@example.com");
     let disable = |web: &mut Client, password: &str, code: &str| -> String {
-        as_dashboard(web, "SELECT code FROM dashboard_auth.disable_2fa($1, $2, $3)", &[&ann.token, &password, &code]).unwrap()[0].get(0)
+        as_dashboard(web, "SELECT code FROM dashboard_auth.disable_two_factor($1, $2, $3)", &[&ann.token, &password, &code]).unwrap()[0].get(0)
     };
     assert_eq!(disable(&mut web, "not the password", &ann.app.code(0)), "wrong_password");
     assert_eq!(disable(&mut web, PASSWORD, "654321"), "wrong_code");
@@ -229,7 +229,7 @@ fn the_operator_turns_2fa_off_for_a_lost_device() {
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("ann@example.com has two-factor sign-in off"), "{stdout}");
-    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.whoami($1)", &[&ann.token])), "28000", "signed out");
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.get_session($1)", &[&ann.token])), "28000", "signed out");
     assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").ok);
     let recovery: i64 = db.connect(Caller::Superuser).query_one("SELECT count(*) FROM dashboard_auth.recovery_codes", &[]).unwrap().get(0);
     assert_eq!(recovery, 0);
@@ -244,8 +244,8 @@ fn every_step_reaches_the_audit_log() {
     sign_in_with(&mut web, "ann@example.com", "000000");
     sign_in_with(&mut web, "ann@example.com", &ann.recovery[0]);
     as_dashboard(&mut web, "SELECT * FROM dashboard_auth.regenerate_recovery_codes($1, $2, $3)", &[&ann.token, &PASSWORD, &ann.app.code(0)]).unwrap();
-    as_dashboard(&mut web, "SELECT * FROM dashboard_auth.disable_2fa($1, $2, $3)", &[&ann.token, &PASSWORD, &ann.app.code(1)]).unwrap();
-    db.connect(Caller::Operator).batch_execute("SELECT dashboard_auth.operator_disable_2fa('ann@example.com')").unwrap();
+    as_dashboard(&mut web, "SELECT * FROM dashboard_auth.disable_two_factor($1, $2, $3)", &[&ann.token, &PASSWORD, &ann.app.code(1)]).unwrap();
+    db.connect(Caller::Operator).batch_execute("SELECT dashboard_auth.operator_disable_two_factor('ann@example.com')").unwrap();
 
     let actions = admin::audit_actions(&db);
     for expected in [
@@ -281,7 +281,7 @@ fn a_reset_link_leads_to_the_code_step_when_2fa_is_on() {
     let ann = enrol(&mut web, "ann@example.com");
     let reset: String = db
         .connect(Caller::Operator)
-        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_password('ann@example.com')", &[])
+        .query_one("SELECT reset_token FROM dashboard_auth.operator_reset_admin_password('ann@example.com')", &[])
         .unwrap()
         .get(0);
     let redeemed = login_result(

@@ -547,7 +547,7 @@ fn a_forged_result_fails_the_edit_and_changes_nothing() {
     let t = ticket(&mut planes, &ann, "edit", &request, None).unwrap();
     let actions_before = fluxbase_tests::admin::audit_actions(&db);
     let mut tx = planes.data.transaction().unwrap();
-    tx.execute("SELECT fluxbase_admin.claim($1)", &[&t]).unwrap();
+    tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&t]).unwrap();
     // App code (or anyone on the data login) records a result first...
     tx.execute("SELECT fluxbase_admin.record_result('{}')", &[]).expect("the first result is recorded");
     // ...and the real edit then finds the intent spent: the transaction fails.
@@ -627,7 +627,7 @@ fn a_table_created_after_install_is_browsable_and_editable() {
     assert_eq!(page["total"]["count"], 2, "{page}");
     assert_eq!(page["rows"][0]["values"]["body"], "edited", "{page}");
     // And the catalog shows no limit on it.
-    let limits: Option<String> = as_dashboard(&mut planes.web, "SELECT explorer_limits FROM fluxbase_admin.catalog($1) WHERE name = 'late'", &[&ann])
+    let limits: Option<String> = as_dashboard(&mut planes.web, "SELECT explorer_limits FROM fluxbase_admin.list_tables($1) WHERE name = 'late'", &[&ann])
         .unwrap()[0]
         .get(0);
     assert_eq!(limits, None);
@@ -642,7 +642,7 @@ fn a_table_whose_owner_revoked_select_is_marked_in_the_catalog() {
                         CREATE TABLE public.readonly (id integer PRIMARY KEY);
                         REVOKE INSERT, DELETE ON public.readonly FROM fluxbase_explorer;")
         .unwrap();
-    let rows = as_dashboard(&mut planes.web, "SELECT name, explorer_limits FROM fluxbase_admin.catalog($1) WHERE schema = 'public'", &[&ann]).unwrap();
+    let rows = as_dashboard(&mut planes.web, "SELECT name, explorer_limits FROM fluxbase_admin.list_tables($1) WHERE schema = 'public'", &[&ann]).unwrap();
     let limits: BTreeMap<String, Option<String>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(limits["hidden"].as_deref(), Some("unreadable: its owner revoked SELECT from fluxbase_explorer"), "{limits:?}");
     assert_eq!(limits["readonly"].as_deref(), Some("read-only: its owner revoked INSERT, DELETE from fluxbase_explorer"), "{limits:?}");
@@ -660,13 +660,13 @@ fn a_table_whose_owner_revoked_select_is_marked_in_the_catalog() {
 fn a_data_login_that_reads_all_data_is_a_problem() {
     let db = TestDb::new();
     let mut su = db.connect(Caller::Superuser);
-    let problems = su.query("SELECT role, problem FROM fluxbase_admin.login_problems('fluxbase_data', 'data')", &[]).unwrap();
+    let problems = su.query("SELECT role, problem FROM fluxbase_admin.list_login_problems('fluxbase_data', 'data')", &[]).unwrap();
     let listed: Vec<(String, String)> = problems.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert!(listed.is_empty(), "fluxbase_data has problems: {listed:?}");
 
     let greedy = TestRole::create(&db, "greedy_data", "NOINHERIT");
     su.batch_execute(&format!("GRANT fluxbase_explorer, anon, authenticated, service_role, pg_read_all_data TO {}", greedy.name)).unwrap();
-    let problems = su.query("SELECT role, problem, fix FROM fluxbase_admin.login_problems($1, 'data')", &[&greedy.name]).unwrap();
+    let problems = su.query("SELECT role, problem, fix FROM fluxbase_admin.list_login_problems($1, 'data')", &[&greedy.name]).unwrap();
     let listed: Vec<(String, String, String)> = problems.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     assert!(
         listed.iter().any(|(role, problem, fix)| role == "pg_read_all_data" && problem.contains("pg_read_all_data")
@@ -675,8 +675,8 @@ fn a_data_login_that_reads_all_data_is_a_problem() {
     );
     assert_eq!(listed.len(), 1, "only pg_read_all_data is wrong: {listed:?}");
     // And such a login may not claim a ticket.
-    su.batch_execute(&format!("GRANT USAGE ON SCHEMA fluxbase_admin TO {0}; GRANT EXECUTE ON FUNCTION fluxbase_admin.claim(text, text) TO {0}", greedy.name)).unwrap();
-    let err = greedy.connect().query_one("SELECT fluxbase_admin.claim('fbk_whatever')", &[]).unwrap_err();
+    su.batch_execute(&format!("GRANT USAGE ON SCHEMA fluxbase_admin TO {0}; GRANT EXECUTE ON FUNCTION fluxbase_admin.claim_ticket(text, text) TO {0}", greedy.name)).unwrap();
+    let err = greedy.connect().query_one("SELECT fluxbase_admin.claim_ticket('fbk_whatever')", &[]).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501", "{}", describe(&err));
     assert!(describe(&err).contains("pg_read_all_data"), "{}", describe(&err));
 }
@@ -686,14 +686,14 @@ fn a_data_login_that_reads_all_data_is_a_problem() {
 // ---------------------------------------------------------------------------------
 
 /// Runs `statement` through the SQL runner as fluxbase serve does. Returns Err with the
-/// refusal or the error, Ok with sql_execute's answer (a write is committed).
+/// refusal or the error, Ok with execute_sql's answer (a write is committed).
 fn run_sql(planes: &mut Planes, token: &str, statement: &str, writes: bool) -> Result<Value, String> {
     let row = as_dashboard(
         &mut planes.web,
-        "SELECT ok, code, message, run_id::text, timeout_ms, ticket FROM fluxbase_admin.sql_begin($1, $2, $3, NULL, NULL)",
+        "SELECT ok, code, message, run_id::text, timeout_ms, ticket FROM fluxbase_admin.start_sql_run($1, $2, $3, NULL, NULL)",
         &[&token, &statement, &writes],
     )
-    .unwrap_or_else(|e| panic!("sql_begin: {}", describe(&e)))
+    .unwrap_or_else(|e| panic!("start_sql_run: {}", describe(&e)))
     .remove(0);
     let (ok_, code, message): (bool, String, String) = (row.get(0), row.get(1), row.get(2));
     if !ok_ {
@@ -704,9 +704,9 @@ fn run_sql(planes: &mut Planes, token: &str, statement: &str, writes: bool) -> R
     let t: String = row.get(5);
     let data = &mut planes.data;
     data.batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {timeout}")).unwrap();
-    data.execute("SELECT fluxbase_admin.claim($1, $2)", &[&t, &statement]).unwrap_or_else(|e| panic!("claim: {}", describe(&e)));
+    data.execute("SELECT fluxbase_admin.claim_ticket($1, $2)", &[&t, &statement]).unwrap_or_else(|e| panic!("claim: {}", describe(&e)));
     data.batch_execute("SAVEPOINT run").unwrap();
-    let result = data.query_one("SELECT fluxbase_admin.sql_execute($1)::text", &[&statement]);
+    let result = data.query_one("SELECT fluxbase_admin.execute_sql($1)::text", &[&statement]);
     let outcome = match result {
         Ok(row) if writes => {
             let answer: Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap();
@@ -726,8 +726,8 @@ fn run_sql(planes: &mut Planes, token: &str, statement: &str, writes: bool) -> R
             (json!({"status": "failed", "error_code": e.code().map(|c| c.code().to_string()), "error_message": d}), Err(d))
         }
     };
-    as_dashboard(&mut planes.web, "SELECT fluxbase_admin.sql_finish($1, $2::text::uuid, $3::text::jsonb)", &[&token, &run_id, &outcome.0.to_string()])
-        .unwrap_or_else(|e| panic!("sql_finish: {}", describe(&e)));
+    as_dashboard(&mut planes.web, "SELECT fluxbase_admin.finish_sql_run($1, $2::text::uuid, $3::text::jsonb)", &[&token, &run_id, &outcome.0.to_string()])
+        .unwrap_or_else(|e| panic!("finish_sql_run: {}", describe(&e)));
     outcome.1
 }
 
@@ -763,7 +763,7 @@ fn the_runner_cannot_reset_its_role_into_the_data_login() {
 // An extension bug the scene works around (see `ticket` above)
 // ---------------------------------------------------------------------------------
 
-/// fluxbase_admin.issue_ticket: `issued_at` is the column default clock_timestamp(),
+/// fluxbase_admin.new_ticket: `issued_at` is the column default clock_timestamp(),
 /// evaluated before the VALUES' own clock_timestamp() + 30 s for `expires_at`, so a
 /// tick between them breaks CHECK (expires_at <= issued_at + 30 s) and ticket() raises
 /// 23514. It must never. (Seen on 1 of 3 first tickets of fresh connections, and on 6 to 13
@@ -779,7 +779,7 @@ fn issuance_never_violates_its_own_expiry_check() {
         &mut planes.web,
         "DO $$ DECLARE bad integer := 0; BEGIN
              FOR i IN 1..200 LOOP
-                 BEGIN PERFORM fluxbase_admin.ticket(current_setting('twop.token'), 'browse', '{\"schema\": \"public\", \"table\": \"notes\"}');
+                 BEGIN PERFORM fluxbase_admin.issue_ticket(current_setting('twop.token'), 'browse', '{\"schema\": \"public\", \"table\": \"notes\"}');
                  EXCEPTION WHEN check_violation THEN bad := bad + 1; END;
              END LOOP;
              PERFORM set_config('twop.bad', bad::text, false);
@@ -788,7 +788,7 @@ fn issuance_never_violates_its_own_expiry_check() {
     );
     rows.unwrap_or_else(|e| panic!("{}", describe(&e)));
     let bad: String = planes.web.query_one("SELECT current_setting('twop.bad', true)", &[]).unwrap().get(0);
-    assert_eq!(bad, "0", "{bad} of 200 calls of fluxbase_admin.ticket failed with 23514 tickets_check");
+    assert_eq!(bad, "0", "{bad} of 200 calls of fluxbase_admin.issue_ticket failed with 23514 tickets_check");
     let _ = ann;
 }
 

@@ -352,7 +352,7 @@ pub fn csv_quote(text: &str) -> String {
 /// The statements for one browse request, with their parameters.
 pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
     if !(1..=MAX_PAGE_SIZE).contains(&request.page_size) {
-        return Err(format!("page size is between 1 and {MAX_PAGE_SIZE}, not {}", request.page_size));
+        return Err(format!("page_size is between 1 and {MAX_PAGE_SIZE}, not {}", request.page_size));
     }
     let mut b = Bindings::default();
     let mut conditions = Vec::new();
