@@ -219,7 +219,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN password IS NULL THEN 'A password is needed.'
                 ELSE dashboard_auth.password_problem(password, email,
-                         dashboard_auth.setting_int(min_length_setting)::int) END
+                         dashboard_auth.get_setting_int(min_length_setting)::int) END
 $$;
 
 -- Admins who can sign in and manage: role admin, enabled, with a password.
@@ -292,7 +292,7 @@ DECLARE
 BEGIN
     INSERT INTO dashboard_auth.sessions (admin_id, token_hash, expires_at, ip, user_agent)
     VALUES (issue_session.admin, dashboard_auth.token_hash(token),
-            pg_catalog.now() + coalesce(issue_session.lifetime, dashboard_auth.setting_interval('session.lifetime')),
+            pg_catalog.now() + coalesce(issue_session.lifetime, dashboard_auth.get_setting_interval('session.lifetime')),
             issue_session.ip, pg_catalog.left(issue_session.user_agent, 500))
     RETURNING expires_at INTO result.expires_at;
     result.ok := true;
@@ -338,18 +338,18 @@ DECLARE
 BEGIN
     UPDATE dashboard_auth.dashboard_users u
        SET failed_attempts = CASE WHEN u.failure_window_from IS NULL
-                                       OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.setting_interval('lockout.window')
+                                       OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window')
                                   THEN 1 ELSE u.failed_attempts + 1 END,
            failure_window_from = CASE WHEN u.failure_window_from IS NULL
-                                           OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.setting_interval('lockout.window')
+                                           OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window')
                                       THEN pg_catalog.now() ELSE u.failure_window_from END
      WHERE u.id = count_failure.admin
     RETURNING u.failed_attempts INTO failures;
-    IF failures >= dashboard_auth.setting_int('lockout.max_failures') THEN
+    IF failures >= dashboard_auth.get_setting_int('lockout.max_failures') THEN
         UPDATE dashboard_auth.dashboard_users u
            SET lockout_count = u.lockout_count + 1,
                locked_until = pg_catalog.now() + LEAST(
-                   dashboard_auth.setting_interval('lockout.duration') * (2 ^ LEAST(u.lockout_count, 16)),
+                   dashboard_auth.get_setting_interval('lockout.duration') * (2 ^ LEAST(u.lockout_count, 16)),
                    interval '24 hours'),
                failed_attempts = 0,
                failure_window_from = NULL,
@@ -371,7 +371,7 @@ SELECT s.id, s.admin_id, s.token_hash, s.created_at, s.last_seen_at, s.expires_a
   JOIN dashboard_auth.dashboard_users u ON u.id = s.admin_id
  WHERE s.revoked_at IS NULL
    AND s.expires_at > pg_catalog.now()
-   AND s.last_seen_at > pg_catalog.now() - dashboard_auth.setting_interval('session.idle_timeout')
+   AND s.last_seen_at > pg_catalog.now() - dashboard_auth.get_setting_interval('session.idle_timeout')
    AND u.disabled_at IS NULL;
 
 -- The admin behind a session token, or an error (28000) when the token is unknown,
@@ -788,8 +788,8 @@ BEGIN
     IF client_ip IS NOT NULL THEN
         SELECT pg_catalog.count(*) INTO ip_failures FROM dashboard_auth.login_attempts a
          WHERE a.ip = client_ip AND NOT a.succeeded AND a.reason NOT IN ('ip_rate_limited', 'second_factor_pending')
-           AND a.attempted_at > pg_catalog.now() - dashboard_auth.setting_interval('lockout.window');
-        IF ip_failures >= dashboard_auth.setting_int('lockout.ip_max_failures') THEN
+           AND a.attempted_at > pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window');
+        IF ip_failures >= dashboard_auth.get_setting_int('lockout.ip_max_failures') THEN
             PERFORM dashboard_auth.record_login(typed, NULL, client_ip, client_agent, false, 'ip_rate_limited');
             RETURN dashboard_auth.refusal('rate_limited', 'Too many failed sign-ins from your address. Try again later.');
         END IF;
@@ -1096,7 +1096,7 @@ AS $$
 DECLARE
     who        dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'change_settings');
     parsed     jsonb := dashboard_auth.parse_setting(setting_key, new_value);
-    old_value  jsonb := dashboard_auth.setting(setting_key);
+    old_value  jsonb := dashboard_auth.get_setting(setting_key);
     default_of jsonb;
 BEGIN
     SELECT d.default_value INTO default_of FROM dashboard_auth.setting_definitions() d WHERE d.key = setting_key;

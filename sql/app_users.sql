@@ -125,7 +125,7 @@ CREATE FUNCTION auth.allowed_user_roles() RETURNS text[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ARRAY['authenticated'] || ARRAY(
-        SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.setting('users.extra_roles')))
+        SELECT pg_catalog.jsonb_array_elements_text(dashboard_auth.get_setting('users.extra_roles')))
 $$;
 
 -- `role` if a user may have it, else an error (22023) with the reason.
@@ -264,7 +264,7 @@ DECLARE
     client_ip    inet := dashboard_auth.request_ip();
     client_agent text := dashboard_auth.request_user_agent();
     typed       text := pg_catalog.left(pg_catalog.lower(pg_catalog.btrim(coalesce(sign_in.email, ''))), 254);
-    window_size interval := dashboard_auth.setting_interval('lockout.window');
+    window_size interval := dashboard_auth.get_setting_interval('lockout.window');
     account     auth.users;
     password_ok boolean;
     reason      text;
@@ -275,7 +275,7 @@ BEGIN
     IF client_ip IS NOT NULL AND (
         SELECT pg_catalog.count(*) FROM auth.sign_in_attempts a
          WHERE a.ip = client_ip AND NOT a.succeeded AND a.reason <> 'ip_rate_limited'
-           AND a.attempted_at > pg_catalog.now() - window_size) >= dashboard_auth.setting_int('lockout.ip_max_failures') THEN
+           AND a.attempted_at > pg_catalog.now() - window_size) >= dashboard_auth.get_setting_int('lockout.ip_max_failures') THEN
         INSERT INTO auth.sign_in_attempts (email, ip, succeeded, reason) VALUES (typed, client_ip, false, 'ip_rate_limited');
         RETURN auth.refusal('rate_limited', 'Too many failed sign-ins from this address. Try again later.');
     END IF;
@@ -296,9 +296,9 @@ BEGIN
                                           THEN pg_catalog.now() ELSE u.failure_window_from END
          WHERE u.id = account.id;
         UPDATE auth.users u
-           SET locked_until = pg_catalog.now() + dashboard_auth.setting_interval('lockout.duration'),
+           SET locked_until = pg_catalog.now() + dashboard_auth.get_setting_interval('lockout.duration'),
                failed_attempts = 0, failure_window_from = NULL
-         WHERE u.id = account.id AND u.failed_attempts >= dashboard_auth.setting_int('lockout.max_failures');
+         WHERE u.id = account.id AND u.failed_attempts >= dashboard_auth.get_setting_int('lockout.max_failures');
     END IF;
     IF reason <> 'ok' THEN
         INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, client_ip, false, reason);
@@ -315,7 +315,7 @@ BEGIN
     token := dashboard_auth.new_token('fbs');
     INSERT INTO auth.sessions (user_id, token_hash, expires_at, ip, user_agent)
     VALUES (account.id, dashboard_auth.token_hash(token),
-            pg_catalog.now() + dashboard_auth.setting_interval('users.session_lifetime'),
+            pg_catalog.now() + dashboard_auth.get_setting_interval('users.session_lifetime'),
             client_ip, pg_catalog.left(client_agent, 500))
     RETURNING expires_at INTO result.expires_at;
     UPDATE auth.users u

@@ -123,7 +123,7 @@ CREATE FUNCTION fluxbase_admin.data_plane_roles() RETURNS text[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ARRAY(SELECT DISTINCT r FROM pg_catalog.unnest(
-        ARRAY['fluxbase_explorer', 'anon', 'authenticated', 'service_role', dashboard_auth.setting('runner.role') #>> '{}']
+        ARRAY['fluxbase_explorer', 'anon', 'authenticated', 'service_role', dashboard_auth.get_setting('runner.role') #>> '{}']
         || auth.allowed_user_roles()) r ORDER BY r)
 $$;
 

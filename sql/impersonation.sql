@@ -102,7 +102,7 @@ DECLARE
     client_agent text := dashboard_auth.request_user_agent();
     who       dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
     actor     dashboard_auth.actor := dashboard_auth.session_actor(who);
-    longest   interval := dashboard_auth.setting_interval('impersonation.max_duration');
+    longest   interval := dashboard_auth.get_setting_interval('impersonation.max_duration');
     account   auth.users;
     role_name text;
     refusal   text;

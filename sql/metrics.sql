@@ -315,14 +315,14 @@ BEGIN
     END IF;
     -- Under the lock, a fresh snapshot sees the last sample committed by another copy.
     SELECT pg_catalog.max(m.sampled_at) INTO latest FROM fluxbase_admin.metric_samples m;
-    IF latest IS NOT NULL AND latest > pg_catalog.clock_timestamp() - dashboard_auth.setting_interval('metrics.sample_interval')
+    IF latest IS NOT NULL AND latest > pg_catalog.clock_timestamp() - dashboard_auth.get_setting_interval('metrics.sample_interval')
                                          + interval '50 milliseconds' THEN
         RETURN false;
     END IF;
     INSERT INTO fluxbase_admin.metric_samples (sampled_at, figures)
     VALUES (pg_catalog.clock_timestamp(), fluxbase_admin.headline_figures());
     DELETE FROM fluxbase_admin.metric_samples m
-     WHERE m.sampled_at < pg_catalog.now() - dashboard_auth.setting_interval('metrics.retention');
+     WHERE m.sampled_at < pg_catalog.now() - dashboard_auth.get_setting_interval('metrics.retention');
     RETURN true;
 END
 $$;

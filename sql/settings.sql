@@ -11,7 +11,7 @@ SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.settings', '');
 REVOKE ALL ON dashboard_auth.settings FROM PUBLIC;
 
 -- The value in force: the override, else the default. Internal.
-CREATE FUNCTION dashboard_auth.setting(setting_key text) RETURNS jsonb
+CREATE FUNCTION dashboard_auth.get_setting(setting_key text) RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -22,12 +22,12 @@ AS $$
     )
 $$;
 
-CREATE FUNCTION dashboard_auth.setting_int(setting_key text) RETURNS bigint
+CREATE FUNCTION dashboard_auth.get_setting_int(setting_key text) RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (dashboard_auth.setting(setting_key))::bigint $$;
+AS $$ SELECT (dashboard_auth.get_setting(setting_key))::bigint $$;
 
-CREATE FUNCTION dashboard_auth.setting_interval(setting_key text) RETURNS interval
+CREATE FUNCTION dashboard_auth.get_setting_interval(setting_key text) RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pg_catalog.make_interval(secs => (dashboard_auth.setting(setting_key))::float8) $$;
+AS $$ SELECT pg_catalog.make_interval(secs => (dashboard_auth.get_setting(setting_key))::float8) $$;

@@ -151,7 +151,7 @@ BEGIN
     END IF;
     IF refusal IS NULL THEN
         IF impersonation_id IS NULL THEN
-            run_as := dashboard_auth.setting('runner.role') #>> '{}';
+            run_as := dashboard_auth.get_setting('runner.role') #>> '{}';
             refusal := fluxbase_admin.forbidden_runner_role(run_as);
             IF refusal IS NOT NULL THEN
                 refusal := 'the runner role is not usable: ' || refusal || ' (setting runner.role)';
@@ -186,13 +186,13 @@ BEGIN
                          ORDER BY k.started_at DESC LIMIT 100);
     RETURN ROW(true, 'ok', 'Claim the ticket on the data login and run it with fluxbase_admin.execute_sql.', run.id, run_as,
                NOT coalesce(allow_writes, false),
-               (pg_catalog.date_part('epoch', dashboard_auth.setting_interval('runner.timeout')) * 1000)::bigint,
-               dashboard_auth.setting_int('runner.row_limit')::integer,
+               (pg_catalog.date_part('epoch', dashboard_auth.get_setting_interval('runner.timeout')) * 1000)::bigint,
+               dashboard_auth.get_setting_int('runner.row_limit')::integer,
                fluxbase_admin.new_ticket(who, 'sql_run',
                    pg_catalog.jsonb_build_object('run_id', run.id,
                        'statement_mac', pg_catalog.encode(run.statement_mac, 'hex'),
                        'explain', explain, 'prefix', fluxbase_admin.sql_explain_prefix(explain),
-                       'row_limit', dashboard_auth.setting_int('runner.row_limit')),
+                       'row_limit', dashboard_auth.get_setting_int('runner.row_limit')),
                    run_as, context.claims, impersonation_id, run.intent_id, NOT coalesce(allow_writes, false))
               )::fluxbase_admin.sql_run;
 END

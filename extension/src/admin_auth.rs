@@ -45,7 +45,7 @@ mod tests {
 
     fn login(email: &str, password: &str) -> (bool, String) {
         Spi::get_two_with_args::<bool, String>(
-            "SELECT ok, code FROM dashboard_auth.sign_in($1, $2, '192.0.2.1', 'pg_test')",
+            "SELECT ok, code FROM dashboard_auth.sign_in($1, $2)",
             &[email.into(), password.into()],
         )
         .map(|(ok, code)| (ok.unwrap(), code.unwrap()))

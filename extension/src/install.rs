@@ -18,7 +18,7 @@ mod fluxbase_admin {
     /// `pg_extension.extversion` when a new library was installed on the host but
     /// `ALTER EXTENSION fluxbase_admin UPDATE` has not been run yet.
     #[pg_extern(immutable, parallel_safe, strict)]
-    fn library_version() -> &'static str {
+    fn get_library_version() -> &'static str {
         env!("CARGO_PKG_VERSION")
     }
 }
@@ -34,7 +34,7 @@ mod tests {
             "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'fluxbase_admin'",
         )
         .expect("query pg_extension");
-        let library = Spi::get_one::<String>("SELECT fluxbase_admin.library_version()")
+        let library = Spi::get_one::<String>("SELECT fluxbase_admin.get_library_version()")
             .expect("call library_version");
         assert_eq!(installed, library);
     }

@@ -109,7 +109,7 @@ fn drop_extension_removes_everything_and_create_works_again() {
     let leftovers: i64 = su
         .query_one(
             "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-              WHERE n.nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin') OR p.proname = 'library_version'",
+              WHERE n.nspname IN ('auth', 'dashboard_auth', 'fluxbase_admin') OR p.proname = 'get_library_version'",
             &[],
         )
         .unwrap()

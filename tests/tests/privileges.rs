@@ -40,7 +40,7 @@ fn app_roles_reach_the_claim_helpers_but_not_the_admin_schemas() {
     app.batch_execute("SET ROLE authenticated").unwrap();
     let uid: Option<String> = app.query_one("SELECT auth.uid()::text", &[]).unwrap().get(0);
     assert_eq!(uid, None);
-    let err = app.query_one("SELECT fluxbase_admin.library_version()", &[]).unwrap_err();
+    let err = app.query_one("SELECT fluxbase_admin.get_library_version()", &[]).unwrap_err();
     assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
 
     let schema_usage: Vec<(String, bool)> = app
@@ -61,12 +61,12 @@ fn the_dashboard_login_role_has_no_rights_until_it_switches_role() {
     let db = TestDb::new();
     let mut web = db.connect(Caller::Dashboard);
     // NOINHERIT: as itself, the login role cannot use what fluxbase_dashboard may.
-    let err = web.query_one("SELECT fluxbase_admin.library_version()", &[]).unwrap_err();
+    let err = web.query_one("SELECT fluxbase_admin.get_library_version()", &[]).unwrap_err();
     assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
 
     let mut tx = web.transaction().unwrap();
     tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
-    let version: String = tx.query_one("SELECT fluxbase_admin.library_version()", &[]).unwrap().get(0);
+    let version: String = tx.query_one("SELECT fluxbase_admin.get_library_version()", &[]).unwrap().get(0);
     assert_eq!(version, "0.1.0");
     tx.commit().unwrap();
 
@@ -197,7 +197,7 @@ const DATA_PLANE_CALLS: [&str; 6] = [
 fn an_operator_reaches_the_admin_schemas() {
     let db = TestDb::new();
     let mut ops = db.connect(Caller::Operator);
-    let version: String = ops.query_one("SELECT fluxbase_admin.library_version()", &[]).unwrap().get(0);
+    let version: String = ops.query_one("SELECT fluxbase_admin.get_library_version()", &[]).unwrap().get(0);
     assert_eq!(version, "0.1.0");
 }
 
