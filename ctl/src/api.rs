@@ -28,7 +28,7 @@ impl ApiError {
     /// that are not the database's own (a lost connection) are a 503.
     pub fn from_pg(e: &tokio_postgres::Error) -> Self {
         let Some(db) = e.as_db_error() else {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", crate::db::describe_pg_error(e));
+            return ApiError::internal(anyhow::anyhow!(crate::db::describe_pg_error(e)));
         };
         let code = db.code().code();
         let status = match code {
@@ -45,9 +45,19 @@ impl ApiError {
         }
     }
 
+    /// A failure of the server's own (no database, a lost connection). Its detail names
+    /// the database's address and the server's internals, so it goes to the log only; the
+    /// client gets a reference to find it there.
     pub fn internal(e: anyhow::Error) -> Self {
-        tracing::warn!(error = %format!("{e:#}"), "request failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e:#}"))
+        let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        tracing::warn!(reference = %reference, error = %format!("{e:#}"), "request failed");
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("The dashboard cannot reach its database right now. Try again; if it persists, the server's log has the detail under reference {reference}."),
+        );
+        error.body["reference"] = json!(reference);
+        error
     }
 }
 

@@ -125,3 +125,39 @@ fn transactions_leave_no_role_or_setting_on_pooled_connections() {
         assert_eq!(state.as_deref(), Some("idle"), "a pooled connection was left in a transaction");
     }
 }
+
+#[test]
+fn an_internal_error_gives_a_reference_and_keeps_the_database_address_in_the_log() {
+    let db = TestDb::new();
+    let server = Server::start(&db);
+    let mut su = db.connect(Caller::Superuser);
+    // The database stops taking connections and the pooled ones go: the next request
+    // cannot reach it.
+    su.batch_execute(&format!("REVOKE CONNECT ON DATABASE {} FROM PUBLIC", db.name)).unwrap();
+    su.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'fluxbase_web'",
+        &[],
+    )
+    .unwrap();
+    let (status, body) = server.get_json_with("/api/sql/history", "fbs_anything");
+    su.batch_execute(&format!("GRANT CONNECT ON DATABASE {} TO PUBLIC", db.name)).unwrap();
+    assert_eq!(status, 503, "{body}");
+    let error = &body["error"];
+    assert_eq!(error["code"], "unavailable", "{body}");
+    let reference = error["reference"].as_str().unwrap_or_else(|| panic!("no reference: {body}"));
+    let text = body.to_string();
+    for secret in ["127.0.0.1", "localhost", "54330", db.name.as_str()] {
+        assert!(!text.contains(secret), "the answer names {secret}: {body}");
+    }
+    assert!(error["message"].as_str().unwrap().contains(reference), "{body}");
+    // The log has the reference with the detail an operator needs.
+    let log_line = server
+        .output
+        .lock()
+        .unwrap()
+        .lines()
+        .find(|line| line.contains(reference))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no log line with {reference}:\n{}", server.output.lock().unwrap()));
+    assert!(log_line.contains(&db.name), "the log names the database: {log_line}");
+}
