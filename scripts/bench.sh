@@ -52,6 +52,9 @@ for entry in \
     "list_table_sizes, all 5,000|SELECT count(*) FROM fluxbase_admin.list_table_sizes(:'tok', top => 10000);" \
     "list_schema_sizes|SELECT count(*) FROM fluxbase_admin.list_schema_sizes(:'tok');" \
     "list_activity|SELECT count(*) FROM fluxbase_admin.list_activity(:'tok');" \
+    "list_maintenance, top 100|SELECT count(*) FROM fluxbase_admin.list_maintenance(:'tok');" \
+    "list_index_usage, top 100 of 10,000|SELECT count(*) FROM fluxbase_admin.list_index_usage(:'tok');" \
+    "list_bloat, top 100 of 15,000|SELECT count(*) FROM fluxbase_admin.list_bloat(:'tok');" \
     "a metric sample's figures|SELECT fluxbase_admin.headline_figures();" \
     "explorer catalog|SELECT count(*) FROM fluxbase_admin.list_tables(:'tok');"; do
     printf '%-52s %12s\n' "${entry%%|*}" "$(median_ms "${entry#*|}")"

@@ -11,12 +11,12 @@ CREATE TABLE dashboard_auth.dashboard_users (
     -- NULL until the admin sets a password through a setup or invite link.
     password_hash       text,
     password_changed_at timestamptz,
-    -- Lockout: failures in the current window, the number of lockouts since the last
-    -- successful sign-in (each lasts longer), and until when the account is locked.
+    -- The account's slowdown (never a lock): wrong passwords from every address in the
+    -- current window, and until when the next password check must wait. The locks are
+    -- per address, in address_lockouts.
     failed_attempts     integer NOT NULL DEFAULT 0,
     failure_window_from timestamptz,
-    lockout_count       integer NOT NULL DEFAULT 0,
-    locked_until        timestamptz,
+    throttled_until     timestamptz,
     disabled_at         timestamptz,
     last_login_at       timestamptz,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -58,14 +58,34 @@ CREATE TABLE dashboard_auth.login_attempts (
     ip           inet,
     user_agent   text,
     succeeded    boolean NOT NULL,
-    -- ok, unknown_email, wrong_password, locked, disabled, no_password, ip_rate_limited
+    -- ok, unknown_email, wrong_password, locked (this address), throttled (the account
+    -- slowed down), disabled, no_password, ip_rate_limited, ...
     reason       text NOT NULL
 );
 CREATE INDEX login_attempts_ip ON dashboard_auth.login_attempts (ip, attempted_at) WHERE NOT succeeded;
 CREATE INDEX login_attempts_email ON dashboard_auth.login_attempts (pg_catalog.lower(email), attempted_at);
+-- The addresses an admin signed in from, which the account's slowdown lets through.
+CREATE INDEX login_attempts_admin_ip ON dashboard_auth.login_attempts (admin_id, ip, attempted_at) WHERE succeeded;
 COMMENT ON TABLE dashboard_auth.login_attempts IS 'Every admin sign-in attempt, by account and by IP address';
 SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.login_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.login_attempts_id_seq', '');
+
+-- Wrong passwords (and codes) per admin and client address, and the lock they led to:
+-- an address that fails too often is locked out of that account only, so that whoever
+-- knows an admin's email can lock out no one but themselves. NULL is the address of
+-- callers without one (psql).
+CREATE TABLE dashboard_auth.address_lockouts (
+    admin_id            uuid NOT NULL REFERENCES dashboard_auth.dashboard_users (id) ON DELETE CASCADE,
+    ip                  inet,
+    failed_attempts     integer NOT NULL DEFAULT 0,
+    failure_window_from timestamptz,
+    -- Locks of this address in a row (each lasts twice as long); a day without one starts over.
+    lockout_count       integer NOT NULL DEFAULT 0,
+    locked_until        timestamptz,
+    CONSTRAINT address_lockouts_key UNIQUE NULLS NOT DISTINCT (admin_id, ip)
+);
+COMMENT ON TABLE dashboard_auth.address_lockouts IS 'Failed sign-ins per admin and client address, and the lock of that address';
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.address_lockouts', '');
 
 CREATE TABLE dashboard_auth.one_time_tokens (
     id          uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -83,7 +103,7 @@ COMMENT ON TABLE dashboard_auth.one_time_tokens IS 'Setup, invite and password-r
 SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.one_time_tokens', '');
 
 REVOKE ALL ON dashboard_auth.dashboard_users, dashboard_auth.sessions, dashboard_auth.login_attempts,
-              dashboard_auth.one_time_tokens FROM PUBLIC;
+              dashboard_auth.address_lockouts, dashboard_auth.one_time_tokens FROM PUBLIC;
 
 -- What a function returns for an attempt that must be recorded even when it fails
 -- (a raised error would roll back the record): ok, a code and a message for a person.

@@ -263,7 +263,7 @@ CREATE FUNCTION dashboard_auth.refusal(code text, message text) RETURNS dashboar
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ROW(false, code, message, NULL, NULL, NULL, NULL, NULL)::dashboard_auth.login_result $$;
 
--- The end of a successful sign-in: the lockout counters reset, the attempt recorded,
+-- The end of a successful sign-in: the address's lockout reset, the attempt recorded,
 -- and a new session.
 CREATE FUNCTION dashboard_auth.complete_sign_in(
     admin uuid, typed_email text, ip inet, user_agent text, via text, lifetime interval
@@ -271,9 +271,12 @@ CREATE FUNCTION dashboard_auth.complete_sign_in(
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- This address starts afresh. The account's slowdown stays: it decays by itself, and
+    -- a success must not give strangers a new round of fast guesses.
+    DELETE FROM dashboard_auth.address_lockouts l
+     WHERE l.admin_id = complete_sign_in.admin AND l.ip IS NOT DISTINCT FROM complete_sign_in.ip;
     UPDATE dashboard_auth.dashboard_users u
-       SET failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
-           last_login_at = pg_catalog.now(), updated_at = pg_catalog.now()
+       SET last_login_at = pg_catalog.now(), updated_at = pg_catalog.now()
      WHERE u.id = complete_sign_in.admin;
     PERFORM dashboard_auth.record_login(typed_email, complete_sign_in.admin, complete_sign_in.ip,
                                         complete_sign_in.user_agent, true, 'ok', via);
@@ -325,40 +328,111 @@ BEGIN
 END
 $$;
 
--- Counts a failed password for an account, and locks it after lockout.max_failures
--- within lockout.window. Each lockout since the last successful sign-in lasts twice
--- as long as the one before, up to 24 hours.
-CREATE FUNCTION dashboard_auth.count_failure(admin uuid) RETURNS void
+-- ---------------------------------------------------------------------------------
+-- Lockout (README, "Signing in"): a lock per account and client address, so that whoever
+-- knows an admin's email locks out only their own address; and a slowdown of the account
+-- as a whole, never a lock, so that guesses spread over many addresses stay few.
+-- ---------------------------------------------------------------------------------
+
+-- Whether this address is locked out of this admin's account now.
+CREATE FUNCTION dashboard_auth.address_locked(admin uuid, ip inet) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM dashboard_auth.address_lockouts l
+                    WHERE l.admin_id = address_locked.admin AND l.ip IS NOT DISTINCT FROM address_locked.ip
+                      AND l.locked_until > pg_catalog.now())
+$$;
+
+-- Whether a password check for this admin must wait: the account is slowed down and was
+-- checked within lockout.account_backoff. An address the admin signed in from in the last
+-- 30 days is let through, so that a slowdown by strangers does not keep its owner waiting.
+CREATE FUNCTION dashboard_auth.account_throttled(admin uuid, ip inet) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u
+                    WHERE u.id = account_throttled.admin AND u.throttled_until > pg_catalog.now())
+       AND NOT EXISTS (SELECT 1 FROM dashboard_auth.login_attempts a
+                        WHERE a.admin_id = account_throttled.admin AND a.ip = account_throttled.ip AND a.succeeded
+                          AND a.attempted_at > pg_catalog.now() - interval '30 days')
+$$;
+
+-- Counts a wrong password or code for an admin from an address. After
+-- lockout.max_failures within lockout.window, the address is locked out of the account
+-- for lockout.duration, twice as long each time in a row, up to 24 hours. After
+-- lockout.account_max_failures from all addresses, each failure makes the next check for
+-- the account wait lockout.account_backoff. True when this failure locked the address.
+CREATE FUNCTION dashboard_auth.count_failure(admin uuid, ip inet) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    failures integer;
-    lockouts integer;
-    until    timestamptz;
+    window_start timestamptz := pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window');
+    failures     integer;
+    lockouts     integer;
+    until        timestamptz;
+    was_throttled timestamptz;
 BEGIN
-    UPDATE dashboard_auth.dashboard_users u
-       SET failed_attempts = CASE WHEN u.failure_window_from IS NULL
-                                       OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window')
-                                  THEN 1 ELSE u.failed_attempts + 1 END,
-           failure_window_from = CASE WHEN u.failure_window_from IS NULL
-                                           OR u.failure_window_from <= pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window')
-                                      THEN pg_catalog.now() ELSE u.failure_window_from END
-     WHERE u.id = count_failure.admin
-    RETURNING u.failed_attempts INTO failures;
+    INSERT INTO dashboard_auth.address_lockouts AS l (admin_id, ip, failed_attempts, failure_window_from)
+    VALUES (count_failure.admin, count_failure.ip, 1, pg_catalog.now())
+    ON CONFLICT ON CONSTRAINT address_lockouts_key DO UPDATE
+       SET failed_attempts = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
+                                  THEN 1 ELSE l.failed_attempts + 1 END,
+           failure_window_from = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
+                                      THEN pg_catalog.now() ELSE l.failure_window_from END
+    RETURNING l.failed_attempts INTO failures;
     IF failures >= dashboard_auth.get_setting_int('lockout.max_failures') THEN
-        UPDATE dashboard_auth.dashboard_users u
-           SET lockout_count = u.lockout_count + 1,
+        -- The escalation decays: a day after the last lock ended, the next is the first again.
+        UPDATE dashboard_auth.address_lockouts l
+           SET lockout_count = CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
+                                    THEN 1 ELSE l.lockout_count + 1 END,
                locked_until = pg_catalog.now() + LEAST(
-                   dashboard_auth.get_setting_interval('lockout.duration') * (2 ^ LEAST(u.lockout_count, 16)),
+                   dashboard_auth.get_setting_interval('lockout.duration')
+                       * (2 ^ CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
+                                   THEN 0 ELSE LEAST(l.lockout_count, 16) END),
                    interval '24 hours'),
                failed_attempts = 0,
-               failure_window_from = NULL,
-               updated_at = pg_catalog.now()
-         WHERE u.id = count_failure.admin
-        RETURNING u.lockout_count, u.locked_until INTO lockouts, until;
+               failure_window_from = NULL
+         WHERE l.admin_id = count_failure.admin AND l.ip IS NOT DISTINCT FROM count_failure.ip
+        RETURNING l.lockout_count, l.locked_until INTO lockouts, until;
         PERFORM dashboard_auth.audit('system', NULL, 'fluxbase_admin', 'admin.locked', 'admin', count_failure.admin::text,
-            pg_catalog.jsonb_build_object('lockout', lockouts, 'locked_until', until));
+            pg_catalog.jsonb_build_object('lockout', lockouts, 'locked_until', until, 'ip', count_failure.ip));
     END IF;
+
+    -- The account as a whole: one atomic update, so that concurrent failures all count.
+    UPDATE dashboard_auth.dashboard_users u
+       SET failed_attempts = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
+                                  THEN 1 ELSE u.failed_attempts + 1 END,
+           failure_window_from = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
+                                      THEN pg_catalog.now() ELSE u.failure_window_from END
+     WHERE u.id = count_failure.admin
+    RETURNING u.failed_attempts, u.throttled_until INTO failures, was_throttled;
+    IF failures >= dashboard_auth.get_setting_int('lockout.account_max_failures') THEN
+        UPDATE dashboard_auth.dashboard_users u
+           SET throttled_until = pg_catalog.now() + dashboard_auth.get_setting_interval('lockout.account_backoff')
+         WHERE u.id = count_failure.admin;
+        -- Audited when a slowdown begins, not at every failure during it.
+        IF was_throttled IS NULL OR was_throttled <= window_start THEN
+            PERFORM dashboard_auth.audit('system', NULL, 'fluxbase_admin', 'admin.throttled', 'admin', count_failure.admin::text,
+                pg_catalog.jsonb_build_object('failures', failures));
+        END IF;
+    END IF;
+    RETURN until IS NOT NULL;
+END
+$$;
+
+-- Clears an admin's locks and slowdown (an unlock, or a password set through a link).
+CREATE FUNCTION dashboard_auth.clear_lockouts(admin uuid) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cleared integer;
+BEGIN
+    DELETE FROM dashboard_auth.address_lockouts l WHERE l.admin_id = clear_lockouts.admin AND l.locked_until > pg_catalog.now();
+    GET DIAGNOSTICS cleared = ROW_COUNT;
+    DELETE FROM dashboard_auth.address_lockouts l WHERE l.admin_id = clear_lockouts.admin;
+    UPDATE dashboard_auth.dashboard_users u
+       SET failed_attempts = 0, failure_window_from = NULL, throttled_until = NULL, updated_at = pg_catalog.now()
+     WHERE u.id = clear_lockouts.admin;
+    RETURN cleared;
 END
 $$;
 
@@ -413,7 +487,8 @@ CREATE FUNCTION dashboard_auth.role_capabilities(role text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE role
-        WHEN 'admin' THEN ARRAY['edit', 'export', 'impersonate', 'manage_users', 'manage_admins', 'change_settings', 'run_writes']
+        WHEN 'admin' THEN ARRAY['edit', 'export', 'impersonate', 'manage_users', 'manage_admins', 'change_settings', 'run_writes',
+                                'manage_backends']
         WHEN 'viewer' THEN ARRAY['export']
         ELSE '{}'::text[] END
 $$;
@@ -658,15 +733,86 @@ BEGIN
 END
 $$;
 
--- Admins as the dashboard and operators see them: no secrets.
+-- Lifts every lock of an admin's account and its slowdown.
+CREATE FUNCTION dashboard_auth.manage_unlock(who dashboard_auth.actor, target uuid) RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cleared integer;
+BEGIN
+    PERFORM 1 FROM dashboard_auth.dashboard_users u WHERE u.id = target FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no admin with id %', coalesce(target::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    cleared := dashboard_auth.clear_lockouts(target);
+    PERFORM dashboard_auth.audit_by(who, 'admin.unlocked', 'admin', target::text,
+        pg_catalog.jsonb_build_object('locked_addresses', cleared));
+    RETURN dashboard_auth.done('unlocked', 'The admin is unlocked.');
+END
+$$;
+
+-- A new invite link for an admin who has not accepted yet; the older link stops working
+-- (issue_link replaces an admin's unused links of the same kind).
+CREATE FUNCTION dashboard_auth.manage_reissue_invite(who dashboard_auth.actor, target uuid, valid_for interval)
+RETURNS TABLE (invite_token text, invite_link text, expires_at timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account dashboard_auth.dashboard_users;
+BEGIN
+    PERFORM dashboard_auth.check_link_validity(valid_for);
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = target FOR UPDATE;
+    IF account.id IS NULL THEN
+        RAISE EXCEPTION 'no admin with id %', coalesce(target::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    IF account.password_hash IS NOT NULL THEN
+        RAISE EXCEPTION '% has accepted the invite already', account.email
+              USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Send a password reset link instead.';
+    END IF;
+    IF account.disabled_at IS NOT NULL THEN
+        RAISE EXCEPTION '% is disabled: an invite link would not work', account.email
+              USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable the admin first.';
+    END IF;
+    SELECT l.token, l.link, l.expires_at INTO invite_token, invite_link, expires_at
+      FROM dashboard_auth.issue_link('invite', target, valid_for, who) l;
+    PERFORM dashboard_auth.audit_by(who, 'admin.invite_reissued', 'admin', target::text,
+        pg_catalog.jsonb_build_object('expires_at', expires_at));
+    RETURN NEXT;
+END
+$$;
+
+-- Refuses an admin action on one's own account that would skip the proof it needs
+-- (the current password, a second factor): a stolen session must not take it over.
+CREATE FUNCTION dashboard_auth.refuse_self(who dashboard_auth.session_admin, target uuid, instead text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF who.admin_id = target THEN
+        RAISE EXCEPTION 'this is for other admins'' accounts, not your own'
+              USING ERRCODE = 'invalid_parameter_value', HINT = instead;
+    END IF;
+END
+$$;
+
+-- Admins as the dashboard and operators see them: no secrets. 'locked' means that some
+-- address is locked out of the account (locked_until: the last of those locks to end);
+-- throttled_until is the account's slowdown, which never locks anyone out.
 CREATE VIEW dashboard_auth.admin_overview AS
 SELECT u.id AS admin_id, u.email, u.name, u.role,
        CASE WHEN u.disabled_at IS NOT NULL THEN 'disabled'
             WHEN u.password_hash IS NULL THEN 'invited'
-            WHEN u.locked_until > pg_catalog.now() THEN 'locked'
+            WHEN l.locked_until IS NOT NULL THEN 'locked'
             ELSE 'active' END AS status,
-       u.locked_until, u.last_login_at, u.created_at
-  FROM dashboard_auth.dashboard_users u;
+       l.locked_until, u.last_login_at, u.created_at,
+       u.totp_enabled_at IS NOT NULL AS two_factor_enabled, u.totp_enabled_at AS two_factor_enabled_at,
+       coalesce(l.locked_addresses, 0) AS locked_addresses,
+       CASE WHEN u.throttled_until > pg_catalog.now() THEN u.throttled_until END AS throttled_until
+  FROM dashboard_auth.dashboard_users u
+  LEFT JOIN LATERAL (
+      SELECT pg_catalog.max(a.locked_until) AS locked_until, pg_catalog.count(*)::int AS locked_addresses
+        FROM dashboard_auth.address_lockouts a
+       WHERE a.admin_id = u.id AND a.locked_until > pg_catalog.now()
+      HAVING pg_catalog.count(*) > 0) l ON true;
 
 -- The admin with this email, or an error (P0002).
 CREATE FUNCTION dashboard_auth.admin_id_by_email(email text) RETURNS uuid
@@ -804,12 +950,15 @@ BEGIN
     password_ok := dashboard_auth.verify_password(sign_in.password, account.password_hash);
     reason := CASE WHEN account.id IS NULL THEN 'unknown_email'
                    WHEN account.disabled_at IS NOT NULL THEN 'disabled'
-                   WHEN account.locked_until > pg_catalog.now() THEN 'locked'
+                   WHEN dashboard_auth.address_locked(account.id, client_ip) THEN 'locked'
+                   WHEN dashboard_auth.account_throttled(account.id, client_ip) THEN 'throttled'
                    WHEN account.password_hash IS NULL THEN 'no_password'
                    WHEN NOT password_ok THEN 'wrong_password'
                    ELSE 'ok' END;
+    -- Only a checked password counts: refusals while locked or slowed down do not, so
+    -- that they never make a lock or a slowdown last longer.
     IF reason = 'wrong_password' THEN
-        PERFORM dashboard_auth.count_failure(account.id);
+        PERFORM dashboard_auth.count_failure(account.id, client_ip);
     END IF;
     IF reason <> 'ok' THEN
         PERFORM dashboard_auth.record_login(typed, account.id, client_ip, client_agent, false, reason);
@@ -885,9 +1034,10 @@ BEGIN
     END IF;
     UPDATE dashboard_auth.dashboard_users u
        SET password_hash = dashboard_auth.hash_password(new_password), password_changed_at = pg_catalog.now(),
-           failed_attempts = 0, failure_window_from = NULL, lockout_count = 0, locked_until = NULL,
            last_login_at = pg_catalog.now(), updated_at = pg_catalog.now()
      WHERE u.id = account.id;
+    -- The link proves the mailbox: every lock and the slowdown end with the new password.
+    PERFORM dashboard_auth.clear_lockouts(account.id);
     PERFORM dashboard_auth.expire_links(account.id);
     revoked := dashboard_auth.revoke_sessions(account.id, 'password_reset');
     PERFORM dashboard_auth.audit('admin', account.id, account.email, 'link.redeemed', 'link', link.id::text,
@@ -915,7 +1065,7 @@ CREATE TYPE dashboard_auth.session_info AS (
     role         text,
     expires_at   timestamptz,
     -- What this session may do (dashboard_auth.role_capabilities): edit, export,
-    -- impersonate, manage_users, manage_admins, change_settings, run_writes.
+    -- impersonate, manage_users, manage_admins, change_settings, run_writes, manage_backends.
     capabilities text[]
 );
 
@@ -982,6 +1132,92 @@ END
 $$;
 COMMENT ON FUNCTION dashboard_auth.sign_out_others(text) IS 'Ends every other session of the signed-in admin; returns how many';
 
+-- The signed-in admin's own sessions that are still good, the newest seen first.
+CREATE FUNCTION dashboard_auth.list_sessions(session_token text DEFAULT NULL)
+RETURNS TABLE (session_id uuid, created_at timestamptz, last_seen_at timestamptz, idle_expires_at timestamptz,
+               expires_at timestamptz, ip inet, user_agent text, current boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+BEGIN
+    RETURN QUERY
+    SELECT s.id, s.created_at, s.last_seen_at,
+           LEAST(s.last_seen_at + dashboard_auth.get_setting_interval('session.idle_timeout'), s.expires_at),
+           s.expires_at, s.ip, s.user_agent, s.id = who.session_id
+      FROM dashboard_auth.live_sessions l
+      JOIN dashboard_auth.sessions s ON s.id = l.id
+     WHERE l.admin_id = who.admin_id
+     ORDER BY s.id = who.session_id DESC, s.last_seen_at DESC, s.id;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.list_sessions(text) IS 'The signed-in admin''s own live sessions: when made and last seen, address, user agent, and which is this one';
+
+-- Ends one of the signed-in admin's own sessions (this one too: that is signing out).
+-- Another admin's session is refused as an unknown one is: no way to learn its id exists.
+CREATE FUNCTION dashboard_auth.revoke_session(session_token text, session_id uuid) RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who   dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    ended dashboard_auth.sessions;
+BEGIN
+    UPDATE dashboard_auth.sessions s SET revoked_at = pg_catalog.now(), revoked_reason = 'revoked_by_owner'
+     WHERE s.id = revoke_session.session_id AND s.admin_id = who.admin_id
+       AND s.id IN (SELECT l.id FROM dashboard_auth.live_sessions l)
+    RETURNING * INTO ended;
+    IF ended.id IS NULL THEN
+        RAISE EXCEPTION 'you have no live session with id %', coalesce(revoke_session.session_id::text, 'NULL')
+              USING ERRCODE = 'no_data_found', HINT = 'List your sessions with dashboard_auth.list_sessions.';
+    END IF;
+    IF ended.id = who.session_id AND session_token IS NULL THEN
+        PERFORM dashboard_auth.unbind_session();
+    END IF;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.session_revoked', 'session', ended.id::text,
+        pg_catalog.jsonb_build_object('current', ended.id = who.session_id, 'ip', ended.ip));
+    RETURN dashboard_auth.done('revoked', CASE WHEN ended.id = who.session_id THEN 'This session is ended: you are signed out.'
+                                               ELSE 'The session is ended.' END);
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.revoke_session(text, uuid) IS 'Ends one of the signed-in admin''s own sessions';
+
+-- Whether a session is still good, without counting as activity: an open page or event
+-- stream asks it, so that it does not keep an idle session alive. For a session that
+-- ended it says why (revoked, with revoked_reason; idle; expired; disabled; unknown)
+-- instead of raising. checked_at is the server's clock, for a page's countdown.
+CREATE FUNCTION dashboard_auth.get_session_health(session_token text DEFAULT NULL)
+RETURNS TABLE (valid boolean, reason text, revoked_reason text, idle_expires_at timestamptz,
+               expires_at timestamptz, checked_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hash        bytea := CASE WHEN session_token IS NULL THEN dashboard_auth.bound_session_hash()
+                              ELSE dashboard_auth.token_hash(session_token) END;
+    session_row dashboard_auth.sessions;
+    account     dashboard_auth.dashboard_users;
+BEGIN
+    SELECT * INTO session_row FROM dashboard_auth.sessions s WHERE s.token_hash = hash;
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = session_row.admin_id;
+    checked_at := pg_catalog.now();
+    IF session_row.id IS NOT NULL THEN
+        expires_at := session_row.expires_at;
+        idle_expires_at := LEAST(session_row.last_seen_at + dashboard_auth.get_setting_interval('session.idle_timeout'),
+                                 session_row.expires_at);
+        revoked_reason := session_row.revoked_reason;
+    END IF;
+    -- The order of check_session's view (live_sessions): the first reason that applies.
+    reason := CASE WHEN session_row.id IS NULL THEN 'unknown'
+                   WHEN session_row.revoked_at IS NOT NULL THEN 'revoked'
+                   WHEN account.disabled_at IS NOT NULL THEN 'disabled'
+                   WHEN session_row.expires_at <= checked_at THEN 'expired'
+                   WHEN session_row.last_seen_at + dashboard_auth.get_setting_interval('session.idle_timeout') <= checked_at THEN 'idle'
+                   ELSE 'active' END;
+    valid := reason = 'active';
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.get_session_health(text) IS 'Whether a session is still good and until when, or why it ended; does not count as activity';
+
 -- Changing one's own password needs the current one and ends the other sessions.
 -- Viewers may change their own password: it changes nothing but their account.
 CREATE FUNCTION dashboard_auth.change_password(session_token text, current_password text, new_password text)
@@ -996,16 +1232,14 @@ DECLARE
 BEGIN
     SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id;
     -- A stolen session must not become a way to guess the password: wrong guesses count
-    -- toward the lockout, and a lockout ends every session of the account.
-    IF account.locked_until > pg_catalog.now() THEN
+    -- toward the lockout of the address, and a lockout ends every session of the account.
+    IF dashboard_auth.address_locked(who.admin_id, dashboard_auth.request_ip()) THEN
         RETURN ROW(false, 'locked', 'Too many wrong passwords. Try again later.')::dashboard_auth.outcome;
     END IF;
     IF NOT dashboard_auth.verify_password(current_password, account.password_hash) THEN
-        PERFORM dashboard_auth.count_failure(who.admin_id);
         PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.password_change_failed', 'admin',
             who.admin_id::text, '{"reason": "wrong_password"}'::jsonb);
-        IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u
-                    WHERE u.id = who.admin_id AND u.locked_until > pg_catalog.now()) THEN
+        IF dashboard_auth.count_failure(who.admin_id, dashboard_auth.request_ip()) THEN
             PERFORM dashboard_auth.revoke_sessions(who.admin_id, 'locked');
         END IF;
         RETURN ROW(false, 'wrong_password', 'The current password is wrong.')::dashboard_auth.outcome;
@@ -1066,9 +1300,52 @@ CREATE FUNCTION dashboard_auth.delete_admin(session_token text, admin_id uuid) R
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT dashboard_auth.manage_delete_admin(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id); SELECT dashboard_auth.done('deleted', 'The admin is deleted.') $$;
 
+CREATE FUNCTION dashboard_auth.unlock_admin(session_token text, admin_id uuid) RETURNS dashboard_auth.outcome
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_unlock(dashboard_auth.session_actor(dashboard_auth.require_capability(session_token, 'manage_admins')), admin_id) $$;
+COMMENT ON FUNCTION dashboard_auth.unlock_admin(text, uuid) IS 'Lifts every lock of an admin''s account and its slowdown';
+
+-- A reset link for another admin; their sessions end at once. Not for one's own account:
+-- that needs the current password (change_password), or a stolen session could take it.
+CREATE FUNCTION dashboard_auth.reset_admin_password(session_token text, admin_id uuid,
+                                                    valid_for interval DEFAULT interval '24 hours')
+RETURNS TABLE (reset_token text, reset_link text, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_admins');
+BEGIN
+    PERFORM dashboard_auth.refuse_self(who, reset_admin_password.admin_id,
+        'Change your own password with dashboard_auth.change_password.');
+    RETURN QUERY SELECT r.reset_token, r.reset_link, r.expires_at
+                   FROM dashboard_auth.manage_reset_password(dashboard_auth.session_actor(who),
+                            reset_admin_password.admin_id, valid_for) r;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.reset_admin_password(text, uuid, interval) IS 'Ends another admin''s sessions and returns a one-time reset link''s token, and the link when fluxbase.public_url is set';
+
+CREATE FUNCTION dashboard_auth.reissue_invite(session_token text, admin_id uuid,
+                                              valid_for interval DEFAULT interval '24 hours')
+RETURNS TABLE (invite_token text, invite_link text, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_admins');
+BEGIN
+    RETURN QUERY SELECT r.invite_token, r.invite_link, r.expires_at
+                   FROM dashboard_auth.manage_reissue_invite(dashboard_auth.session_actor(who),
+                            reissue_invite.admin_id, valid_for) r;
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.reissue_invite(text, uuid, interval) IS 'A new invite link for an admin who has not accepted yet; the old link stops working';
+
+-- Every setting with its value and what a page needs to type its input: kind
+-- (duration, integer, roles, role), the least and greatest value as written, the allowed
+-- values in words, and the unit.
 CREATE FUNCTION dashboard_auth.list_settings(session_token text DEFAULT NULL)
 RETURNS TABLE (key text, value text, default_value text, is_default boolean, description text,
-               changed_by text, changed_at timestamptz)
+               changed_by text, changed_at timestamptz, kind text, min_value text, max_value text,
+               allowed text, unit text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1080,7 +1357,8 @@ BEGIN
            s.key IS NULL,
            d.description,
            s.updated_by,
-           s.updated_at
+           s.updated_at,
+           d.kind, d.min_value, d.max_value, d.allowed, d.unit
       FROM dashboard_auth.setting_definitions() d
       LEFT JOIN dashboard_auth.settings s ON s.key = d.key
      ORDER BY d.key;
@@ -1161,19 +1439,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM dashboard_auth.admin_overview o ORDER BY o.created_at, o.email $$;
 
 CREATE FUNCTION dashboard_auth.operator_unlock_admin(email text) RETURNS dashboard_auth.outcome
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    target uuid := dashboard_auth.admin_id_by_email(email);
-BEGIN
-    UPDATE dashboard_auth.dashboard_users u
-       SET locked_until = NULL, failed_attempts = 0, failure_window_from = NULL, lockout_count = 0,
-           updated_at = pg_catalog.now()
-     WHERE u.id = target;
-    PERFORM dashboard_auth.audit_by(dashboard_auth.operator_actor(), 'admin.unlocked', 'admin', target::text);
-    RETURN dashboard_auth.done('unlocked', 'The admin is unlocked.');
-END
-$$;
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_unlock(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email)) $$;
 
 CREATE FUNCTION dashboard_auth.operator_disable_admin(email text) RETURNS dashboard_auth.outcome
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1203,6 +1470,9 @@ GRANT EXECUTE ON FUNCTION
     dashboard_auth.end_session(),
     dashboard_auth.sign_out(text),
     dashboard_auth.sign_out_others(text),
+    dashboard_auth.list_sessions(text),
+    dashboard_auth.revoke_session(text, uuid),
+    dashboard_auth.get_session_health(text),
     dashboard_auth.change_password(text, text, text),
     dashboard_auth.list_admins(text),
     dashboard_auth.invite_admin(text, text, text, text, interval),
@@ -1210,6 +1480,9 @@ GRANT EXECUTE ON FUNCTION
     dashboard_auth.disable_admin(text, uuid),
     dashboard_auth.enable_admin(text, uuid),
     dashboard_auth.delete_admin(text, uuid),
+    dashboard_auth.unlock_admin(text, uuid),
+    dashboard_auth.reset_admin_password(text, uuid, interval),
+    dashboard_auth.reissue_invite(text, uuid, interval),
     dashboard_auth.list_settings(text),
     dashboard_auth.set_setting(text, text, text),
     dashboard_auth.reset_setting(text, text)

@@ -16,10 +16,12 @@ CREATE TABLE auth.users (
     last_sign_in_at timestamptz,
     banned_until    timestamptz,
     ban_reason      text,
-    -- Wrong passwords at auth.sign_in within lockout.window, and the lock they led to.
+    -- The account's slowdown at auth.sign_in (never a lock): wrong passwords from every
+    -- address within lockout.window, and until when the next check must wait. The locks
+    -- are per address, in auth.address_lockouts.
     failed_attempts     integer NOT NULL DEFAULT 0,
     failure_window_from timestamptz,
-    locked_until        timestamptz,
+    throttled_until     timestamptz,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -69,11 +71,28 @@ CREATE TABLE auth.sign_in_attempts (
     reason       text NOT NULL
 );
 CREATE INDEX sign_in_attempts_ip ON auth.sign_in_attempts (ip, attempted_at) WHERE NOT succeeded;
+-- The addresses a user signed in from, which the account's slowdown lets through.
+CREATE INDEX sign_in_attempts_user_ip ON auth.sign_in_attempts (user_id, ip, attempted_at) WHERE succeeded;
 COMMENT ON TABLE auth.sign_in_attempts IS 'App users'' sign-in attempts, by account and by IP address';
 SELECT pg_catalog.pg_extension_config_dump('auth.sign_in_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('auth.sign_in_attempts_id_seq', '');
 
-REVOKE ALL ON auth.users, auth.sessions, auth.one_time_tokens, auth.sign_in_attempts FROM PUBLIC;
+-- Wrong passwords per user and client address, and the lock of that address: as
+-- dashboard_auth.address_lockouts for admins, so that knowing a user's email locks out
+-- no one but the one who tries. NULL is the address of callers without one.
+CREATE TABLE auth.address_lockouts (
+    user_id             uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    ip                  inet,
+    failed_attempts     integer NOT NULL DEFAULT 0,
+    failure_window_from timestamptz,
+    lockout_count       integer NOT NULL DEFAULT 0,
+    locked_until        timestamptz,
+    CONSTRAINT address_lockouts_key UNIQUE NULLS NOT DISTINCT (user_id, ip)
+);
+COMMENT ON TABLE auth.address_lockouts IS 'App users'' failed sign-ins per client address, and the lock of that address';
+SELECT pg_catalog.pg_extension_config_dump('auth.address_lockouts', '');
+
+REVOKE ALL ON auth.users, auth.sessions, auth.one_time_tokens, auth.sign_in_attempts, auth.address_lockouts FROM PUBLIC;
 
 -- What the application's functions return.
 CREATE TYPE auth.result AS (
@@ -118,6 +137,16 @@ AS $$
              AND (g.rolsuper OR g.rolbypassrls OR g.rolcreaterole OR g.rolname LIKE 'pg\_%'
                   OR g.rolname IN ('service_role', 'fluxbase_dashboard', 'fluxbase_operator', 'fluxbase_explorer'))
            ORDER BY g.rolname LIMIT 1) privileged ON true
+$$;
+
+-- A user's status, the one rule for the overview and for counting: banned (until the
+-- ban ends), invited (not confirmed yet) or active.
+CREATE FUNCTION auth.user_status(banned_until timestamptz, confirmed_at timestamptz) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN banned_until > pg_catalog.now() THEN 'banned'
+                WHEN confirmed_at IS NULL THEN 'invited'
+                ELSE 'active' END
 $$;
 
 -- The roles a user may have: authenticated, and those in users.extra_roles.
@@ -208,6 +237,88 @@ BEGIN
 END
 $$;
 
+-- Sign-in lockout, as for admins (dashboard_auth.count_failure): a lock per user and
+-- address, and a slowdown of the account as a whole that never locks anyone out.
+CREATE FUNCTION auth.address_locked(target uuid, ip inet) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM auth.address_lockouts l
+                    WHERE l.user_id = target AND l.ip IS NOT DISTINCT FROM address_locked.ip
+                      AND l.locked_until > pg_catalog.now())
+$$;
+
+-- Slowed down and checked within lockout.account_backoff, unless the user signed in
+-- from this address in the last 30 days.
+CREATE FUNCTION auth.account_throttled(target uuid, ip inet) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM auth.users u WHERE u.id = target AND u.throttled_until > pg_catalog.now())
+       AND NOT EXISTS (SELECT 1 FROM auth.sign_in_attempts a
+                        WHERE a.user_id = target AND a.ip = account_throttled.ip AND a.succeeded
+                          AND a.attempted_at > pg_catalog.now() - interval '30 days')
+$$;
+
+-- Counts a wrong password from an address: the address locks after lockout.max_failures
+-- in lockout.window, for lockout.duration doubling with each lock in a row (up to 24
+-- hours); the account slows down after lockout.account_max_failures from all addresses.
+CREATE FUNCTION auth.count_failure(target uuid, ip inet) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    window_start timestamptz := pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window');
+    failures     integer;
+BEGIN
+    INSERT INTO auth.address_lockouts AS l (user_id, ip, failed_attempts, failure_window_from)
+    VALUES (target, count_failure.ip, 1, pg_catalog.now())
+    ON CONFLICT ON CONSTRAINT address_lockouts_key DO UPDATE
+       SET failed_attempts = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
+                                  THEN 1 ELSE l.failed_attempts + 1 END,
+           failure_window_from = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
+                                      THEN pg_catalog.now() ELSE l.failure_window_from END
+    RETURNING l.failed_attempts INTO failures;
+    IF failures >= dashboard_auth.get_setting_int('lockout.max_failures') THEN
+        -- A day after the last lock ended, the next is the first again.
+        UPDATE auth.address_lockouts l
+           SET lockout_count = CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
+                                    THEN 1 ELSE l.lockout_count + 1 END,
+               locked_until = pg_catalog.now() + LEAST(
+                   dashboard_auth.get_setting_interval('lockout.duration')
+                       * (2 ^ CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
+                                   THEN 0 ELSE LEAST(l.lockout_count, 16) END),
+                   interval '24 hours'),
+               failed_attempts = 0,
+               failure_window_from = NULL
+         WHERE l.user_id = target AND l.ip IS NOT DISTINCT FROM count_failure.ip;
+    END IF;
+    UPDATE auth.users u
+       SET failed_attempts = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
+                                  THEN 1 ELSE u.failed_attempts + 1 END,
+           failure_window_from = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
+                                      THEN pg_catalog.now() ELSE u.failure_window_from END
+     WHERE u.id = target
+    RETURNING u.failed_attempts INTO failures;
+    IF failures >= dashboard_auth.get_setting_int('lockout.account_max_failures') THEN
+        UPDATE auth.users u SET throttled_until = pg_catalog.now() + dashboard_auth.get_setting_interval('lockout.account_backoff')
+         WHERE u.id = target;
+    END IF;
+END
+$$;
+
+-- Clears a user's locks and slowdown; returns how many addresses were locked out.
+CREATE FUNCTION auth.clear_lockouts(target uuid) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cleared integer;
+BEGIN
+    DELETE FROM auth.address_lockouts l WHERE l.user_id = target AND l.locked_until > pg_catalog.now();
+    GET DIAGNOSTICS cleared = ROW_COUNT;
+    DELETE FROM auth.address_lockouts l WHERE l.user_id = target;
+    UPDATE auth.users u SET failed_attempts = 0, failure_window_from = NULL, throttled_until = NULL WHERE u.id = target;
+    RETURN cleared;
+END
+$$;
+
 -- Redeems an invite or recovery link: sets the password. Shared by accept_invite and
 -- complete_recovery; every other session of the user ends.
 CREATE FUNCTION auth.redeem_user_link(kind text, link_token text, password text) RETURNS auth.result
@@ -252,9 +363,10 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT auth.redeem_user_link('recovery', recovery_token, new_password) $$;
 
 -- Signs a user in: an auth.sessions row and the last sign-in time. An unknown email, a
--- wrong password, an unconfirmed, a banned or a locked user get the same answer, in
--- about the same time (one argon2 run on every path). Failures are recorded and count
--- per user and per IP address, with the admins' lockout settings (lockout.*).
+-- wrong password, an unconfirmed, a banned, a locked out or a slowed-down user get the
+-- same answer, in about the same time (one argon2 run on every path). Failures are
+-- recorded and count per user and address, and per address alone, with the admins'
+-- lockout settings (lockout.*).
 CREATE FUNCTION auth.sign_in(email text, password text)
 RETURNS auth.result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -284,21 +396,13 @@ BEGIN
     reason := CASE WHEN account.id IS NULL THEN 'unknown_email'
                    WHEN account.confirmed_at IS NULL THEN 'unconfirmed'
                    WHEN account.banned_until > pg_catalog.now() THEN 'banned'
-                   WHEN account.locked_until > pg_catalog.now() THEN 'locked'
+                   WHEN auth.address_locked(account.id, client_ip) THEN 'locked'
+                   WHEN auth.account_throttled(account.id, client_ip) THEN 'throttled'
                    WHEN NOT password_ok THEN 'wrong_password'
                    ELSE 'ok' END;
+    -- Only a checked password counts, so that refusals never make a lock last longer.
     IF reason = 'wrong_password' THEN
-        -- One atomic update: the window, the count, and a lock when it reaches the limit.
-        UPDATE auth.users u
-           SET failed_attempts = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= pg_catalog.now() - window_size
-                                      THEN 1 ELSE u.failed_attempts + 1 END,
-               failure_window_from = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= pg_catalog.now() - window_size
-                                          THEN pg_catalog.now() ELSE u.failure_window_from END
-         WHERE u.id = account.id;
-        UPDATE auth.users u
-           SET locked_until = pg_catalog.now() + dashboard_auth.get_setting_interval('lockout.duration'),
-               failed_attempts = 0, failure_window_from = NULL
-         WHERE u.id = account.id AND u.failed_attempts >= dashboard_auth.get_setting_int('lockout.max_failures');
+        PERFORM auth.count_failure(account.id, client_ip);
     END IF;
     IF reason <> 'ok' THEN
         INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, client_ip, false, reason);
@@ -318,9 +422,9 @@ BEGIN
             pg_catalog.now() + dashboard_auth.get_setting_interval('users.session_lifetime'),
             client_ip, pg_catalog.left(client_agent, 500))
     RETURNING expires_at INTO result.expires_at;
-    UPDATE auth.users u
-       SET last_sign_in_at = pg_catalog.now(), failed_attempts = 0, failure_window_from = NULL, locked_until = NULL
-     WHERE u.id = account.id;
+    -- This address starts afresh; the account's slowdown decays by itself.
+    DELETE FROM auth.address_lockouts l WHERE l.user_id = account.id AND l.ip IS NOT DISTINCT FROM client_ip;
+    UPDATE auth.users u SET last_sign_in_at = pg_catalog.now() WHERE u.id = account.id;
     INSERT INTO auth.sign_in_attempts (email, user_id, ip, succeeded, reason) VALUES (typed, account.id, client_ip, true, 'ok');
     result.ok := true;
     result.code := 'ok';
@@ -349,7 +453,8 @@ $$;
 -- (invited, active, banned). Sort: created_at, email or last_sign_in_at, ascending or not.
 -- Paging is by keyset (a page costs the same at any depth): pass next_cursor back as
 -- cursor. Every value is a bound parameter; the sort column comes from a fixed list.
--- Returns {"rows": [...], "next_cursor": text or null}.
+-- Returns {"rows": [...], "next_cursor": text or null, "total": {kind (exact or
+-- at_least), count, text ("1,204 users")}}.
 CREATE FUNCTION auth.list_users(
     session_token text DEFAULT NULL,
     search text DEFAULT NULL,
@@ -371,6 +476,10 @@ DECLARE
     comparison text := CASE WHEN descending THEN '<' ELSE '>' END;
     found      jsonb;
     sort_keys  jsonb;
+    -- Beyond this many matches the total says "more than".
+    count_cap  constant bigint := 100000;
+    counted    bigint;
+    total      jsonb;
 BEGIN
     PERFORM dashboard_auth.check_page_size(page_size);
     -- Each sort is an indexed expression (see the indexes on auth.users) and its type;
@@ -406,7 +515,7 @@ BEGIN
                       JOIN auth.user_overview o ON o.id = u.id
                      WHERE ($1::text IS NULL OR pg_catalog.strpos(pg_catalog.lower(u.email), pg_catalog.lower($1)) > 0)
                        AND ($2::text IS NULL OR u.role = $2)
-                       AND ($3::text IS NULL OR o.status = $3)
+                       AND ($3::text IS NULL OR auth.user_status(u.banned_until, u.confirmed_at) = $3)
                        AND ($4::jsonb IS NULL OR (%1$s, u.id) %2$s (($4 ->> 0)::%4$s, ($4 ->> 1)::uuid))
                      ORDER BY %1$s %3$s, u.id %3$s
                      LIMIT $5 + 1) p
@@ -416,21 +525,72 @@ BEGIN
     EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format OR datetime_field_overflow THEN
         PERFORM dashboard_auth.refuse_cursor();
     END;
+    IF pg_catalog.jsonb_array_length(found) <= page_size AND cursor IS NULL THEN
+        -- The first page holds every match: the count is known for free.
+        counted := pg_catalog.jsonb_array_length(found);
+    ELSE
+        -- Counted up to a cap, on the users alone: a search as you type stays cheap.
+        SELECT pg_catalog.count(*) INTO counted
+          FROM (SELECT 1 FROM auth.users u
+                 WHERE (search IS NULL OR pg_catalog.strpos(pg_catalog.lower(u.email), pg_catalog.lower(search)) > 0)
+                   AND (filter_role IS NULL OR u.role = filter_role)
+                   AND (filter_status IS NULL OR auth.user_status(u.banned_until, u.confirmed_at) = filter_status)
+                 LIMIT count_cap + 1) c;
+    END IF;
+    total := CASE WHEN counted > count_cap
+                  THEN pg_catalog.jsonb_build_object('kind', 'at_least', 'count', count_cap)
+                  ELSE pg_catalog.jsonb_build_object('kind', 'exact', 'count', counted) END;
+    total := total || pg_catalog.jsonb_build_object('text',
+        CASE total ->> 'kind' WHEN 'at_least' THEN 'more than ' ELSE '' END
+        || pg_catalog.to_char((total ->> 'count')::bigint, 'FM999,999,999,990')
+        || CASE WHEN (total ->> 'count')::bigint = 1 THEN ' user' ELSE ' users' END);
     IF pg_catalog.jsonb_array_length(found) <= page_size THEN
-        RETURN pg_catalog.jsonb_build_object('rows', found, 'next_cursor', NULL);
+        RETURN pg_catalog.jsonb_build_object('rows', found, 'next_cursor', NULL, 'total', total);
     END IF;
     RETURN pg_catalog.jsonb_build_object(
         'rows', found - page_size,
-        'next_cursor', dashboard_auth.encode_cursor(sort_keys -> (page_size - 1)));
+        'next_cursor', dashboard_auth.encode_cursor(sort_keys -> (page_size - 1)),
+        'total', total);
 END
 $$;
 COMMENT ON FUNCTION auth.list_users(text, text, text, text, text, boolean, integer, text) IS 'A page of app users with their status, sessions and last sign-in; keyset paging by cursor';
+
+-- The roles a user may be given, for a picker: authenticated (the default) and those in
+-- users.extra_roles, each with how many users have it.
+CREATE FUNCTION auth.list_user_roles(session_token text DEFAULT NULL)
+RETURNS TABLE (role text, is_default boolean, users bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM dashboard_auth.require_capability(session_token, 'manage_users');
+    RETURN QUERY
+    SELECT r.name, r.name = 'authenticated',
+           (SELECT pg_catalog.count(*) FROM auth.users u WHERE u.role = r.name)
+      FROM pg_catalog.unnest(auth.allowed_user_roles()) WITH ORDINALITY AS r(name, n)
+     ORDER BY r.n;
+END
+$$;
+COMMENT ON FUNCTION auth.list_user_roles(text) IS 'The roles a user may be given (authenticated and users.extra_roles), with how many users have each';
+
+-- A user's lockout as an admin sees it: the addresses locked out now, and until when the
+-- account as a whole is slowed down (NULL: it is not).
+CREATE FUNCTION auth.user_lockout(target uuid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'locked_addresses', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                          'ip', l.ip, 'locked_until', l.locked_until) ORDER BY l.locked_until DESC)
+                                        FROM auth.address_lockouts l
+                                       WHERE l.user_id = target AND l.locked_until > pg_catalog.now()), '[]'),
+        'throttled_until', (SELECT u.throttled_until FROM auth.users u
+                             WHERE u.id = target AND u.throttled_until > pg_catalog.now()))
+$$;
 
 CREATE FUNCTION auth.get_user(session_token text, user_id uuid)
 RETURNS TABLE (id uuid, email text, role text, status text, last_sign_in_at timestamptz, active_sessions bigint,
                times_impersonated bigint, banned_until timestamptz, ban_reason text, app_metadata jsonb,
                user_metadata jsonb, invited_at timestamptz, confirmed_at timestamptz, created_at timestamptz,
-               recent_sessions jsonb)
+               recent_sessions jsonb, lockout jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -443,7 +603,8 @@ BEGIN
                          'id', s.id, 'created_at', s.created_at, 'expires_at', s.expires_at,
                          'revoked_at', s.revoked_at, 'ip', s.ip, 'user_agent', s.user_agent) ORDER BY s.created_at DESC)
                        FROM (SELECT * FROM auth.sessions s2 WHERE s2.user_id = o.id
-                              ORDER BY s2.created_at DESC LIMIT 20) s), '[]'::jsonb)
+                              ORDER BY s2.created_at DESC LIMIT 20) s), '[]'::jsonb),
+           auth.user_lockout(o.id)
       FROM auth.user_overview o WHERE o.id = get_user.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no user with id %', coalesce(get_user.user_id::text, 'NULL') USING ERRCODE = 'no_data_found';
@@ -589,6 +750,25 @@ BEGIN
 END
 $$;
 
+-- Clears a user's lockout: every locked address, the failures counted, and the slowdown.
+CREATE FUNCTION auth.unlock_user(session_token text, user_id uuid) RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_users');
+    account auth.users := auth.user_for_update(unlock_user.user_id);
+    before  jsonb := auth.user_lockout(account.id);
+    cleared integer;
+BEGIN
+    cleared := auth.clear_lockouts(account.id);
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'user.unlocked', 'user', account.id::text,
+        pg_catalog.jsonb_build_object('locked_addresses', cleared, 'throttled_until', before -> 'throttled_until'));
+    RETURN dashboard_auth.done('unlocked', CASE WHEN cleared = 0 AND before -> 'throttled_until' = 'null'
+                                                THEN 'The user was not locked out; their failed sign-ins are forgotten.'
+                                                ELSE 'The user is unlocked.' END);
+END
+$$;
+
 -- Deletes a user; their sessions and links go with them, the audit entries stay.
 CREATE FUNCTION auth.delete_user(session_token text, user_id uuid) RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -613,6 +793,8 @@ TO service_role;
 
 GRANT EXECUTE ON FUNCTION
     auth.list_users(text, text, text, text, text, boolean, integer, text),
+    auth.list_user_roles(text),
+    auth.unlock_user(text, uuid),
     auth.get_user(text, uuid),
     auth.invite_user(text, text, text, jsonb, interval),
     auth.set_user_role(text, uuid, text),

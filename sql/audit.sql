@@ -152,7 +152,9 @@ $$;
 -- The transactions in which the retention function (operator_purge_audit) deletes: it
 -- writes its own transaction's id here and removes it before it returns. Only the
 -- extension's owner can write it, so no setting and no role opens the log's DELETE.
+-- Registered like every table of dashboard_auth, although it is empty outside a purge.
 CREATE TABLE dashboard_auth.audit_purges_in_progress (xact xid8 PRIMARY KEY);
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.audit_purges_in_progress', '');
 REVOKE ALL ON dashboard_auth.audit_purges_in_progress FROM PUBLIC;
 
 -- Append-only: the one change allowed is sealing a pending entry, leaving its content as
@@ -187,15 +189,16 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON dashboard_auth.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION dashboard_auth.audit_log_guard();
 
 -- Verifies the whole chain: seals what is pending first, then recomputes every hash in
--- chain order. For operators (break-glass) and psql.
+-- chain order. Internal: operator_verify_audit (operators, break-glass) and verify_audit
+-- (a dashboard session) call it, and each records the verification as its caller.
 --
 -- The chain cannot show entries deleted from its end: record `head_seq` and `head_hash`
 -- somewhere outside the database, and a later verification that ends before that head
 -- (or with another hash at that position) reveals the loss.
-CREATE FUNCTION dashboard_auth.operator_verify_audit()
+CREATE FUNCTION dashboard_auth.check_audit_chain()
 RETURNS TABLE (valid boolean, entries bigint, pending bigint, first_invalid_seq bigint,
                head_seq bigint, head_hash text, message text)
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -261,11 +264,37 @@ BEGIN
         head_hash := pg_catalog.encode(expected_prev, 'hex');
         message := pg_catalog.format('intact, %s entries, head %s', entries, head_hash);
     END IF;
-    -- Verification is itself an audited read.
-    PERFORM dashboard_auth.audit('operator', NULL, session_user::text, 'audit.verified', NULL, NULL,
-        pg_catalog.jsonb_build_object('valid', valid, 'entries', entries, 'first_invalid_seq', first_invalid_seq,
-                                      'head_seq', head_seq, 'head_hash', head_hash));
     RETURN NEXT;
+END
+$$;
+
+-- The details of an audit.verified entry: the verdict.
+CREATE FUNCTION dashboard_auth.audit_verified_details(valid boolean, entries bigint, first_invalid_seq bigint,
+                                                      head_seq bigint, head_hash text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object('valid', valid, 'entries', entries, 'first_invalid_seq', first_invalid_seq,
+                                         'head_seq', head_seq, 'head_hash', head_hash)
+$$;
+
+-- Verifies the chain (check_audit_chain), for operators (break-glass) and psql.
+-- Verification is itself an audited read.
+CREATE FUNCTION dashboard_auth.operator_verify_audit()
+RETURNS TABLE (valid boolean, entries bigint, pending bigint, first_invalid_seq bigint,
+               head_seq bigint, head_hash text, message text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    verdict record;
+BEGIN
+    SELECT * INTO verdict FROM dashboard_auth.check_audit_chain();
+    PERFORM dashboard_auth.audit('operator', NULL, session_user::text, 'audit.verified', NULL, NULL,
+        dashboard_auth.audit_verified_details(verdict.valid, verdict.entries, verdict.first_invalid_seq,
+                                              verdict.head_seq, verdict.head_hash));
+    RETURN QUERY SELECT verdict.valid, verdict.entries, verdict.pending, verdict.first_invalid_seq,
+                        verdict.head_seq, verdict.head_hash, verdict.message;
 END
 $$;
 

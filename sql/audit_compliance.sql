@@ -1,16 +1,52 @@
--- The audit log as a compliance tool: search (admins and viewers, with a session),
--- export as CSV or JSON Lines, and retention (operators). Verification is
--- dashboard_auth.operator_verify_audit (sql/audit.sql).
+-- The audit log as a compliance tool: search, export and verification (with a session,
+-- or as an operator), export as CSV or JSON Lines, and retention (operators only). The
+-- chain's check is dashboard_auth.check_audit_chain (sql/audit.sql).
+
+-- The groups of actions a search can filter on, in the order a page shows them. An entry
+-- is an action (admin.login) or a prefix ending in a dot (admin.); the most specific
+-- entry that matches an action decides its group, so that admin.login is a sign-in while
+-- the other admin. actions are accounts. Every action the extension writes belongs to
+-- exactly one group (tests/tests/audit_compliance.rs checks sql/ for them).
+CREATE FUNCTION dashboard_auth.list_audit_groups()
+RETURNS TABLE (action_group text, label text, actions text[])
+-- A definer, as every function of dashboard_auth the dashboard may call; it reads nothing.
+LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('sign_in', 'Sign-in', ARRAY['admin.login', 'admin.login_failed', 'admin.logout', 'admin.logout_others',
+                                        'admin.locked', 'admin.throttled', 'admin.password_rehashed',
+                                        'admin.recovery_code_used', 'admin.session_revoked', 'session.']),
+           ('accounts', 'Admin accounts', ARRAY['admin.', 'link.']),
+           ('users', 'App users', ARRAY['user.', 'users.']),
+           ('impersonation', 'Impersonation', ARRAY['impersonation.', 'impersonated.']),
+           ('explorer', 'Explorer', ARRAY['explorer.']),
+           ('sql', 'SQL runner', ARRAY['sql.', 'snippet.']),
+           ('analytics', 'Analytics', ARRAY['backend.']),
+           ('settings', 'Settings', ARRAY['settings.']),
+           ('audit', 'Audit log', ARRAY['audit.'])
+$$;
+
+-- The group of an action (list_audit_groups), or NULL when none has it.
+CREATE FUNCTION dashboard_auth.audit_group_of(action text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.action_group
+      FROM dashboard_auth.list_audit_groups() g, pg_catalog.unnest(g.actions) AS e(entry)
+     WHERE e.entry = action OR (pg_catalog.right(e.entry, 1) = '.' AND pg_catalog.starts_with(action, e.entry))
+     ORDER BY pg_catalog.length(e.entry) DESC
+     LIMIT 1
+$$;
 
 -- Entries newest first, filtered by actor, action, target and time, one page at a time:
 --   actor:  the actor exactly (an admin's email or a database role), case-insensitive
 --   action: an action (admin.created), or a prefix ending in a dot (explorer.)
 --   target: the target's id exactly (a user id, "public.orders", ...)
+--   action_group: one of list_audit_groups (sign_in, accounts, sql, ...)
 --   cursor: next_cursor of the previous page
 -- Returns {"rows": [...], "next_cursor": text or null}.
 CREATE FUNCTION dashboard_auth.list_audit(
     session_token text DEFAULT NULL, actor text DEFAULT NULL, action text DEFAULT NULL, target text DEFAULT NULL,
-    since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL
+    since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, action_group text DEFAULT NULL,
+    page_size integer DEFAULT 50, cursor text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -23,6 +59,11 @@ DECLARE
     who      dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
 BEGIN
     PERFORM dashboard_auth.check_page_size(page_size);
+    IF list_audit.action_group IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM dashboard_auth.list_audit_groups() g WHERE g.action_group = list_audit.action_group) THEN
+        RAISE EXCEPTION 'unknown action group %', pg_catalog.quote_literal(list_audit.action_group)
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'dashboard_auth.list_audit_groups() lists them.';
+    END IF;
     after := dashboard_auth.decode_cursor(cursor, 2);
     BEGIN
         after_at := (after ->> 0)::timestamptz;
@@ -37,6 +78,7 @@ BEGIN
                 OR a.action = list_audit.action
                 OR (list_audit.action LIKE '%.' AND pg_catalog.starts_with(a.action, list_audit.action)))
            AND (list_audit.target IS NULL OR a.target_id = list_audit.target)
+           AND (list_audit.action_group IS NULL OR dashboard_auth.audit_group_of(a.action) = list_audit.action_group)
            AND (since IS NULL OR a.occurred_at >= since)
            AND (until IS NULL OR a.occurred_at < until)
            AND (after_at IS NULL OR (a.occurred_at, a.id) < (after_at, after_id))
@@ -59,7 +101,8 @@ BEGIN
     -- the first search does not find itself).
     PERFORM dashboard_auth.audit_read(who, 'audit.searched', 'audit_log', NULL,
         pg_catalog.jsonb_build_object('actor', list_audit.actor, 'action', list_audit.action,
-                                      'target', list_audit.target, 'since', since, 'until', until));
+                                      'target', list_audit.target, 'since', since, 'until', until,
+                                      'action_group', list_audit.action_group));
     RETURN pg_catalog.jsonb_build_object(
         'rows', entries,
         'next_cursor', CASE WHEN found_rows > page_size THEN
@@ -115,6 +158,56 @@ BEGIN
                          WHERE (since IS NULL OR a.occurred_at >= since) AND (until IS NULL OR a.occurred_at < until))
                        + CASE WHEN (since IS NULL OR pg_catalog.clock_timestamp() >= since)
                                AND (until IS NULL OR pg_catalog.clock_timestamp() < until) THEN 1 ELSE 0 END));
+END
+$$;
+
+-- The export with a session (the capability export, which viewers have too): the lines
+-- of operator_export_audit, the CSV header first. Audited in the same call, after the
+-- lines are read, with the range, the format and how many lines there were; the entry is
+-- therefore never in its own export.
+CREATE FUNCTION dashboard_auth.export_audit(session_token text, since timestamptz, until timestamptz, format text)
+RETURNS SETOF text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who     dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'export');
+    entries bigint;
+BEGIN
+    IF export_audit.format IS NULL OR export_audit.format NOT IN ('csv', 'jsonl') THEN
+        RAISE EXCEPTION 'format is csv or jsonl, not %', coalesce(pg_catalog.quote_literal(export_audit.format), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF since >= until THEN
+        RAISE EXCEPTION 'since (%) must be before until (%)', since, until USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF export_audit.format = 'csv' THEN
+        RETURN NEXT dashboard_auth.operator_get_audit_export_header();
+    END IF;
+    RETURN QUERY SELECT * FROM dashboard_auth.operator_export_audit(since, until, export_audit.format);
+    GET DIAGNOSTICS entries = ROW_COUNT;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'audit.exported', 'audit_log', NULL,
+        pg_catalog.jsonb_build_object('since', since, 'until', until, 'format', export_audit.format, 'entries', entries,
+                                      'lines', entries + CASE WHEN export_audit.format = 'csv' THEN 1 ELSE 0 END));
+    RETURN;
+END
+$$;
+
+-- Verifies the chain with a session (any: viewers too), audited as the admin's.
+CREATE FUNCTION dashboard_auth.verify_audit(session_token text DEFAULT NULL)
+RETURNS TABLE (valid boolean, entries bigint, pending bigint, first_invalid_seq bigint,
+               head_seq bigint, head_hash text, message text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    verdict record;
+BEGIN
+    SELECT * INTO verdict FROM dashboard_auth.check_audit_chain();
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'audit.verified', 'audit_log', NULL,
+        dashboard_auth.audit_verified_details(verdict.valid, verdict.entries, verdict.first_invalid_seq,
+                                              verdict.head_seq, verdict.head_hash));
+    RETURN QUERY SELECT verdict.valid, verdict.entries, verdict.pending, verdict.first_invalid_seq,
+                        verdict.head_seq, verdict.head_hash, verdict.message;
 END
 $$;
 
@@ -196,8 +289,12 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION dashboard_auth.list_audit(text, text, text, text, timestamptz, timestamptz, integer, text)
-    TO fluxbase_dashboard;
+GRANT EXECUTE ON FUNCTION
+    dashboard_auth.list_audit(text, text, text, text, timestamptz, timestamptz, text, integer, text),
+    dashboard_auth.export_audit(text, timestamptz, timestamptz, text),
+    dashboard_auth.verify_audit(text)
+TO fluxbase_dashboard;
+GRANT EXECUTE ON FUNCTION dashboard_auth.list_audit_groups() TO fluxbase_dashboard, fluxbase_operator;
 GRANT EXECUTE ON FUNCTION
     dashboard_auth.operator_export_audit(timestamptz, timestamptz, text),
     dashboard_auth.operator_get_audit_export_header(),

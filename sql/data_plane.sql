@@ -280,14 +280,15 @@ BEGIN
     END LOOP;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA fluxbase_admin TO %I', login);
     -- The data plane's invoker functions, and of the dashboard's definer functions only
-    -- claim and record_result. Never bind_claim (only claim binds a request) nor
-    -- statement_mac (its key must not be usable to test guesses at a statement).
+    -- claim and record_result. Never bind_claim (only claim binds a request), nor
+    -- statement_mac (its key must not be usable to test guesses at a statement), nor the
+    -- real-time event MAC and key (app code runs on this login, and could forge events).
     FOR granted IN
         SELECT p.oid::pg_catalog.regprocedure::text FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = 'fluxbase_admin'::pg_catalog.regnamespace AND p.prokind = 'f'
            AND p.prorettype <> 'pg_catalog.event_trigger'::pg_catalog.regtype
            AND (NOT p.prosecdef OR p.proname IN ('claim_ticket', 'record_result'))
-           AND p.proname NOT IN ('prepare_data_login', 'bind_claim', 'statement_mac')
+           AND p.proname NOT IN ('prepare_data_login', 'bind_claim', 'statement_mac', 'realtime_event_mac', 'realtime_event_key')
         UNION ALL
         SELECT 'auth.apply_impersonation()'
     LOOP
@@ -307,7 +308,7 @@ CREATE TABLE dashboard_auth.tickets (
     ticket_hash      bytea PRIMARY KEY,
     session_id       uuid NOT NULL REFERENCES dashboard_auth.sessions (id) ON DELETE CASCADE,
     admin_id         uuid NOT NULL,
-    operation        text NOT NULL CHECK (operation IN ('browse', 'export', 'edit', 'sql_run', 'impersonate')),
+    operation        text NOT NULL CHECK (operation IN ('browse', 'cell', 'copy', 'export', 'edit', 'revert', 'sql_run', 'impersonate')),
     request          jsonb NOT NULL,
     -- The role the work runs as, and the claims it sees.
     run_as           text NOT NULL,
@@ -401,8 +402,12 @@ $$;
 -- requests (jsonb):
 --   browse  {schema, table, filter, sort, search, page_size, cursor, total}  viewers too
 --   follow  {schema, table, foreign_key, row}: a browse of the referenced row  viewers too
---   export  {schema, table, filter, sort, search}: CSV through a cursor           viewers too
+--   export  {schema, table, filter, sort, search, format}: CSV (the default) or
+--           JSON Lines ("jsonl") through a cursor                                 viewers too
+--   cell    {schema, table, column, key}: one cell in full (read_cell)          viewers too
+--   copy    {schema, table, keys}: rows as INSERT and JSON (copy_rows)          viewers too
 --   edit    {schema, table, operation, payload} (see explorer_edit.sql)         admins
+--   revert  {audit_id}: undoes a recorded edit (revert_edit)                    admins
 --   impersonate  {read_only}: for psql, the transaction becomes the target        admins
 -- With an impersonation, the work runs as its target and is recorded as its intent.
 -- The ticket expires after 30 seconds and is claimed once.
@@ -424,8 +429,8 @@ DECLARE
     details   jsonb;
     intent    bigint;
 BEGIN
-    IF kind IS NULL OR kind NOT IN ('browse', 'follow', 'export', 'edit', 'impersonate') THEN
-        RAISE EXCEPTION 'unknown operation %: use browse, follow, export, edit or impersonate',
+    IF kind IS NULL OR kind NOT IN ('browse', 'follow', 'cell', 'copy', 'export', 'edit', 'revert', 'impersonate') THEN
+        RAISE EXCEPTION 'unknown operation %: use browse, follow, cell, copy, export, edit, revert or impersonate',
                         coalesce(pg_catalog.quote_literal(kind), 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -435,6 +440,17 @@ BEGIN
     END IF;
     IF kind IN ('edit', 'export') THEN
         PERFORM dashboard_auth.require_capability(session_token, kind);
+    ELSIF kind = 'copy' THEN
+        -- Rows copied out are a small export.
+        PERFORM dashboard_auth.require_capability(session_token, 'export');
+    ELSIF kind = 'revert' THEN
+        PERFORM dashboard_auth.require_capability(session_token, 'edit');
+        IF impersonation_id IS NOT NULL THEN
+            RAISE EXCEPTION 'a revert runs as the explorer, never impersonated: call it without an impersonation'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        -- The entry's table and rows: the data login cannot read the audit log.
+        req := fluxbase_admin.revert_request(req);
     END IF;
     IF impersonation_id IS NOT NULL OR kind = 'impersonate' THEN
         PERFORM dashboard_auth.require_capability(session_token, 'impersonate');
@@ -471,9 +487,32 @@ BEGIN
             read_only := false;
             action := 'explorer.' || (req ->> 'operation');
             details := details || pg_catalog.jsonb_build_object('operation', req ->> 'operation');
+        ELSIF kind = 'revert' THEN
+            read_only := false;
+            action := 'explorer.reverted';
+            details := details || pg_catalog.jsonb_build_object('reverted_entry', req -> 'audit_id',
+                                                                  'reverted_operation', req -> 'reverted_operation');
+        ELSIF kind IN ('cell', 'copy') THEN
+            -- Catalog work only: a table without a key or an unknown column is refused
+            -- now, before the data plane.
+            IF kind = 'cell' THEN
+                PERFORM fluxbase_admin.build_cell(fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table')),
+                                                  req ->> 'column', req -> 'key');
+                action := 'explorer.browse';
+                details := details || pg_catalog.jsonb_build_object('kind', relation_kind);
+            ELSE
+                PERFORM fluxbase_admin.build_copy(fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table')),
+                                                  req);
+                action := 'explorer.copy';
+                details := details || pg_catalog.jsonb_build_object('keys', pg_catalog.jsonb_array_length(req -> 'keys'));
+            END IF;
         ELSIF kind = 'export' THEN
+            IF coalesce(req ->> 'format', 'csv') NOT IN ('csv', 'jsonl') THEN
+                RAISE EXCEPTION 'unknown export format %: use csv or jsonl', pg_catalog.quote_literal(req ->> 'format')
+                      USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             action := 'explorer.export';
-            details := details || pg_catalog.jsonb_build_object('format', 'csv', 'filter', req -> 'filter',
+            details := details || pg_catalog.jsonb_build_object('format', coalesce(req ->> 'format', 'csv'), 'filter', req -> 'filter',
                                                                   'sort', req -> 'sort', 'search', req -> 'search');
         ELSE
             action := 'explorer.browse';
@@ -485,12 +524,13 @@ BEGIN
     END IF;
 
     IF impersonation_id IS NOT NULL THEN
-        intent := auth.record_impersonated_intent(session_token, impersonation_id, action, details);
-    ELSIF kind = 'browse' THEN
-        -- A plain page read is audited once per table and session.
+        intent := auth.record_impersonated_intent(session_token, impersonation_id,
+                                                  CASE WHEN kind = 'cell' THEN 'explorer.cell' ELSE action END, details);
+    ELSIF kind IN ('browse', 'cell') THEN
+        -- A plain page read, or a cell of it, is audited once per table and session.
         PERFORM dashboard_auth.audit_read(who, 'explorer.browse', 'relation', relation, details);
-    ELSIF kind = 'export' THEN
-        intent := dashboard_auth.audit_by(actor, 'explorer.export', 'relation', relation, details);
+    ELSIF kind IN ('export', 'copy') THEN
+        intent := dashboard_auth.audit_by(actor, action, 'relation', relation, details);
     ELSE
         intent := dashboard_auth.audit_by(actor, action || '.intent', 'relation', relation, details);
     END IF;
@@ -671,7 +711,11 @@ BEGIN
             pg_catalog.jsonb_build_object('schema', req -> 'schema', 'table', req -> 'table', 'operation', req -> 'operation',
                                           'intent_id', spent.intent_id, 'count', outcome -> 'count',
                                           'before', outcome -> 'before', 'after', outcome -> 'after',
-                                          'errors', outcome -> 'errors'));
+                                          'errors', outcome -> 'errors')
+            || CASE WHEN spent.operation = 'revert'
+                    THEN pg_catalog.jsonb_build_object('reverted_entry', req -> 'audit_id',
+                                                       'reverted_operation', req -> 'reverted_operation')
+                    ELSE '{}'::jsonb END);
     END IF;
     UPDATE dashboard_auth.tickets t SET result_id = result WHERE t.ticket_hash = spent.ticket_hash;
     RETURN result;

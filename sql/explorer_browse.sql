@@ -305,8 +305,11 @@ DECLARE
     lengths       jsonb;
     position      text[];
     last_position text[];
+    first_position text[];
     rows          jsonb[] := '{}';
     has_more      boolean := false;
+    backward      boolean := coalesce((plan ->> 'backward')::boolean, false);
+    turned        text[];
     how           text := coalesce(total, 'auto');
     counted       bigint;
     explained     jsonb;
@@ -325,8 +328,18 @@ BEGIN
             EXIT;
         END IF;
         rows := rows || pg_catalog.jsonb_build_object('values', row_values, 'truncated', lengths);
+        IF pg_catalog.cardinality(rows) = 1 THEN
+            first_position := position;
+        END IF;
         last_position := position;
     END LOOP;
+    IF backward THEN
+        -- A page before a position came nearest first: put it in the sort's order.
+        rows := ARRAY(SELECT r FROM pg_catalog.unnest(rows) WITH ORDINALITY AS u(r, n) ORDER BY u.n DESC);
+        turned := first_position;
+        first_position := last_position;
+        last_position := turned;
+    END IF;
 
     IF how = 'auto' THEN
         -- Count small tables, and tables the planner knows nothing about yet (its guess
@@ -365,9 +378,17 @@ BEGIN
         'schema', plan -> 'schema', 'name', plan -> 'name', 'kind', plan -> 'kind',
         'columns', plan -> 'columns',
         'rows', pg_catalog.to_jsonb(rows),
-        'next_cursor', CASE WHEN has_more THEN fluxbase_admin.next_page_cursor(plan, last_position) END,
+        -- Backwards, there is a next page (the one the cursor came from) and a previous
+        -- one while rows were left over; forwards, the other way round.
+        'next_cursor', CASE WHEN has_more OR (backward AND last_position IS NOT NULL)
+                            THEN fluxbase_admin.next_page_cursor(plan, last_position) END,
+        'prev_cursor', CASE WHEN backward AND has_more THEN fluxbase_admin.prev_page_cursor(plan, first_position)
+                            WHEN NOT backward AND NOT (plan ->> 'first_page')::boolean
+                                 AND (first_position IS NOT NULL OR plan -> 'paging' ->> 'method' = 'offset')
+                            THEN fluxbase_admin.prev_page_cursor(plan, coalesce(first_position, '{}')) END,
         'total', totals,
         'paging', plan -> 'paging',
+        'notices', plan -> 'notices',
         'impersonation_id', bound -> 'impersonation_id');
 END
 $$;
@@ -379,7 +400,7 @@ $$;
 --   filter: {"column": "status", "op": "eq", "value": "paid"}, {"and": [...]}, {"or": [...]}
 --   sort:   [{"column": "created_at", "direction": "desc", "nulls": "last"}]
 --   search: text matched (ILIKE) against every text-like column
---   cursor: next_cursor of the previous page
+--   cursor: next_cursor of the previous page, or prev_cursor of the next
 --   total:  auto (exact when the table is small, else the planner's estimate), exact
 --           (counted up to 100,000), estimate or none
 CREATE FUNCTION fluxbase_admin.browse() RETURNS jsonb
@@ -402,14 +423,114 @@ $$;
 COMMENT ON FUNCTION fluxbase_admin.browse() IS 'Data plane: one page of the claimed browse ticket, filtered, sorted and searched, with a keyset cursor to the next';
 
 -- ---------------------------------------------------------------------------------
--- CSV export: recorded by the ticket, then streamed through a cursor
+-- Rows by their key: one cell in full, and rows as an INSERT statement and as JSON
 -- ---------------------------------------------------------------------------------
 
--- Opens the claimed export as a cursor of CSV lines, header apart. In one transaction:
+-- A plan whose bound values (the key's) all fit their columns, checked as the claim's
+-- role; the first that does not is raised, naming its column, as plan_for does.
+CREATE FUNCTION fluxbase_admin.checked_plan(plan jsonb, bound jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    first jsonb := fluxbase_admin.value_errors(plan, bound) -> 0;
+BEGIN
+    IF first IS NOT NULL THEN
+        RAISE EXCEPTION 'column % (%): %', pg_catalog.quote_ident(first ->> 'field'), first ->> 'type', first ->> 'message'
+              USING ERRCODE = first ->> 'sqlstate',
+                    DETAIL = pg_catalog.format('The value given was %s.', pg_catalog.quote_literal(pg_catalog.left(first ->> 'value', 200)));
+    END IF;
+    RETURN plan;
+END
+$$;
+
+-- One cell's full value, for "show all" (a page cuts values over 2,000 characters), from
+-- the claimed cell ticket {schema, table, column, key}:
+--   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket); SELECT fluxbase_admin.read_cell(); COMMIT;
+-- Read as the claim's role: impersonated, the target's RLS applies, and a row it may not
+-- see is not found. Returns {schema, table, column, type, key, found, value, length}
+-- (length: characters, or bytes for bytea, of the values a page may cut short).
+CREATE FUNCTION fluxbase_admin.read_cell() RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp SET "IntervalStyle" = 'postgres' SET extra_float_digits = 1 SET bytea_output = 'hex'
+AS $$
+DECLARE
+    bound  jsonb := fluxbase_admin.claimed('cell');
+    req    jsonb := bound -> 'request';
+    plan   jsonb := fluxbase_admin.checked_plan(fluxbase_admin.build_cell(
+                        fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table')),
+                        req ->> 'column', req -> 'key'), bound);
+    cell_value  jsonb;
+    cell_length bigint;
+    matched     bigint;
+BEGIN
+    PERFORM fluxbase_admin.enter_role(bound);
+    EXECUTE plan ->> 'sql' INTO cell_value, cell_length
+        USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
+    GET DIAGNOSTICS matched = ROW_COUNT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    SET LOCAL ROLE NONE;
+    RETURN pg_catalog.jsonb_build_object(
+        'schema', plan -> 'schema', 'table', plan -> 'name', 'column', plan -> 'column', 'type', plan -> 'type',
+        'key', req -> 'key', 'found', matched > 0, 'value', cell_value, 'length', cell_length,
+        'impersonation_id', bound -> 'impersonation_id');
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.read_cell() IS 'Data plane: one cell''s full value, by table, key and column, from the claimed cell ticket';
+
+-- Chosen rows as an INSERT statement and as JSON, from the claimed copy ticket {schema,
+-- table, keys: [{"id": 1}, ...]}:
+--   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket); SELECT fluxbase_admin.copy_rows(); COMMIT;
+-- Read as the claim's role. The statement names the table's columns in order, except
+-- those Postgres computes (generated, identity GENERATED ALWAYS), and writes each value as
+-- a literal that reads back the same in any session (dates in ISO, floats exactly).
+-- Returns {schema, table, columns, count, missing, rows, statement}; statement is NULL
+-- when no key matched.
+CREATE FUNCTION fluxbase_admin.copy_rows() RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp SET "DateStyle" = 'ISO, YMD' SET "IntervalStyle" = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex'
+AS $$
+DECLARE
+    bound  jsonb := fluxbase_admin.claimed('copy');
+    req    jsonb := bound -> 'request';
+    plan   jsonb := fluxbase_admin.checked_plan(fluxbase_admin.build_copy(
+                        fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(req ->> 'schema', req ->> 'table')),
+                        req), bound);
+    found_rows jsonb;
+    tuples     text;
+    counted    bigint;
+BEGIN
+    PERFORM fluxbase_admin.enter_role(bound);
+    EXECUTE plan ->> 'sql' INTO found_rows, tuples, counted
+        USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    SET LOCAL ROLE NONE;
+    RETURN pg_catalog.jsonb_build_object(
+        'schema', plan -> 'schema', 'table', plan -> 'name', 'columns', plan -> 'columns',
+        'count', counted, 'missing', (plan ->> 'requested')::bigint - counted,
+        'rows', coalesce(found_rows, '[]'::jsonb),
+        'statement', CASE WHEN counted = 0 THEN NULL
+                          WHEN pg_catalog.jsonb_array_length(plan -> 'columns') = 0
+                          THEN pg_catalog.rtrim(pg_catalog.repeat((plan ->> 'insert') || E';\n', counted::integer), E'\n')
+                          ELSE (plan ->> 'insert') || E'\n    ' || tuples || ';' END,
+        'impersonation_id', bound -> 'impersonation_id');
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.copy_rows() IS 'Data plane: the claimed copy ticket''s rows as an INSERT statement and as JSON';
+
+-- ---------------------------------------------------------------------------------
+-- Export (CSV or JSON Lines): recorded by the ticket, then streamed through a cursor
+-- ---------------------------------------------------------------------------------
+
+-- Opens the claimed export as a cursor of lines: CSV, header apart (the request's
+-- "format": "csv", the default), or JSON Lines ("jsonl": one object a line, the columns
+-- as keys, no header). In one transaction:
 --   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket);
 --   SELECT * FROM fluxbase_admin.open_export();  FETCH 1000 FROM fluxbase_export; ...  COMMIT;
 -- Rows are produced as they are fetched, so memory stays flat however large the table.
--- The transaction stays the claim's role until it ends, so that fetching runs as it.
+-- The transaction stays the claim's role until it ends, so that fetching runs as it. A
+-- filter or sort on a column the table no longer has, which a page drops with a notice,
+-- refuses an export (22023): it would export other rows than were asked for.
 CREATE FUNCTION fluxbase_admin.open_export(portal_name text DEFAULT 'fluxbase_export')
 RETURNS TABLE (portal refcursor, header text)
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
@@ -420,12 +541,22 @@ DECLARE
     plan   jsonb := fluxbase_admin.plan_for(req ->> 'schema', req ->> 'table', req -> 'filter', req -> 'sort',
                                             req ->> 'search', 1, NULL, bound);
     opened refcursor := coalesce(portal_name, 'fluxbase_export');
+    jsonl  boolean := coalesce(req ->> 'format', 'csv') = 'jsonl';
 BEGIN
+    IF pg_catalog.jsonb_array_length(plan -> 'notices') > 0 THEN
+        RAISE EXCEPTION '%.% has no column %: the export''s % on it cannot be left out, as a page''s is',
+                        pg_catalog.quote_ident(plan ->> 'schema'), pg_catalog.quote_ident(plan ->> 'name'),
+                        pg_catalog.quote_ident(plan -> 'notices' -> 0 ->> 'column'),
+                        CASE plan -> 'notices' -> 0 ->> 'code' WHEN 'sort_dropped' THEN 'sort' ELSE 'filter' END
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Remove the filter or sort on the missing column and export again.';
+    END IF;
     PERFORM fluxbase_admin.enter_role(bound);
-    OPEN opened FOR EXECUTE plan ->> 'export_sql' USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
-    RETURN QUERY SELECT opened, plan ->> 'export_header';
+    OPEN opened FOR EXECUTE plan ->> CASE WHEN jsonl THEN 'export_jsonl_sql' ELSE 'export_sql' END
+         USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(plan -> 'params'));
+    RETURN QUERY SELECT opened, CASE WHEN NOT jsonl THEN plan ->> 'export_header' END;
 END
 $$;
-COMMENT ON FUNCTION fluxbase_admin.open_export(text) IS 'Data plane: opens the claimed export as a cursor of CSV lines';
+COMMENT ON FUNCTION fluxbase_admin.open_export(text) IS 'Data plane: opens the claimed export as a cursor of CSV or JSON Lines lines';
 
 GRANT EXECUTE ON FUNCTION fluxbase_admin.plan_browse(text, text, text, jsonb, jsonb, text, integer, text) TO fluxbase_dashboard;

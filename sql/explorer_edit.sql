@@ -153,3 +153,184 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION fluxbase_admin.edit() IS 'Data plane: runs the claimed edit in one transaction and records its result with it';
+
+-- ---------------------------------------------------------------------------------
+-- Undo: reverting an edit from its audit entry
+-- ---------------------------------------------------------------------------------
+
+-- The revert request of an edit's audit entry (issue_ticket, on the dashboard plane):
+-- its table and its rows before and after. Edits are recorded as explorer.update,
+-- explorer.insert, explorer.delete, explorer.update_where and explorer.delete_where, or,
+-- impersonated, as impersonated.explorer.<operation>.result with ok true. An unknown entry
+-- is P0002; an entry that is no such edit, 22023.
+CREATE FUNCTION fluxbase_admin.revert_request(request jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry dashboard_auth.audit_log;
+    edits text[] := ARRAY['update', 'insert', 'delete', 'update_where', 'delete_where'];
+BEGIN
+    IF pg_catalog.jsonb_typeof(request -> 'audit_id') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'a revert needs "audit_id": the id of the edit''s audit entry' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO entry FROM dashboard_auth.audit_log a WHERE a.id = (request ->> 'audit_id')::numeric;
+    IF entry.id IS NULL THEN
+        RAISE EXCEPTION 'no audit entry %', request ->> 'audit_id' USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT (entry.action = ANY (ARRAY(SELECT 'explorer.' || e FROM pg_catalog.unnest(edits) e))
+            OR (entry.action = ANY (ARRAY(SELECT 'impersonated.explorer.' || e || '.result' FROM pg_catalog.unnest(edits) e))
+                AND coalesce((entry.details ->> 'ok')::boolean, false)))
+       OR pg_catalog.jsonb_typeof(entry.details -> 'before') IS DISTINCT FROM 'array'
+       OR pg_catalog.jsonb_typeof(entry.details -> 'after') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'audit entry % (%) is not an edit that can be reverted', entry.id, entry.action
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Revert an explorer.update, explorer.insert, explorer.delete, explorer.update_where or explorer.delete_where entry.';
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'schema', entry.details -> 'schema', 'table', entry.details -> 'table', 'operation', 'revert',
+        'audit_id', entry.id, 'reverted_operation', entry.details -> 'operation',
+        'before', entry.details -> 'before', 'after', entry.details -> 'after');
+END
+$$;
+
+-- Runs the claimed revert as the explorer role, in a subtransaction, and returns its
+-- answer as run_edit does. The rows must be exactly as the edit left them (its "after"),
+-- compared under a lock: otherwise nothing changes and the answer is a refusal, code
+-- changed_since. Then the inverse: an update sets the rows back to "before" (the columns
+-- Postgres computes apart), an insert's rows are deleted, a delete's rows inserted again
+-- with their identity values.
+CREATE FUNCTION fluxbase_admin.run_revert(request jsonb, bound jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel       oid := fluxbase_admin.browsable_relation(request ->> 'schema', request ->> 'table');
+    shape     jsonb := fluxbase_admin.relation_shape(rel);
+    relation  text := pg_catalog.format('%I.%I', shape ->> 'schema', shape ->> 'name');
+    original  text := request ->> 'reverted_operation';
+    before    jsonb := request -> 'before';
+    after     jsonb := request -> 'after';
+    -- The rows as the edit left them, and the rows to find by their key.
+    expected  jsonb := CASE WHEN original LIKE 'delete%' THEN '[]'::jsonb ELSE request -> 'after' END;
+    addressed jsonb := CASE WHEN original LIKE 'delete%' THEN request -> 'before' ELSE request -> 'after' END;
+    key_names text[];
+    key_match text;
+    assigned  text;
+    inserted  text;
+    current   jsonb;
+    pair      record;
+    one_row   jsonb;
+    result_rows jsonb := '[]';
+    changed   bigint := 0;
+    failure   jsonb;
+    state     text;
+    message   text;
+    detail    text;
+BEGIN
+    IF pg_catalog.jsonb_typeof(shape -> 'key') IS DISTINCT FROM 'object'
+       OR NOT pg_catalog.starts_with(shape -> 'key' ->> 'source', 'primary key') THEN
+        RETURN pg_catalog.jsonb_build_object('ok', false, 'operation', 'revert', 'errors', pg_catalog.jsonb_build_array(
+            pg_catalog.jsonb_build_object('code', 'no_key', 'fields', '[]'::jsonb,
+                'message', pg_catalog.format('%s has no primary key now: its rows cannot be addressed', relation))));
+    END IF;
+    key_names := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(shape -> 'key' -> 'columns'));
+    -- Names from the catalog, quoted; operators are the key types' own (relation_shape).
+    SELECT pg_catalog.string_agg(pg_catalog.format('t.%I %s k.%I', c ->> 'name', c -> 'ops' ->> 'eq', c ->> 'name'), ' AND ')
+      INTO key_match
+      FROM pg_catalog.jsonb_array_elements(shape -> 'columns') c WHERE c ->> 'name' = ANY (key_names);
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I = b.%I', c ->> 'name', c ->> 'name'), ', ')
+               FILTER (WHERE coalesce(c ->> 'identity', '') <> 'always'),
+           pg_catalog.string_agg(pg_catalog.format('%I', c ->> 'name'), ', ')
+      INTO assigned, inserted
+      FROM pg_catalog.jsonb_array_elements(shape -> 'columns') c WHERE NOT (c ->> 'generated')::boolean;
+
+    PERFORM fluxbase_admin.enter_role(bound);
+    BEGIN
+        -- The rows now, locked, against the rows the edit left.
+        EXECUTE pg_catalog.format(
+            'SELECT coalesce(pg_catalog.jsonb_agg(l.row ORDER BY l.row), ''[]'') FROM (SELECT pg_catalog.to_jsonb(t.*) AS row FROM %s AS t
+              WHERE EXISTS (SELECT FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1) AS k WHERE %s) FOR UPDATE OF t) AS l',
+            relation, relation, key_match)
+            INTO current USING addressed;
+        IF current IS DISTINCT FROM (SELECT coalesce(pg_catalog.jsonb_agg(x ORDER BY x), '[]') FROM pg_catalog.jsonb_array_elements(expected) x) THEN
+            RAISE EXCEPTION 'the rows have changed since the edit: nothing was reverted'
+                  USING ERRCODE = 'object_not_in_prerequisite_state',
+                        DETAIL = pg_catalog.format('%s of the %s rows are as the edit left them.',
+                            (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_array_elements(expected) x
+                              WHERE x IN (SELECT pg_catalog.jsonb_array_elements(current))),
+                            pg_catalog.jsonb_array_length(addressed));
+        END IF;
+        IF original LIKE 'update%' THEN
+            -- Each row after the edit back to its row before, paired by key (an edit of one
+            -- row may have changed its key).
+            FOR pair IN
+                SELECT a.row AS after_row,
+                       coalesce((SELECT b.row FROM pg_catalog.jsonb_array_elements(before) b(row)
+                                  WHERE NOT EXISTS (SELECT FROM pg_catalog.unnest(key_names) k(name) WHERE b.row -> k.name IS DISTINCT FROM a.row -> k.name)),
+                                CASE WHEN pg_catalog.jsonb_array_length(before) = 1 THEN before -> 0 END) AS before_row
+                  FROM pg_catalog.jsonb_array_elements(after) a(row)
+            LOOP
+                IF pair.before_row IS NULL THEN
+                    RAISE EXCEPTION 'the edit changed the keys of several rows: they cannot be paired to be reverted'
+                          USING ERRCODE = 'object_not_in_prerequisite_state';
+                END IF;
+                IF assigned IS NOT NULL THEN
+                    EXECUTE pg_catalog.format(
+                        'UPDATE %s AS t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) AS k, pg_catalog.jsonb_populate_record(NULL::%s, $2) AS b
+                          WHERE %s RETURNING pg_catalog.to_jsonb(t.*)', relation, assigned, relation, relation, key_match)
+                        INTO one_row USING pair.after_row, pair.before_row;
+                    result_rows := result_rows || pg_catalog.jsonb_build_array(one_row);
+                    changed := changed + 1;
+                END IF;
+            END LOOP;
+        ELSIF original = 'insert' THEN
+            EXECUTE pg_catalog.format(
+                'WITH gone AS (DELETE FROM %s AS t USING pg_catalog.jsonb_populate_recordset(NULL::%s, $1) AS k WHERE %s RETURNING t.*)
+                 SELECT pg_catalog.count(*) FROM gone', relation, relation, key_match)
+                INTO changed USING after;
+        ELSE
+            EXECUTE pg_catalog.format(
+                'WITH back AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)
+                               RETURNING pg_catalog.to_jsonb(t.*) AS row)
+                 SELECT coalesce(pg_catalog.jsonb_agg(back.row), ''[]''), pg_catalog.count(*) FROM back',
+                relation, inserted, inserted, relation)
+                INTO result_rows, changed USING before;
+        END IF;
+    EXCEPTION WHEN integrity_constraint_violation OR data_exception OR insufficient_privilege
+                   OR object_not_in_prerequisite_state OR raise_exception OR feature_not_supported THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+        failure := pg_catalog.jsonb_build_object(
+            'code', CASE WHEN state = '55000' AND message LIKE 'the rows have changed%' THEN 'changed_since'
+                         WHEN state = '23505' THEN 'unique' WHEN state = '23503' THEN 'foreign_key'
+                         WHEN state = '42501' THEN 'permission' ELSE 'error' END,
+            'sqlstate', state, 'message', message, 'detail', nullif(detail, ''), 'fields', '[]'::jsonb);
+    END;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    SET LOCAL ROLE NONE;
+    IF failure IS NOT NULL THEN
+        RETURN pg_catalog.jsonb_build_object('ok', false, 'operation', 'revert', 'errors', pg_catalog.jsonb_build_array(failure));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'ok', true, 'operation', 'revert', 'reverted_operation', original, 'count', changed,
+        'before', current, 'after', result_rows);
+END
+$$;
+
+-- The claimed revert (fluxbase_admin.issue_ticket(token, 'revert', {"audit_id": 42}),
+-- admins only):
+--   BEGIN; SELECT fluxbase_admin.claim_ticket(ticket); SELECT fluxbase_admin.revert_edit(); COMMIT;
+-- The answer is an edit's: {"ok": true, "count", "before", "after"}, or {"ok": false,
+-- "errors": [...]} with code changed_since when the rows are no longer as the edit left
+-- them. Either is recorded (explorer.reverted or explorer.reverted.failed, with the
+-- entry's id as reverted_entry) and commits with the revert.
+CREATE FUNCTION fluxbase_admin.revert_edit() RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bound  jsonb := fluxbase_admin.claimed('revert');
+    result jsonb := fluxbase_admin.run_revert(bound -> 'request', bound);
+BEGIN
+    PERFORM fluxbase_admin.record_result(result);
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION fluxbase_admin.revert_edit() IS 'Data plane: undoes the edit of the claimed revert ticket, unless its rows have changed since, and records it';

@@ -1,19 +1,37 @@
 -- Real-time updates. A table's real time is on when it has the trigger
 -- fluxbase_realtime: the trigger is the source of truth, so turning it off is dropping
 -- it, and a restore brings it back with the table. The trigger sends pg_notify on the
--- channel fluxbase_realtime with only the table and the kind of change: any role can
--- LISTEN, so no keys and no row data go out. fluxbase serve listens on one connection and
--- streams the events to the pages, which fetch again through the normal browse path.
+-- channel fluxbase_realtime with only the table, the kind of change and its time: any
+-- role can LISTEN, so no keys and no row data go out. fluxbase serve listens on one
+-- connection and streams the events to the pages, which fetch again through the normal
+-- browse path.
+--
+-- Any role can NOTIFY on that channel too, so each event carries a MAC (realtime.rs)
+-- that fluxbase serve checks with the key of fluxbase_admin.get_realtime_key; an event
+-- the database did not make, or one older than a few seconds, is dropped.
 
+-- A definer, so that it can make the MAC; its code is all its own (no name is looked up
+-- on the application's path). Only set_realtime attaches it: EXECUTE, which CREATE
+-- TRIGGER needs, is granted to no one.
 CREATE FUNCTION fluxbase_admin.notify_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    change text := pg_catalog.lower(TG_OP);
+    at_ms  bigint := pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint;
 BEGIN
     PERFORM pg_catalog.pg_notify('fluxbase_realtime', pg_catalog.json_build_object(
-        'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME, 'change', pg_catalog.lower(TG_OP))::text);
+        'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME, 'change', change, 'at', at_ms,
+        'mac', fluxbase_admin.realtime_event_mac(TG_TABLE_SCHEMA, TG_TABLE_NAME, change, at_ms))::text);
     RETURN NULL;
 END
 $$;
+
+-- The key fluxbase serve checks events with: for the dashboard login, which holds no
+-- other key (it is derived for events alone).
+CREATE FUNCTION fluxbase_admin.get_realtime_key() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT fluxbase_admin.realtime_event_key() $$;
 
 -- Whether real time is on for a relation: its trigger exists.
 CREATE FUNCTION fluxbase_admin.realtime_on(rel oid) RETURNS boolean
@@ -89,6 +107,7 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION
+    fluxbase_admin.get_realtime_key(),
     fluxbase_admin.set_realtime(text, text, text, boolean),
     fluxbase_admin.get_realtime(text, text, text),
     fluxbase_admin.list_realtime_tables(text)

@@ -40,9 +40,7 @@ REVOKE ALL ON auth.impersonation_sessions FROM PUBLIC;
 -- impersonations in.
 CREATE VIEW auth.user_overview AS
 SELECT u.id, u.email, u.role,
-       CASE WHEN u.banned_until > pg_catalog.now() THEN 'banned'
-            WHEN u.confirmed_at IS NULL THEN 'invited'
-            ELSE 'active' END AS status,
+       auth.user_status(u.banned_until, u.confirmed_at) AS status,
        u.last_sign_in_at,
        (SELECT pg_catalog.count(*) FROM auth.sessions s
          WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()) AS active_sessions,
@@ -287,10 +285,99 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------------------------
+-- Reading impersonations (any session: the audit log shows viewers the same)
+-- ---------------------------------------------------------------------------------
+
+-- The caller's active impersonation, for the banner after a reload: one row, or none.
+CREATE FUNCTION auth.get_impersonation(session_token text DEFAULT NULL)
+RETURNS TABLE (impersonation_id uuid, mode text, target_user_id uuid, target_email text, target_role text,
+               reason text, started_at timestamptz, expires_at timestamptz)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.id, i.mode, i.target_user_id, i.target_email, i.target_role, i.reason, i.started_at, i.expires_at
+      FROM dashboard_auth.check_session(session_token) w
+      JOIN auth.impersonation_sessions i ON i.admin_id = w.admin_id
+     WHERE i.active AND i.expires_at > pg_catalog.now()
+$$;
+COMMENT ON FUNCTION auth.get_impersonation(text) IS 'The caller''s active impersonation: one row, or none';
+
+-- Every impersonation, newest first, one page at a time:
+--   admin_email: the admin's email exactly, case-insensitive
+--   target:      the target user's id or email (case-insensitive), or the role (anon,
+--                service_role, ...)
+--   since/until: started in [since, until)
+-- Returns {"rows": [...], "next_cursor": text or null}; a row's active is false once it
+-- ended or expired. Reading it is audited once per session (impersonation.listed).
+CREATE FUNCTION auth.list_impersonations(
+    session_token text DEFAULT NULL, admin_email text DEFAULT NULL, target text DEFAULT NULL,
+    since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, page_size integer DEFAULT 50, cursor text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who        dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    after      jsonb;
+    after_at   timestamptz;
+    after_id   uuid;
+    entries    jsonb;
+    found_rows integer;
+BEGIN
+    PERFORM dashboard_auth.check_page_size(page_size);
+    after := dashboard_auth.decode_cursor(cursor, 2);
+    BEGIN
+        after_at := (after ->> 0)::timestamptz;
+        after_id := (after ->> 1)::uuid;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM dashboard_auth.refuse_cursor();
+    END;
+    WITH page AS (
+        SELECT i.* FROM auth.impersonation_sessions i
+         WHERE (list_impersonations.admin_email IS NULL
+                OR pg_catalog.lower(i.admin_email) = pg_catalog.lower(pg_catalog.btrim(list_impersonations.admin_email)))
+           AND (list_impersonations.target IS NULL
+                OR i.target_user_id::text = pg_catalog.btrim(list_impersonations.target)
+                OR pg_catalog.lower(i.target_email) = pg_catalog.lower(pg_catalog.btrim(list_impersonations.target))
+                OR i.target_role = pg_catalog.btrim(list_impersonations.target))
+           AND (since IS NULL OR i.started_at >= since)
+           AND (until IS NULL OR i.started_at < until)
+           AND (after_at IS NULL OR (i.started_at, i.id) < (after_at, after_id))
+         ORDER BY i.started_at DESC, i.id DESC
+         LIMIT page_size + 1
+    )
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'id', p.id, 'admin_id', p.admin_id, 'admin_email', p.admin_email, 'mode', p.mode,
+               'target_user_id', p.target_user_id, 'target_email', p.target_email, 'target_role', p.target_role,
+               'target_banned', p.target_banned, 'reason', p.reason, 'ip', p.ip, 'user_agent', p.user_agent,
+               'started_at', p.started_at, 'expires_at', p.expires_at,
+               'ended_at', coalesce(p.ended_at, CASE WHEN p.expires_at <= pg_catalog.now() THEN p.expires_at END),
+               'end_reason', coalesce(p.end_reason, CASE WHEN p.expires_at <= pg_catalog.now() THEN 'expired' END),
+               'active', p.active AND p.expires_at > pg_catalog.now())
+               ORDER BY p.started_at DESC, p.id DESC),
+           pg_catalog.count(*)
+      INTO entries, found_rows
+      FROM page p;
+    entries := coalesce(entries, '[]');
+    IF found_rows > page_size THEN
+        entries := entries - (-1);
+    END IF;
+    PERFORM dashboard_auth.audit_read(who, 'impersonation.listed', 'impersonation', NULL,
+        pg_catalog.jsonb_build_object('admin_email', list_impersonations.admin_email, 'target', list_impersonations.target,
+                                      'since', since, 'until', until));
+    RETURN pg_catalog.jsonb_build_object(
+        'rows', entries,
+        'next_cursor', CASE WHEN found_rows > page_size THEN
+            dashboard_auth.encode_cursor(pg_catalog.jsonb_build_array(entries -> -1 -> 'started_at', entries -> -1 -> 'id')) END);
+END
+$$;
+COMMENT ON FUNCTION auth.list_impersonations(text, text, text, timestamptz, timestamptz, integer, text) IS 'A page of impersonations, newest first, filtered by admin, target and time';
+
 GRANT SELECT ON auth.impersonation_sessions TO fluxbase_operator;
 GRANT EXECUTE ON FUNCTION
     auth.start_impersonation(text, text, text, text, interval),
-    auth.end_impersonation(text)
+    auth.end_impersonation(text),
+    auth.get_impersonation(text),
+    auth.list_impersonations(text, text, text, timestamptz, timestamptz, integer, text)
 TO fluxbase_dashboard;
 -- impersonation_context and record_impersonated_intent are internal: issue_ticket calls
 -- them, so that a page needs one call per impersonated read or edit.

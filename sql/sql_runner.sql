@@ -24,7 +24,7 @@ CREATE TABLE dashboard_auth.sql_runs (
     statement_mac    bytea NOT NULL,
     command          text,
     mode             text NOT NULL CHECK (mode IN ('read', 'write')),
-    explain          text CHECK (explain IN ('plan', 'analyze')),
+    explain          text CHECK (explain IN ('plan', 'analyze', 'plan_json', 'analyze_json')),
     run_as           text NOT NULL,
     impersonation_id uuid,
     intent_id        bigint,
@@ -89,12 +89,15 @@ AS $$
       FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = role
 $$;
 
--- `EXPLAIN (...) ` for an explain mode.
+-- `EXPLAIN (...) ` for an explain mode: plan and analyze give the plan as text;
+-- plan_json and analyze_json as JSON, a tree a page can draw.
 CREATE FUNCTION fluxbase_admin.sql_explain_prefix(explain text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE explain WHEN 'plan' THEN 'EXPLAIN (VERBOSE, FORMAT TEXT) '
                         WHEN 'analyze' THEN 'EXPLAIN (ANALYZE, VERBOSE, BUFFERS, FORMAT TEXT) '
+                        WHEN 'plan_json' THEN 'EXPLAIN (VERBOSE, FORMAT JSON) '
+                        WHEN 'analyze_json' THEN 'EXPLAIN (ANALYZE, VERBOSE, BUFFERS, FORMAT JSON) '
                         ELSE '' END
 $$;
 
@@ -124,8 +127,8 @@ BEGIN
     IF statement IS NULL OR pg_catalog.btrim(statement) = '' THEN
         RAISE EXCEPTION 'the statement is empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF explain IS NOT NULL AND explain NOT IN ('plan', 'analyze') THEN
-        RAISE EXCEPTION 'explain is plan or analyze, not %', pg_catalog.quote_literal(explain)
+    IF explain IS NOT NULL AND explain NOT IN ('plan', 'analyze', 'plan_json', 'analyze_json') THEN
+        RAISE EXCEPTION 'explain is plan, analyze, plan_json or analyze_json, not %', pg_catalog.quote_literal(explain)
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     redacted := fluxbase_admin.redact_secrets(statement);
@@ -232,7 +235,7 @@ BEGIN
     RETURN bound || pg_catalog.jsonb_build_object(
         'run_id', req -> 'run_id',
         'returns_rows', coalesce((kind ->> 'returns_rows')::boolean, false) OR req ->> 'explain' IS NOT NULL,
-        'command', kind ->> 'command', 'prefix', req ->> 'prefix', 'row_limit', req -> 'row_limit');
+        'command', kind ->> 'command', 'prefix', req ->> 'prefix', 'explain', req -> 'explain', 'row_limit', req -> 'row_limit');
 END
 $$;
 
@@ -302,8 +305,10 @@ BEGIN
     RETURN pg_catalog.jsonb_build_object(
         'run_id', run_id, 'run_as', run_as, 'command', context ->> 'command', 'columns', columns, 'rows', rows,
         'row_count', pg_catalog.jsonb_array_length(rows), 'truncated', truncated, 'affected', affected,
-        'plan', CASE WHEN context ->> 'prefix' <> '' THEN
-                    (SELECT pg_catalog.string_agg(r ->> 0, E'\n') FROM pg_catalog.jsonb_array_elements(rows) r) END);
+        -- A text plan is its lines joined; a JSON plan is the one value EXPLAIN gave.
+        'plan', CASE WHEN context ->> 'explain' LIKE '%\_json' THEN (rows -> 0 ->> 0)::jsonb
+                     WHEN context ->> 'prefix' <> '' THEN
+                    pg_catalog.to_jsonb((SELECT pg_catalog.string_agg(r ->> 0, E'\n') FROM pg_catalog.jsonb_array_elements(rows) r)) END);
 END
 $$;
 
@@ -417,9 +422,10 @@ BEGIN
 END
 $$;
 
--- The caller's last statements, newest first (at most 100 are kept).
-CREATE FUNCTION fluxbase_admin.list_sql_runs(session_token text DEFAULT NULL, page_size integer DEFAULT 50,
-                                             cursor text DEFAULT NULL)
+-- The caller's last statements, newest first (at most 100 are kept). search: only the
+-- statements that contain it, ignoring case; every character is literal (% and _ too).
+CREATE FUNCTION fluxbase_admin.list_sql_runs(session_token text DEFAULT NULL, search text DEFAULT NULL,
+                                             page_size integer DEFAULT 50, cursor text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -443,6 +449,7 @@ BEGIN
                    r.impersonation_id, r.status, r.row_count, r.affected, r.truncated, r.error_code, r.error_message
               FROM dashboard_auth.sql_runs r
              WHERE r.admin_id = who.admin_id
+               AND (coalesce(search, '') = '' OR pg_catalog.strpos(pg_catalog.lower(r.statement), pg_catalog.lower(search)) > 0)
                AND (after_at IS NULL OR (r.started_at, r.id) < (after_at, after_id))
              ORDER BY r.started_at DESC, r.id DESC
              LIMIT page_size + 1) p;
@@ -456,9 +463,112 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------------------------
+-- Saved snippets: each admin's own named statements, kept in the admin backup
+-- ---------------------------------------------------------------------------------
+
+-- Viewers keep snippets too: they run read-only SQL, and a snippet is only text until it
+-- is run, with the run's own checks. A snippet never holds a PASSWORD literal (save
+-- refuses it), because the table is in every dump of dashboard_auth.
+CREATE TABLE dashboard_auth.sql_snippets (
+    id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    admin_id   uuid NOT NULL REFERENCES dashboard_auth.dashboard_users (id) ON DELETE CASCADE,
+    name       text NOT NULL CHECK (pg_catalog.btrim(name) = name AND name <> '' AND pg_catalog.length(name) <= 200),
+    statement  text NOT NULL CHECK (pg_catalog.length(statement) <= 100000),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    CONSTRAINT sql_snippets_admin_name UNIQUE (admin_id, name)
+);
+COMMENT ON TABLE dashboard_auth.sql_snippets IS 'Each admin''s saved SQL runner statements, by name';
+SELECT pg_catalog.pg_extension_config_dump('dashboard_auth.sql_snippets', '');
+REVOKE ALL ON dashboard_auth.sql_snippets FROM PUBLIC;
+
+-- The caller's snippets, by name.
+CREATE FUNCTION fluxbase_admin.list_sql_snippets(session_token text DEFAULT NULL)
+RETURNS TABLE (snippet_id uuid, name text, statement text, created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+BEGIN
+    RETURN QUERY
+        SELECT s.id, s.name, s.statement, s.created_at, s.updated_at
+          FROM dashboard_auth.sql_snippets s
+         WHERE s.admin_id = who.admin_id
+         ORDER BY pg_catalog.lower(s.name), s.name;
+END
+$$;
+
+-- Saves a statement under a name of the caller's: a new snippet (code 'saved'), or the
+-- one of that name replaced (code 'replaced', same id). Audited with the statement as
+-- the history shows it.
+CREATE FUNCTION fluxbase_admin.save_sql_snippet(session_token text, name text, statement text)
+RETURNS TABLE (ok boolean, code text, message text, snippet_id uuid)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who        dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    clean_name text := pg_catalog.btrim(save_sql_snippet.name);
+    saved      dashboard_auth.sql_snippets;
+    saved_at   timestamptz := pg_catalog.clock_timestamp();
+    created    boolean;
+BEGIN
+    IF clean_name IS NULL OR clean_name = '' OR pg_catalog.length(clean_name) > 200 THEN
+        RAISE EXCEPTION 'a snippet needs a name of 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF save_sql_snippet.statement IS NULL OR pg_catalog.btrim(save_sql_snippet.statement, E' \t\r\n') = '' THEN
+        RAISE EXCEPTION 'the statement is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.length(save_sql_snippet.statement) > 100000 THEN
+        RAISE EXCEPTION 'a snippet holds at most 100000 characters, not %', pg_catalog.length(save_sql_snippet.statement)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF fluxbase_admin.redact_secrets(save_sql_snippet.statement) <> save_sql_snippet.statement THEN
+        RAISE EXCEPTION 'a snippet cannot hold a PASSWORD literal: snippets are kept in the admin backup'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Save it without the password, and type that in when you run it.';
+    END IF;
+    INSERT INTO dashboard_auth.sql_snippets AS s (admin_id, name, statement, created_at, updated_at)
+    VALUES (who.admin_id, clean_name, save_sql_snippet.statement, saved_at, saved_at)
+    ON CONFLICT ON CONSTRAINT sql_snippets_admin_name
+    DO UPDATE SET statement = EXCLUDED.statement, updated_at = EXCLUDED.updated_at
+    RETURNING s.* INTO saved;
+    created := saved.created_at = saved_at;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'snippet.saved', 'sql_snippet', saved.id::text,
+        pg_catalog.jsonb_build_object('name', saved.name, 'replaced', NOT created,
+                                      'statement', fluxbase_admin.redact_secrets(saved.statement)));
+    RETURN QUERY SELECT true, CASE WHEN created THEN 'saved' ELSE 'replaced' END,
+                        pg_catalog.format('Snippet %L %s.', saved.name,
+                                          CASE WHEN created THEN 'saved' ELSE 'replaced' END),
+                        saved.id;
+END
+$$;
+
+-- Deletes one of the caller's snippets.
+CREATE FUNCTION fluxbase_admin.delete_sql_snippet(session_token text, snippet_id uuid) RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who  dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    gone dashboard_auth.sql_snippets;
+BEGIN
+    DELETE FROM dashboard_auth.sql_snippets s WHERE s.id = delete_sql_snippet.snippet_id AND s.admin_id = who.admin_id
+    RETURNING * INTO gone;
+    IF gone.id IS NULL THEN
+        RAISE EXCEPTION 'no SQL snippet % of yours', coalesce(delete_sql_snippet.snippet_id::text, 'NULL')
+              USING ERRCODE = 'no_data_found', HINT = 'fluxbase_admin.list_sql_snippets lists them.';
+    END IF;
+    PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'snippet.deleted', 'sql_snippet', gone.id::text,
+        pg_catalog.jsonb_build_object('name', gone.name));
+    RETURN dashboard_auth.done('deleted', pg_catalog.format('Snippet %L deleted.', gone.name));
+END
+$$;
+
 GRANT EXECUTE ON FUNCTION
     fluxbase_admin.start_sql_run(text, text, boolean, text, uuid),
     fluxbase_admin.finish_sql_run(text, uuid, jsonb),
     fluxbase_admin.cancel_sql_run(text, uuid),
-    fluxbase_admin.list_sql_runs(text, integer, text)
+    fluxbase_admin.list_sql_runs(text, text, integer, text),
+    fluxbase_admin.list_sql_snippets(text),
+    fluxbase_admin.save_sql_snippet(text, text, text),
+    fluxbase_admin.delete_sql_snippet(text, uuid)
 TO fluxbase_dashboard;

@@ -124,17 +124,16 @@ BEGIN
 END
 $$;
 
--- A wrong code or password from a signed-in admin: counted toward the lockout (and a
--- lockout ends the admin's sessions), and audited.
+-- A wrong code or password from a signed-in admin: counted toward the lockout of the
+-- request's address (and a lockout ends the admin's sessions), and audited.
 CREATE FUNCTION dashboard_auth.refuse_factor(who dashboard_auth.session_admin, action text, reason text)
 RETURNS dashboard_auth.outcome
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM dashboard_auth.count_failure(who.admin_id);
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), action, 'admin', who.admin_id::text,
         pg_catalog.jsonb_build_object('reason', reason));
-    IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id AND u.locked_until > pg_catalog.now()) THEN
+    IF dashboard_auth.count_failure(who.admin_id, dashboard_auth.request_ip()) THEN
         PERFORM dashboard_auth.revoke_sessions(who.admin_id, 'locked');
     END IF;
     RETURN ROW(false, reason, CASE reason WHEN 'wrong_password' THEN 'The password is wrong.'
@@ -165,20 +164,20 @@ BEGIN
     -- counted before it and none slips past a lockout.
     SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = challenge.admin_id FOR UPDATE;
     IF challenge.id IS NULL OR challenge.used_at IS NOT NULL OR challenge.expires_at <= pg_catalog.now()
-       OR account.disabled_at IS NOT NULL OR account.locked_until > pg_catalog.now() OR account.totp_enabled_at IS NULL THEN
+       OR account.disabled_at IS NOT NULL OR dashboard_auth.address_locked(account.id, client_ip)
+       OR account.totp_enabled_at IS NULL THEN
         PERFORM dashboard_auth.record_login(coalesce(account.email, 'unknown'), account.id, client_ip,
                                             client_agent, false, 'invalid_challenge', 'totp');
         RETURN dashboard_auth.refusal('invalid_challenge', 'This sign-in has expired or was already used. Sign in again.');
     END IF;
     via := dashboard_auth.spend_second_factor(account.id, code, true);
     IF via IS NULL THEN
-        PERFORM dashboard_auth.count_failure(account.id);
         PERFORM dashboard_auth.record_login(account.email, account.id, client_ip,
                                             client_agent, false, 'wrong_code', 'totp');
-        -- A lockout ends the challenge too.
-        UPDATE dashboard_auth.login_challenges c SET used_at = pg_catalog.now()
-         WHERE c.id = challenge.id
-           AND EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u WHERE u.id = account.id AND u.locked_until > pg_catalog.now());
+        -- A lockout of this address ends the challenge too.
+        IF dashboard_auth.count_failure(account.id, client_ip) THEN
+            UPDATE dashboard_auth.login_challenges c SET used_at = pg_catalog.now() WHERE c.id = challenge.id;
+        END IF;
         RETURN dashboard_auth.refusal('wrong_code', 'That code is not valid. Enter the current code from your authenticator app, or a recovery code.');
     END IF;
     UPDATE dashboard_auth.login_challenges c SET used_at = pg_catalog.now() WHERE c.id = challenge.id;
@@ -203,18 +202,36 @@ AS $$
 $$;
 
 -- Starts enrolment: a new secret, shown once (base32, otpauth:// URI, QR code). Nothing
--- changes at sign-in until a code from it is confirmed, within 10 minutes.
-CREATE FUNCTION dashboard_auth.start_two_factor(session_token text DEFAULT NULL)
-RETURNS TABLE (secret text, otpauth_uri text, qr_png_data_uri text, expires_at timestamptz)
+-- changes at sign-in until a code from it is confirmed, within 10 minutes. It needs the
+-- password again, so that a stolen session cannot bind the thief's device: a wrong one is
+-- returned, recorded and counted toward the lockout, like any wrong password.
+CREATE FUNCTION dashboard_auth.start_two_factor(session_token text, password text)
+RETURNS TABLE (ok boolean, code text, message text, secret text, otpauth_uri text, qr_png_data_uri text,
+               expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who    dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
-    made   record;
+    who     dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
+    account dashboard_auth.dashboard_users;
+    refused dashboard_auth.outcome;
+    made    record;
 BEGIN
-    IF EXISTS (SELECT 1 FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id AND u.totp_enabled_at IS NOT NULL) THEN
+    SELECT * INTO account FROM dashboard_auth.dashboard_users u WHERE u.id = who.admin_id;
+    IF account.totp_enabled_at IS NOT NULL THEN
         RAISE EXCEPTION 'two-factor sign-in is already on for %', who.email
               USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Turn it off first to enrol another device.';
+    END IF;
+    IF dashboard_auth.address_locked(who.admin_id, dashboard_auth.request_ip()) THEN
+        refused := ROW(false, 'locked', 'Too many wrong passwords. Try again later.')::dashboard_auth.outcome;
+    ELSIF NOT dashboard_auth.verify_password(start_two_factor.password, account.password_hash) THEN
+        refused := dashboard_auth.refuse_factor(who, 'admin.2fa_enrolment_refused', 'wrong_password');
+    END IF;
+    IF refused.code IS NOT NULL THEN
+        ok := refused.ok;
+        code := refused.code;
+        message := refused.message;
+        RETURN NEXT;
+        RETURN;
     END IF;
     SELECT * INTO made FROM dashboard_auth.totp_generate(who.admin_id, who.email);
     expires_at := pg_catalog.now() + interval '10 minutes';
@@ -222,6 +239,9 @@ BEGIN
        SET totp_pending_secret = made.sealed, totp_pending_until = start_two_factor.expires_at, updated_at = pg_catalog.now()
      WHERE u.id = who.admin_id;
     PERFORM dashboard_auth.audit_by(dashboard_auth.session_actor(who), 'admin.2fa_enrolment_started', 'admin', who.admin_id::text);
+    ok := true;
+    code := 'ok';
+    message := 'Scan the code with your authenticator app, then confirm with a code from it.';
     secret := made.secret;
     otpauth_uri := made.otpauth_uri;
     qr_png_data_uri := made.qr_png_data_uri;
@@ -327,28 +347,54 @@ AS $$
     UPDATE dashboard_auth.login_challenges c SET used_at = pg_catalog.now() WHERE c.admin_id = admin AND c.used_at IS NULL;
 $$;
 
--- Break-glass for a lost device: 2FA off and every session of the admin ended.
-CREATE FUNCTION dashboard_auth.operator_disable_two_factor(email text) RETURNS dashboard_auth.outcome
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- A lost device: another admin's 2FA off and every session of theirs ended, by an
+-- operator (break-glass) or an admin with manage_admins.
+CREATE FUNCTION dashboard_auth.manage_disable_two_factor(who dashboard_auth.actor, target uuid) RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    target  uuid := dashboard_auth.admin_id_by_email(email);
     revoked integer;
 BEGIN
+    PERFORM 1 FROM dashboard_auth.dashboard_users u WHERE u.id = target FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no admin with id %', coalesce(target::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
     PERFORM dashboard_auth.clear_second_factor(target);
-    revoked := dashboard_auth.revoke_sessions(target, '2fa_disabled_by_operator');
-    PERFORM dashboard_auth.audit_by(dashboard_auth.operator_actor(), 'admin.2fa_disabled', 'admin', target::text,
-        pg_catalog.jsonb_build_object('sessions_revoked', revoked, 'by_operator', true));
+    revoked := dashboard_auth.revoke_sessions(target, CASE who.actor_type WHEN 'operator' THEN '2fa_disabled_by_operator'
+                                                                          ELSE '2fa_disabled_by_admin' END);
+    PERFORM dashboard_auth.audit_by(who, 'admin.2fa_disabled', 'admin', target::text,
+        pg_catalog.jsonb_build_object('sessions_revoked', revoked, 'by_operator', who.actor_type = 'operator'));
     RETURN dashboard_auth.done('two_factor_disabled', 'Two-factor sign-in is off, and every session of the admin is ended.');
 END
 $$;
 
+-- Break-glass for a lost device: 2FA off and every session of the admin ended.
+CREATE FUNCTION dashboard_auth.operator_disable_two_factor(email text) RETURNS dashboard_auth.outcome
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT dashboard_auth.manage_disable_two_factor(dashboard_auth.operator_actor(), dashboard_auth.admin_id_by_email(email)) $$;
+
+-- The same for another admin, from a session with manage_admins. One's own 2FA goes off
+-- only with the password and a code (disable_two_factor), or a stolen session could.
+CREATE FUNCTION dashboard_auth.disable_admin_two_factor(session_token text, admin_id uuid) RETURNS dashboard_auth.outcome
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who dashboard_auth.session_admin := dashboard_auth.require_capability(session_token, 'manage_admins');
+BEGIN
+    PERFORM dashboard_auth.refuse_self(who, disable_admin_two_factor.admin_id,
+        'Turn your own off with dashboard_auth.disable_two_factor, with your password and a code.');
+    RETURN dashboard_auth.manage_disable_two_factor(dashboard_auth.session_actor(who), disable_admin_two_factor.admin_id);
+END
+$$;
+COMMENT ON FUNCTION dashboard_auth.disable_admin_two_factor(text, uuid) IS 'Turns another admin''s two-factor sign-in off (a lost device) and ends their sessions';
+
 GRANT EXECUTE ON FUNCTION
     dashboard_auth.sign_in_second_factor(text, text),
     dashboard_auth.get_two_factor(text),
-    dashboard_auth.start_two_factor(text),
+    dashboard_auth.start_two_factor(text, text),
     dashboard_auth.confirm_two_factor(text, text),
     dashboard_auth.regenerate_recovery_codes(text, text, text),
-    dashboard_auth.disable_two_factor(text, text, text)
+    dashboard_auth.disable_two_factor(text, text, text),
+    dashboard_auth.disable_admin_two_factor(text, uuid)
 TO fluxbase_dashboard;
 GRANT EXECUTE ON FUNCTION dashboard_auth.operator_disable_two_factor(text) TO fluxbase_operator;

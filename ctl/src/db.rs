@@ -30,7 +30,7 @@ pub enum DbRole {
 }
 
 impl DbRole {
-    fn set_local(self) -> &'static str {
+    pub fn set_local(self) -> &'static str {
         match self {
             DbRole::Dashboard => "SET LOCAL ROLE fluxbase_dashboard",
         }

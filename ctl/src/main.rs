@@ -10,6 +10,7 @@ mod db;
 mod extension;
 mod notices;
 mod realtime;
+mod realtime_events;
 mod server;
 mod sql_runner;
 mod telemetry;

@@ -23,13 +23,15 @@ use crate::api::{self, ApiError};
 use crate::client::ClientContext;
 use crate::config::DatabaseSettings;
 use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
+use crate::realtime_events::{Budget, EventKey};
 use crate::server::AppState;
 
 pub const CHANNEL: &str = "fluxbase_realtime";
 /// How the listening connection shows in pg_stat_activity.
 pub const APPLICATION_NAME: &str = "fluxbase realtime";
-/// How often a stream checks that its session is still good.
-const SESSION_RECHECK: Duration = Duration::from_secs(30);
+/// How often, at most, a stream checks that its session is still good; sooner when the
+/// session's idle deadline comes first, so that the stream ends with the session.
+const SESSION_RECHECK: Duration = Duration::from_secs(10);
 
 /// The fan-out: each stream subscribes to it.
 #[derive(Clone)]
@@ -65,33 +67,45 @@ async fn listen_forever(settings: DatabaseSettings, sender: broadcast::Sender<Va
     }
 }
 
-/// Listens until the connection ends. Returns Ok once it had been listening.
+/// Listens until the connection ends. Returns Ok once it had been listening. Only events
+/// the database made reach the streams (realtime_events.rs).
 async fn listen_once(settings: &DatabaseSettings, sender: &broadcast::Sender<Value>, reconnected: bool) -> anyhow::Result<()> {
     let mut config = settings.config.clone();
     config.application_name(APPLICATION_NAME);
     let (client, mut connection) = config.connect(db::tls_connector(settings.tls_verify)?).await.map_err(db::pg_error)?;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let forward = sender.clone();
+    let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
-                    if let Ok(event) = serde_json::from_str::<Value>(n.payload()) {
-                        let _ = forward.send(event);
-                    }
+                    let _ = notified.send(n.payload().to_string());
                 }
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
-        let _ = done_tx.send(());
     });
+    let key = {
+        client.batch_execute(&format!("BEGIN; {}", DbRole::Dashboard.set_local())).await.map_err(db::pg_error)?;
+        let hex: String = client.query_one("SELECT fluxbase_admin.get_realtime_key()", &[]).await.map_err(db::pg_error)?.get(0);
+        client.batch_execute("COMMIT").await.map_err(db::pg_error)?;
+        EventKey::from_hex(&hex)?
+    };
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(db::pg_error)?;
     if reconnected {
         let _ = sender.send(json!({"refetch": "the real-time connection was lost and made again: changes may have been missed"}));
     }
-    let _ = done_rx.await;
+    // Until the connection ends (the task drops its end of the channel).
+    while let Some(payload) = notifications.recv().await {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        match key.check(&payload, now_ms) {
+            Some(event) => {
+                let _ = sender.send(event);
+            }
+            None => tracing::debug!("dropped a real-time event the database did not make"),
+        }
+    }
     Ok(())
 }
 
@@ -103,7 +117,55 @@ async fn session_allows(state: &AppState, context: &RequestContext, token: &str,
     Ok(on)
 }
 
+/// What a stream's periodic check found.
+enum Recheck {
+    /// Go on, and look again after this long.
+    Continue(Duration),
+    /// The session ended (the health check's reason) or real time was turned off.
+    End(String),
+}
+
+/// The session's health, which does not count as activity: an open tab must not keep an
+/// idle session alive. Real time being still on is asked of get_realtime, which marks the
+/// session seen; the transaction is rolled back so that this mark is undone.
+async fn recheck(state: &AppState, context: &RequestContext, token: &str, schema: &str, table: &str) -> Result<Recheck, ApiError> {
+    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(ApiError::internal)?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
+    let row = tx
+        .query_one(
+            "SELECT h.valid, h.reason, extract(epoch FROM h.idle_expires_at - h.checked_at)::float8,
+                    CASE WHEN h.valid THEN fluxbase_admin.get_realtime($1, $2, $3) END
+               FROM dashboard_auth.get_session_health($1) h",
+            &[&token, &schema, &table],
+        )
+        .await?;
+    tx.rollback().await?;
+    let (valid, reason, idle_left, on): (bool, String, Option<f64>, Option<bool>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    Ok(match (valid, on) {
+        (false, _) => Recheck::End(reason),
+        (true, Some(false)) => Recheck::End("realtime_off".into()),
+        // Just past the idle deadline, so that the next check finds the session ended.
+        _ => Recheck::Continue(Duration::from_secs_f64(idle_left.unwrap_or(0.0).max(0.0) + 0.5).min(SESSION_RECHECK)),
+    })
+}
+
+/// One open stream: what it listens to, when it next checks its session, and its share
+/// of events (`folded`: some were held back, and one `refetch` stands for them).
+struct Watch {
+    receiver: broadcast::Receiver<Value>,
+    state: AppState,
+    context: RequestContext,
+    token: String,
+    schema: String,
+    table: String,
+    next_check: tokio::time::Instant,
+    budget: Budget,
+    folded: bool,
+}
+
 /// `GET /api/realtime/{schema}/{table}`: the table's changes as server-sent events.
+/// When the session ends, a last `session_ended` event says why (get_session_health's
+/// reason, or `realtime_off`), and the stream ends.
 pub async fn stream(
     State(state): State<AppState>,
     ClientContext(context): ClientContext,
@@ -120,39 +182,53 @@ pub async fn stream(
     }
     let receiver = state.realtime().sender.subscribe();
     let ready = futures_util::stream::once(async { Ok(Event::default().event("ready").data("{}")) });
-    let events = futures_util::stream::unfold(
-        (
-            receiver,
-            (state, context),
-            token,
-            schema,
-            table,
-            tokio::time::interval_at(tokio::time::Instant::now() + SESSION_RECHECK, SESSION_RECHECK),
-        ),
-        |(mut receiver, (state, context), token, schema, table, mut recheck)| async move {
-            loop {
-                let event = tokio::select! {
-                    message = receiver.recv() => match message {
-                        Ok(event) if event.get("refetch").is_some() => Event::default().event("refetch").data(event.to_string()),
-                        Ok(event) if event["schema"] == schema.as_str() && event["table"] == table.as_str() => {
-                            Event::default().event("change").data(event.to_string())
+    let start = tokio::time::Instant::now();
+    let watch = Watch { receiver, state, context, token, schema, table, next_check: start + SESSION_RECHECK, budget: Budget::new(start), folded: false };
+    // None: the last event (session_ended) has gone out.
+    let events = futures_util::stream::unfold(Some(watch), |watch| async move {
+        let mut watch = watch?;
+        loop {
+            let event = tokio::select! {
+                message = watch.receiver.recv() => match message {
+                    Ok(event) if event.get("refetch").is_some() => Event::default().event("refetch").data(event.to_string()),
+                    Ok(event) if event["schema"] == watch.schema.as_str() && event["table"] == watch.table.as_str() => {
+                        Event::default().event("change").data(event.to_string())
+                    }
+                    Ok(_) => continue,
+                    // Events were dropped for a slow reader: the page must look again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Event::default().event("refetch").data(r#"{"refetch": "events were missed"}"#)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                // The events held back while the budget was spent, as one.
+                _ = tokio::time::sleep_until(watch.budget.next_at()), if watch.folded => {
+                    watch.folded = false;
+                    watch.budget.take(tokio::time::Instant::now());
+                    let folded = Event::default().event("refetch").data(r#"{"refetch": "changes came faster than a page fetches: look again"}"#);
+                    return Some((Ok(folded), Some(watch)));
+                }
+                _ = tokio::time::sleep_until(watch.next_check) => {
+                    match recheck(&watch.state, &watch.context, &watch.token, &watch.schema, &watch.table).await {
+                        Ok(Recheck::Continue(after)) => {
+                            watch.next_check = tokio::time::Instant::now() + after;
+                            continue;
                         }
-                        Ok(_) => continue,
-                        // Events were dropped for a slow reader: the page must look again.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            Event::default().event("refetch").data(r#"{"refetch": "events were missed"}"#)
+                        // Signed out, expired, idle, or real time turned off: say why, then end.
+                        Ok(Recheck::End(reason)) => {
+                            let last = Event::default().event("session_ended").data(json!({"reason": reason}).to_string());
+                            return Some((Ok(last), None));
                         }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = recheck.tick() => match session_allows(&state, &context, &token, &schema, &table).await {
-                        Ok(true) => continue,
-                        // Signed out, expired, or real time turned off: the stream ends.
-                        _ => return None,
-                    },
-                };
-                return Some((Ok(event), (receiver, (state, context), token, schema, table, recheck)));
+                        Err(_) => return None,
+                    }
+                }
+            };
+            if !watch.budget.take(tokio::time::Instant::now()) {
+                watch.folded = true;
+                continue;
             }
-        },
-    );
+            return Some((Ok(event), Some(watch)));
+        }
+    });
     Ok(Sse::new(ready.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -6,7 +6,7 @@
 //!
 //! - `POST /api/sql/runs` `{"statement", "allow_writes", "explain", "impersonation_id"}`
 //! - `POST /api/sql/runs/{run_id}/cancel`
-//! - `GET /api/sql/history`
+//! - `GET /api/sql/history?search=&page_size=&cursor=`
 
 use std::time::Instant;
 
@@ -244,9 +244,11 @@ pub async fn cancel(
     Ok(Json(json!({ "run_id": run_id.to_string(), "cancelled": cancelled })))
 }
 
-/// `?page_size=&cursor=` of the history: the extension's paging, passed through.
+/// `?search=&page_size=&cursor=` of the history: the extension's search and paging,
+/// passed through.
 #[derive(Deserialize)]
 pub struct HistoryQuery {
+    search: Option<String>,
     page_size: Option<i32>,
     cursor: Option<String>,
 }
@@ -263,8 +265,8 @@ pub async fn history(
     let tx = db::begin(&mut client, DbRole::Dashboard, &context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
     let text: String = tx
         .query_one(
-            "SELECT fluxbase_admin.list_sql_runs($1, coalesce($2, 50), $3)::text",
-            &[&token, &paging.page_size, &paging.cursor],
+            "SELECT fluxbase_admin.list_sql_runs($1, $2, coalesce($3, 50), $4)::text",
+            &[&token, &paging.search, &paging.page_size, &paging.cursor],
         )
         .await?
         .get(0);

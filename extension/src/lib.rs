@@ -16,6 +16,7 @@ mod impersonation;
 mod install;
 mod metrics;
 mod passwords;
+mod realtime;
 mod session_binding;
 mod settings;
 mod sql_runner;

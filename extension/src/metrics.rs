@@ -1,7 +1,8 @@
 //! Analytics and monitoring (`sql/metrics.sql`): sessions, connections, query
 //! performance, storage, the sampled history, and each dashboard copy's pool heartbeat.
 
-pgrx::extension_sql_file!("../../sql/metrics.sql", name = "metrics", requires = ["impersonation"]);
+// redact_sql: the runner's lexer (sql_runner.rs) hides the string literals of query texts.
+pgrx::extension_sql_file!("../../sql/metrics.sql", name = "metrics", requires = ["impersonation", redact_sql]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

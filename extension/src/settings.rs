@@ -49,7 +49,7 @@ pub const DEFINITIONS: &[Definition] = &[
         key: "lockout.max_failures",
         kind: Kind::Integer { min: 3, max: 100 },
         default: "5",
-        description: "Failed sign-ins within lockout.window that lock an account (admins and app users)",
+        description: "Failed sign-ins from one address within lockout.window that lock that address out of the account (admins and app users)",
     },
     Definition {
         key: "lockout.window",
@@ -61,13 +61,25 @@ pub const DEFINITIONS: &[Definition] = &[
         key: "lockout.duration",
         kind: Kind::Duration { min: MINUTE, max: DAY },
         default: "15m",
-        description: "How long a lockout lasts; each further admin lockout doubles it, up to 24h",
+        description: "How long an address's lockout lasts; each further lockout of the same address doubles it, up to 24h",
     },
     Definition {
         key: "lockout.ip_max_failures",
         kind: Kind::Integer { min: 5, max: 100_000 },
         default: "20",
         description: "Failed sign-ins from one IP address within lockout.window before that address is refused (admins and app users, counted apart)",
+    },
+    Definition {
+        key: "lockout.account_max_failures",
+        kind: Kind::Integer { min: 5, max: 100_000 },
+        default: "20",
+        description: "Failed sign-ins for one account from all addresses within lockout.window after which the account is slowed down, never locked (admins and app users)",
+    },
+    Definition {
+        key: "lockout.account_backoff",
+        kind: Kind::Duration { min: 1, max: 5 * MINUTE },
+        default: "10s",
+        description: "While an account is slowed down, the least time between two password checks for it from addresses it has not signed in from",
     },
     Definition {
         key: "password.min_length",
@@ -246,6 +258,34 @@ pub fn format(def: &Definition, value: &serde_json::Value) -> String {
     }
 }
 
+/// What a setting's number counts, so that a page can label its input. Durations are
+/// written with their own units (s, m, h, d).
+fn unit(def: &Definition) -> &'static str {
+    match (def.kind, def.key) {
+        (Kind::Duration { .. }, _) => "duration",
+        (Kind::Integer { .. }, key) if key.ends_with("failures") => "failures",
+        (Kind::Integer { .. }, key) if key.ends_with("min_length") => "characters",
+        (Kind::Integer { .. }, "runner.row_limit") => "rows",
+        (Kind::Integer { .. }, _) => "",
+        (Kind::Roles, _) => "roles",
+        (Kind::Role { .. }, _) => "role",
+    }
+}
+
+/// The allowed values of a setting as a person reads them: the range of a number or a
+/// duration (formatted as the setting is written), or the rule for roles.
+fn allowed(def: &Definition) -> (Option<String>, Option<String>, String) {
+    match def.kind {
+        Kind::Duration { min, max } | Kind::Integer { min, max } => {
+            let (low, high) = (format(def, &min.into()), format(def, &max.into()));
+            let text = format!("{low} to {high}");
+            (Some(low), Some(high), text)
+        }
+        Kind::Roles => (None, None, "existing roles that do not bypass RLS, comma-separated".into()),
+        Kind::Role { .. } => (None, None, "one existing role, never a superuser or one that creates roles".into()),
+    }
+}
+
 /// Why `role` cannot be listed for app users. The rules live in one place,
 /// `auth.forbidden_user_role` (sql/app_users.sql), which impersonation applies too.
 fn forbidden_role(role: &str) -> Option<String> {
@@ -265,11 +305,23 @@ mod dashboard_auth {
         pgrx::ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, reason);
     }
 
-    /// Every setting: its key, kind, default (in stored form) and what it does.
+    /// Every setting: its key, kind, default (in stored form), what it does, and what a
+    /// page needs to type its input: the least and greatest value (as written), the
+    /// allowed values in words, and the unit.
     #[pg_extern(immutable, parallel_safe)]
+    #[allow(clippy::type_complexity)]
     fn setting_definitions() -> TableIterator<
         'static,
-        (name!(key, String), name!(kind, String), name!(default_value, JsonB), name!(description, String)),
+        (
+            name!(key, String),
+            name!(kind, String),
+            name!(default_value, JsonB),
+            name!(description, String),
+            name!(min_value, Option<String>),
+            name!(max_value, Option<String>),
+            name!(allowed, String),
+            name!(unit, String),
+        ),
     > {
         TableIterator::new(super::DEFINITIONS.iter().map(|d| {
             let kind = match d.kind {
@@ -279,7 +331,17 @@ mod dashboard_auth {
                 super::Kind::Role { .. } => "role",
             };
             let default = super::parse(d.key, d.default).expect("defaults are valid");
-            (d.key.to_string(), kind.to_string(), JsonB(default), d.description.to_string())
+            let (min_value, max_value, allowed) = super::allowed(d);
+            (
+                d.key.to_string(),
+                kind.to_string(),
+                JsonB(default),
+                d.description.to_string(),
+                min_value,
+                max_value,
+                allowed,
+                super::unit(d).to_string(),
+            )
         }))
     }
 
@@ -323,6 +385,18 @@ pgrx::extension_sql_file!(
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn every_number_says_what_it_counts_and_its_range() {
+        for def in DEFINITIONS {
+            if let Kind::Integer { .. } = def.kind {
+                assert_ne!(unit(def), "", "{} needs a unit", def.key);
+            }
+        }
+        let idle = definition("session.idle_timeout").unwrap();
+        assert_eq!(allowed(idle), (Some("1m".into()), Some("24h".into()), "1m to 24h".into()));
+        assert_eq!(unit(definition("password.min_length").unwrap()), "characters");
+    }
 
     #[test]
     fn durations_round_trip() {

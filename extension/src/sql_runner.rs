@@ -46,6 +46,23 @@ pub fn redact_secrets(sql: &str) -> String {
     out
 }
 
+/// The statement with every string literal shown as `'***'`, for query texts shown to
+/// admins and viewers (`list_activity`, `list_statements`): a query typed into psql may
+/// carry a password or a token in any literal. The same lexer as `redact_secrets`, so
+/// `$tag$...$tag$`, `E'...'` with backslash escapes and `U&'...'` are literals too, and a
+/// text cut short (`track_activity_query_size`) is redacted to its end.
+pub fn redact_literals(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for t in lex(sql).iter().filter(|t| t.kind == Kind::Literal) {
+        out.push_str(&sql[copied..t.start]);
+        out.push_str("'***'");
+        copied = t.end;
+    }
+    out.push_str(&sql[copied..]);
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Word,
@@ -289,6 +306,12 @@ mod fluxbase_admin {
         super::redact_secrets(sql)
     }
 
+    /// Every string literal as `'***'` (internal: the metric functions show query texts so).
+    #[pg_extern(immutable, strict, parallel_safe)]
+    fn redact_sql(query: &str) -> String {
+        super::redact_literals(query)
+    }
+
     /// {statements, command, refusal, returns_rows, explainable, is_explain}
     #[pg_extern(volatile, strict)]
     fn classify_statement(sql: &str) -> JsonB {
@@ -354,6 +377,21 @@ mod unit_tests {
             ("-- password 'x'\nSELECT 1", "-- password 'x'\nSELECT 1"),
         ] {
             assert_eq!(redact_secrets(sql), redacted, "{sql}");
+        }
+    }
+
+    #[test]
+    fn every_literal_is_redacted_in_query_texts() {
+        for (sql, redacted) in [
+            ("SELECT 'a''b', 1", "SELECT '***', 1"),
+            ("SELECT $$secret$$, $t$it's $$ still$t$ FROM x", "SELECT '***', '***' FROM x"),
+            ("SELECT E'it\\'s secret' AS e", "SELECT '***' AS e"),
+            ("SELECT e'\\\\', U&'d\\0061t', x'1f', b'01'", "SELECT '***', '***', x'***', b'***'"),
+            ("SELECT \"it's\" FROM t -- 'not a literal'\n", "SELECT \"it's\" FROM t -- 'not a literal'\n"),
+            ("SELECT $1, $2::text, a$b FROM t", "SELECT $1, $2::text, a$b FROM t"),
+            ("SELECT 'cut sho", "SELECT '***'"),
+        ] {
+            assert_eq!(redact_literals(sql), redacted, "{sql}");
         }
     }
 

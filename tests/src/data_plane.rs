@@ -65,6 +65,21 @@ impl Planes {
         self.json(token, "edit", request, impersonation, "SELECT fluxbase_admin.edit()::text")
     }
 
+    /// One cell in full (read_cell).
+    pub fn cell(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<Value, postgres::Error> {
+        self.json(token, "cell", request, impersonation, "SELECT fluxbase_admin.read_cell()::text")
+    }
+
+    /// Rows by their keys as an INSERT statement and as JSON (copy_rows).
+    pub fn copy(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<Value, postgres::Error> {
+        self.json(token, "copy", request, impersonation, "SELECT fluxbase_admin.copy_rows()::text")
+    }
+
+    /// A revert's answer: `{"audit_id": entry}` undone (revert_edit).
+    pub fn revert(&mut self, token: &str, audit_id: i64) -> Result<Value, postgres::Error> {
+        self.json(token, "revert", &serde_json::json!({"audit_id": audit_id}), None, "SELECT fluxbase_admin.revert_edit()::text")
+    }
+
     /// A whole export: its header and every CSV line, fetched 1,000 at a time.
     pub fn export(&mut self, token: &str, request: &Value, impersonation: Option<&str>) -> Result<(String, Vec<String>), postgres::Error> {
         let ticket = self.ticket(token, "export", request, impersonation)?;
@@ -81,13 +96,20 @@ pub fn claimed(data: &mut Client, ticket: &str, sql: &str, params: &[&(dyn ToSql
     Ok(rows)
 }
 
-/// Opens a claimed export and reads it to the end.
+/// Opens a claimed CSV export and reads it to the end.
 pub fn export_claimed(data: &mut Client, ticket: &str) -> Result<(String, Vec<String>), postgres::Error> {
+    let (header, lines) = export_lines(data, ticket)?;
+    Ok((header.expect("a CSV export has a header"), lines))
+}
+
+/// Opens a claimed export of any format and reads it to the end: its header (none for
+/// JSON Lines) and its lines.
+pub fn export_lines(data: &mut Client, ticket: &str) -> Result<(Option<String>, Vec<String>), postgres::Error> {
     let mut tx = data.transaction()?;
     tx.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket])?;
     let opened = tx.query_one("SELECT portal::text, header FROM fluxbase_admin.open_export()", &[])?;
     let portal: String = opened.get(0);
-    let header: String = opened.get(1);
+    let header: Option<String> = opened.get(1);
     let mut lines = Vec::new();
     loop {
         let batch = tx.query(&format!("FETCH 1000 FROM \"{}\"", portal.replace('"', "\"\"")), &[])?;

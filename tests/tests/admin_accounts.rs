@@ -95,15 +95,19 @@ fn unknown_wrong_locked_and_disabled_get_the_same_answer() {
     create_admin(&db, "ann@example.com", "admin");
     create_admin(&db, "dis@example.com", "admin");
     create_admin(&db, "lock@example.com", "admin");
+    create_admin(&db, "slow@example.com", "admin");
     let mut su = db.connect(Caller::Superuser);
     su.batch_execute("SELECT dashboard_auth.operator_disable_admin('dis@example.com');
-                      UPDATE dashboard_auth.dashboard_users SET locked_until = now() + interval '1 hour' WHERE email = 'lock@example.com'")
+                      INSERT INTO dashboard_auth.address_lockouts (admin_id, ip, lockout_count, locked_until)
+                      SELECT id, '192.0.2.10', 1, now() + interval '1 hour' FROM dashboard_auth.dashboard_users WHERE email = 'lock@example.com';
+                      UPDATE dashboard_auth.dashboard_users SET throttled_until = now() + interval '1 hour' WHERE email = 'slow@example.com'")
         .unwrap();
     let mut web = db.connect(Caller::Dashboard);
     let answers = [
         login(&mut web, "nobody@example.com", PASSWORD, "192.0.2.10"),
         login(&mut web, "ann@example.com", "not the password at all", "192.0.2.10"),
         login(&mut web, "lock@example.com", PASSWORD, "192.0.2.10"),
+        login(&mut web, "slow@example.com", PASSWORD, "192.0.2.10"),
         login(&mut web, "dis@example.com", PASSWORD, "192.0.2.10"),
     ];
     for answer in &answers {
@@ -112,7 +116,7 @@ fn unknown_wrong_locked_and_disabled_get_the_same_answer() {
     }
     // The reasons are recorded for the operator, not told to the caller.
     let reasons: Vec<String> = strings(&mut su, "SELECT reason FROM dashboard_auth.login_attempts ORDER BY id", &[]);
-    assert_eq!(reasons, ["unknown_email", "wrong_password", "locked", "disabled"]);
+    assert_eq!(reasons, ["unknown_email", "wrong_password", "locked", "throttled", "disabled"]);
 }
 
 #[test]
@@ -140,13 +144,13 @@ fn unknown_emails_take_about_as_long_as_wrong_passwords() {
     assert!(u > 0.005, "an unknown email must still cost a hash: {u:.4}s");
 }
 
-fn locked_for(su: &mut postgres::Client, email: &str) -> Option<f64> {
-    su.query_one(
-        "SELECT extract(epoch FROM locked_until - now())::float8 FROM dashboard_auth.dashboard_users WHERE email = $1",
-        &[&email],
+fn locked_for(su: &mut postgres::Client, ip: &str) -> Option<f64> {
+    su.query_opt(
+        "SELECT extract(epoch FROM locked_until - now())::float8 FROM dashboard_auth.address_lockouts WHERE ip = $1::text::inet",
+        &[&ip],
     )
     .unwrap()
-    .get(0)
+    .and_then(|row| row.get(0))
 }
 
 #[test]
@@ -155,31 +159,107 @@ fn lockout_after_five_failures_escalates_and_a_success_resets_it() {
     create_admin(&db, "ann@example.com", "admin");
     let mut web = db.connect(Caller::Dashboard);
     let mut su = db.connect(Caller::Superuser);
-    for i in 0..4 {
-        login(&mut web, "ann@example.com", "wrong password number", &format!("203.0.113.{i}"));
+    // One address throughout: its own rate limit stays out of the way.
+    su.batch_execute("INSERT INTO dashboard_auth.settings (key, value, updated_by) VALUES ('lockout.ip_max_failures', '1000', 'test')").unwrap();
+    for _ in 0..4 {
+        login(&mut web, "ann@example.com", "wrong password number", "203.0.113.9");
     }
-    assert_eq!(locked_for(&mut su, "ann@example.com"), None, "four failures do not lock");
+    assert_eq!(locked_for(&mut su, "203.0.113.9"), None, "four failures do not lock");
     login(&mut web, "ann@example.com", "wrong password number", "203.0.113.9");
-    let first = locked_for(&mut su, "ann@example.com").expect("locked after five failures");
+    let first = locked_for(&mut su, "203.0.113.9").expect("locked after five failures");
     assert!((14.0 * 60.0..=15.0 * 60.0).contains(&first), "first lockout lasts 15 min, got {first}s");
-    // Locked: even the right password is refused, with the same answer.
-    assert_eq!(login(&mut web, "ann@example.com", PASSWORD, "203.0.113.20").code, "invalid_credentials");
+    // Locked: even the right password is refused from that address, with the same answer.
+    assert_eq!(login(&mut web, "ann@example.com", PASSWORD, "203.0.113.9").code, "invalid_credentials");
 
     // The lockout runs out (simulated), and five more failures lock for twice as long.
-    su.batch_execute("UPDATE dashboard_auth.dashboard_users SET locked_until = now() - interval '1 second'").unwrap();
-    for i in 0..5 {
-        login(&mut web, "ann@example.com", "wrong password number", &format!("203.0.113.{}", 30 + i));
+    su.batch_execute("UPDATE dashboard_auth.address_lockouts SET locked_until = now() - interval '1 second'").unwrap();
+    for _ in 0..5 {
+        login(&mut web, "ann@example.com", "wrong password number", "203.0.113.9");
     }
-    let second = locked_for(&mut su, "ann@example.com").expect("locked again");
+    let second = locked_for(&mut su, "203.0.113.9").expect("locked again");
     assert!((29.0 * 60.0..=30.0 * 60.0).contains(&second), "second lockout lasts 30 min, got {second}s");
 
-    // After it, a successful sign-in resets the escalation.
-    su.batch_execute("UPDATE dashboard_auth.dashboard_users SET locked_until = now() - interval '1 second'").unwrap();
-    assert!(login(&mut web, "ann@example.com", PASSWORD, "203.0.113.50").ok);
-    let lockouts: i32 = su.query_one("SELECT lockout_count FROM dashboard_auth.dashboard_users", &[]).unwrap().get(0);
-    assert_eq!(lockouts, 0);
-    let locks: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'admin.locked'", &[]).unwrap().get(0);
+    // After it, a successful sign-in from that address resets its escalation.
+    su.batch_execute("UPDATE dashboard_auth.address_lockouts SET locked_until = now() - interval '1 second'").unwrap();
+    assert!(login(&mut web, "ann@example.com", PASSWORD, "203.0.113.9").ok);
+    let rows: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.address_lockouts", &[]).unwrap().get(0);
+    assert_eq!(rows, 0);
+    let locks: i64 = su
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'admin.locked' AND details->>'ip' = '203.0.113.9'", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(locks, 2);
+
+    // The escalation decays: a day after a lock ended, the next lock is the first again.
+    for _ in 0..5 {
+        login(&mut web, "ann@example.com", "wrong password number", "203.0.113.9");
+    }
+    su.batch_execute("UPDATE dashboard_auth.address_lockouts SET locked_until = now() - interval '25 hours', lockout_count = 6").unwrap();
+    for _ in 0..5 {
+        login(&mut web, "ann@example.com", "wrong password number", "203.0.113.9");
+    }
+    let decayed = locked_for(&mut su, "203.0.113.9").expect("locked once more");
+    assert!((14.0 * 60.0..=15.0 * 60.0).contains(&decayed), "after a quiet day, 15 min again, got {decayed}s");
+}
+
+#[test]
+fn an_attacker_who_knows_the_email_locks_out_only_their_own_address() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let mut su = db.connect(Caller::Superuser);
+    // Before the fix, these guesses locked the account itself, for good.
+    for _ in 0..10 {
+        assert_eq!(login(&mut web, "ann@example.com", "mallory guesses again", "198.51.100.66").code, "invalid_credentials");
+    }
+    assert!(locked_for(&mut su, "198.51.100.66").is_some(), "the attacker's address is locked out");
+    assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.20").ok, "the admin, from another address, signs in");
+    // The attacker's address stays locked, even with the right password.
+    assert_eq!(login(&mut web, "ann@example.com", PASSWORD, "198.51.100.66").code, "invalid_credentials");
+
+    // The list shows the lock of one address, and an admin lifts it.
+    let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.20").token.unwrap();
+    let row = &as_dashboard(&mut web, "SELECT status, locked_addresses, locked_until > now() FROM dashboard_auth.list_admins($1)", &[&token]).unwrap()[0];
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i32>(1), row.get::<_, bool>(2)), ("locked".to_string(), 1, true));
+}
+
+#[test]
+fn the_account_slows_down_under_many_addresses_but_is_never_locked_and_the_slowdown_decays() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute("INSERT INTO dashboard_auth.settings (key, value, updated_by) VALUES ('lockout.account_max_failures', '5', 'test')").unwrap();
+    let mut web = db.connect(Caller::Dashboard);
+    assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").ok, "the admin's usual address");
+    // One guess from each of five addresses: no address is locked, the account slows down.
+    for i in 0..5 {
+        login(&mut web, "ann@example.com", "a botnet's guess", &format!("198.51.100.{}", 10 + i));
+    }
+    let throttled = |su: &mut postgres::Client| -> Option<f64> {
+        su.query_one("SELECT extract(epoch FROM throttled_until - now())::float8 FROM dashboard_auth.dashboard_users", &[]).unwrap().get(0)
+    };
+    let backoff = throttled(&mut su).expect("the account is slowed down");
+    assert!((0.0..=10.0).contains(&backoff), "one check each 10s, got {backoff}s");
+    assert_eq!(su.query_one("SELECT count(*) FROM dashboard_auth.address_lockouts WHERE locked_until > now()", &[]).unwrap().get::<_, i64>(0), 0);
+
+    // Within the backoff, even the right password from a fresh address is refused, alike.
+    let refused = login(&mut web, "ann@example.com", PASSWORD, "203.0.113.50");
+    assert_eq!(refused.answer(), (false, "invalid_credentials", "Invalid email or password."));
+    assert!(throttled(&mut su).unwrap() <= backoff, "a refusal does not extend the slowdown");
+    // The admin's own address is let through.
+    assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").ok);
+    // After the backoff, a fresh address with the right password gets in: never a lockout.
+    su.batch_execute("UPDATE dashboard_auth.dashboard_users SET throttled_until = now() - interval '1 second'").unwrap();
+    assert!(login(&mut web, "ann@example.com", PASSWORD, "203.0.113.50").ok);
+
+    // The slowdown decays: once the window has passed, one more failure does not bring it back.
+    su.batch_execute("UPDATE dashboard_auth.dashboard_users SET failure_window_from = now() - interval '16 minutes'").unwrap();
+    login(&mut web, "ann@example.com", "a late guess", "198.51.100.99");
+    assert!(throttled(&mut su).map_or(true, |left| left < 0.0), "no slowdown after a single new failure");
+    let reasons: Vec<String> = strings(&mut su, "SELECT reason FROM dashboard_auth.login_attempts WHERE ip = '203.0.113.50' ORDER BY id", &[]);
+    assert_eq!(reasons, ["throttled", "ok"]);
+    let audited: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'admin.throttled'", &[]).unwrap().get(0);
+    assert_eq!(audited, 1);
 }
 
 #[test]
@@ -733,4 +813,189 @@ fn refusals_of_a_rate_limited_address_do_not_extend_its_ban() {
     // The real failures age out of the window; the recent refusals do not keep it banned.
     su.batch_execute("UPDATE dashboard_auth.login_attempts SET attempted_at = now() - interval '16 minutes' WHERE reason <> 'ip_rate_limited'").unwrap();
     assert!(login(&mut web, "ann@example.com", PASSWORD, "192.0.2.99").ok);
+}
+
+fn audit_count(su: &mut postgres::Client, action: &str, target: &str) -> i64 {
+    su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = $1 AND target_id = $2", &[&action, &target]).unwrap().get(0)
+}
+
+#[test]
+fn an_admin_lists_and_ends_their_own_sessions_only() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    create_admin(&db, "vic@example.com", "viewer");
+    let mut web = db.connect(Caller::Dashboard);
+    let laptop = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
+    let phone = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.2");
+    let vic = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.3");
+    let list = |web: &mut postgres::Client, token: &str| -> Vec<(String, String, bool)> {
+        as_dashboard(web, "SELECT session_id::text, host(ip), current FROM dashboard_auth.list_sessions($1)", &[&token])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let mine = list(&mut web, laptop.token());
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!((mine[0].1.as_str(), mine[0].2), ("192.0.2.1", true), "this session first: {mine:?}");
+    assert_eq!((mine[1].1.as_str(), mine[1].2), ("192.0.2.2", false));
+    let agent: String = as_dashboard(&mut web, "SELECT user_agent FROM dashboard_auth.list_sessions($1) WHERE current", &[&laptop.token()]).unwrap()[0].get(0);
+    assert_eq!(agent, "fluxbase-tests");
+    let vic_sessions = list(&mut web, vic.token());
+    assert_eq!(vic_sessions.len(), 1, "a viewer lists their own: {vic_sessions:?}");
+
+    let revoke = |web: &mut postgres::Client, token: &str, id: &str| {
+        admin::as_dashboard_from(web, "192.0.2.1", "SELECT ok, code FROM dashboard_auth.revoke_session($1, $2::text::uuid)", &[&token, &id])
+    };
+    // Another admin's session is refused as an unknown one is; bad input is refused clearly.
+    assert_eq!(sqlstate(revoke(&mut web, laptop.token(), &vic_sessions[0].0)), "P0002");
+    assert_eq!(sqlstate(revoke(&mut web, laptop.token(), "00000000-0000-0000-0000-000000000000")), "P0002");
+    assert_eq!(sqlstate(revoke(&mut web, laptop.token(), "not a uuid")), "22P02");
+    assert!(get_session(&mut web, vic.token()).is_ok(), "the viewer's session is untouched");
+
+    // Ending the phone's session, from the laptop.
+    let done = revoke(&mut web, laptop.token(), &mine[1].0).unwrap();
+    assert_eq!((done[0].get::<_, bool>(0), done[0].get::<_, String>(1)), (true, "revoked".to_string()));
+    assert_eq!(sqlstate(get_session(&mut web, phone.token())), "28000");
+    assert!(get_session(&mut web, laptop.token()).is_ok());
+    assert_eq!(sqlstate(revoke(&mut web, laptop.token(), &mine[1].0)), "P0002", "an ended session is no longer listed nor ended");
+    // A viewer may end their own session: it changes nothing but their own sign-in.
+    assert!(revoke(&mut web, vic.token(), &vic_sessions[0].0).unwrap()[0].get::<_, bool>(0));
+    assert_eq!(sqlstate(get_session(&mut web, vic.token())), "28000");
+
+    let mut su = db.connect(Caller::Superuser);
+    let audited: i64 = su
+        .query_one(
+            "SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'admin.session_revoked' AND actor = 'ann@example.com'
+                AND target_id = $1 AND details->>'current' = 'false' AND ip = '192.0.2.1'",
+            &[&mine[1].0],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+    let reason: String = su.query_one("SELECT revoked_reason FROM dashboard_auth.sessions WHERE id = $1::text::uuid", &[&mine[1].0]).unwrap().get(0);
+    assert_eq!(reason, "revoked_by_owner");
+}
+
+/// get_session_health's (valid, reason, revoked_reason, seconds to the idle deadline).
+fn health(web: &mut postgres::Client, token: &str) -> (bool, String, Option<String>, Option<f64>) {
+    let row = &as_dashboard(
+        web,
+        "SELECT valid, reason, revoked_reason, extract(epoch FROM idle_expires_at - checked_at)::float8 FROM dashboard_auth.get_session_health($1)",
+        &[&token],
+    )
+    .unwrap()[0];
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+#[test]
+fn session_health_does_not_extend_the_idle_timeout_and_says_why_a_session_ended() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let mut su = db.connect(Caller::Superuser);
+    let s = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
+    su.execute("UPDATE dashboard_auth.sessions SET last_seen_at = now() - interval '20 minutes'", &[]).unwrap();
+    let (valid, reason, _, idle_left) = health(&mut web, s.token());
+    assert_eq!((valid, reason.as_str()), (true, "active"));
+    let idle_left = idle_left.unwrap();
+    assert!((9.0 * 60.0..=10.0 * 60.0).contains(&idle_left), "10 minutes left of 30, got {idle_left}s");
+    // Asking did not count as activity: the session was not marked seen.
+    let idle_for: f64 = su.query_one("SELECT extract(epoch FROM now() - last_seen_at)::float8 FROM dashboard_auth.sessions", &[]).unwrap().get(0);
+    assert!(idle_for >= 20.0 * 60.0, "last seen {idle_for}s ago");
+
+    // Why a session ended, reported rather than raised.
+    su.execute("UPDATE dashboard_auth.sessions SET last_seen_at = now() - interval '31 minutes'", &[]).unwrap();
+    assert_eq!(health(&mut web, s.token()).1, "idle");
+    let expired = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
+    su.execute("UPDATE dashboard_auth.sessions SET expires_at = now() - interval '1 second' WHERE last_seen_at > now() - interval '1 minute'", &[]).unwrap();
+    assert_eq!(health(&mut web, expired.token()).1, "expired");
+    let out = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1");
+    as_dashboard(&mut web, "SELECT * FROM dashboard_auth.sign_out($1)", &[&out.token()]).unwrap();
+    let (valid, reason, revoked_reason, _) = health(&mut web, out.token());
+    assert_eq!((valid, reason.as_str(), revoked_reason.as_deref()), (false, "revoked", Some("logout")));
+    assert_eq!(health(&mut web, "fbs_made_up").1, "unknown");
+    // A disabled admin's session ends with them.
+    create_admin(&db, "bob@example.com", "admin");
+    let bob = login(&mut web, "bob@example.com", PASSWORD, "192.0.2.1");
+    su.batch_execute("UPDATE dashboard_auth.dashboard_users SET disabled_at = now() WHERE email = 'bob@example.com'").unwrap();
+    assert_eq!(health(&mut web, bob.token()).1, "disabled");
+}
+
+#[test]
+fn admins_unlock_reset_and_reinvite_other_admins() {
+    let db = TestDb::new();
+    let ann_id = create_admin(&db, "ann@example.com", "admin");
+    let bob_id = create_admin(&db, "bob@example.com", "admin");
+    create_admin(&db, "vic@example.com", "viewer");
+    let mut su = db.connect(Caller::Superuser);
+    let new_id: String = su
+        .query_one("SELECT admin_id::text FROM dashboard_auth.operator_create_admin('new@example.com', 'New', 'viewer')", &[])
+        .unwrap()
+        .get(0);
+    let mut web = db.connect(Caller::Dashboard);
+    let ann = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token().to_string();
+    let vic = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token().to_string();
+    let call = |web: &mut postgres::Client, sql: &str, token: &str, target: &str| {
+        admin::as_dashboard_from(web, "192.0.2.1", sql, &[&token, &target])
+    };
+    const UNLOCK: &str = "SELECT ok, code FROM dashboard_auth.unlock_admin($1, $2::text::uuid)";
+    const RESET: &str = "SELECT reset_token, reset_link FROM dashboard_auth.reset_admin_password($1, $2::text::uuid, interval '1 hour')";
+    const REINVITE: &str = "SELECT invite_token, invite_link FROM dashboard_auth.reissue_invite($1, $2::text::uuid)";
+    for sql in [UNLOCK, RESET, REINVITE] {
+        assert_eq!(sqlstate(call(&mut web, sql, &vic, &bob_id)), "42501", "viewers are refused: {sql}");
+        assert_eq!(sqlstate(call(&mut web, sql, &ann, "00000000-0000-0000-0000-000000000000")), "P0002", "{sql}");
+    }
+
+    // Unlock: bob's address is locked out; an admin lifts it.
+    for _ in 0..5 {
+        login(&mut web, "bob@example.com", "five wrong passwords", "203.0.113.5");
+    }
+    assert_eq!(login(&mut web, "bob@example.com", PASSWORD, "203.0.113.5").code, "invalid_credentials");
+    let unlocked = call(&mut web, UNLOCK, &ann, &bob_id).unwrap();
+    assert_eq!(unlocked[0].get::<_, String>(1), "unlocked");
+    assert!(login(&mut web, "bob@example.com", PASSWORD, "203.0.113.5").ok);
+    let details: serde_json::Value = su
+        .query_one("SELECT details FROM dashboard_auth.audit_log WHERE action = 'admin.unlocked' AND actor = 'ann@example.com'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(details["locked_addresses"], 1);
+
+    // Reset: a link (with the public URL set), and bob's sessions end at once.
+    let bob_session = login(&mut web, "bob@example.com", PASSWORD, "192.0.2.9");
+    let mut tx = web.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard; SET LOCAL fluxbase.public_url = 'https://admin.example.com'").unwrap();
+    let row = tx.query_one(RESET, &[&ann, &bob_id]).unwrap();
+    tx.commit().unwrap();
+    let (reset_token, reset_link): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(reset_link, format!("https://admin.example.com/reset?token={reset_token}"));
+    assert_eq!(sqlstate(get_session(&mut web, bob_session.token())), "28000");
+    assert_eq!(sqlstate(call(&mut web, RESET, &ann, &ann_id)), "22023", "one's own password needs the current one");
+    let redeemed = login_result(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.redeem_link($1, 'a fresh passphrase, never reused')", &[&reset_token]).unwrap());
+    assert!(redeemed.ok, "{redeemed:?}");
+    assert_eq!(audit_count(&mut su, "admin.password_reset", &bob_id), 1);
+
+    // Reissue: the old invite stops working, the new one works; refused once accepted.
+    let old: String = su
+        .query_one("SELECT invite_token FROM dashboard_auth.operator_create_admin('late@example.com', 'Late', 'viewer')", &[])
+        .unwrap()
+        .get(0);
+    let late_id: String = su.query_one("SELECT id::text FROM dashboard_auth.dashboard_users WHERE email = 'late@example.com'", &[]).unwrap().get(0);
+    let fresh: String = call(&mut web, REINVITE, &ann, &late_id).unwrap()[0].get(0);
+    assert_ne!(fresh, old);
+    let stale = login_result(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.redeem_link($1, 'a fresh passphrase, never reused')", &[&old]).unwrap());
+    assert_eq!(stale.code, "invalid_link", "the old invite link stops working");
+    let fresh_invite: String = call(&mut web, REINVITE, &ann, &new_id).unwrap()[0].get(0);
+    let accepted = login_result(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.redeem_link($1, 'a fresh passphrase, never reused')", &[&fresh_invite]).unwrap());
+    assert!(accepted.ok, "{accepted:?}");
+    assert_eq!(sqlstate(call(&mut web, REINVITE, &ann, &new_id)), "55000", "refused once accepted");
+    assert_eq!(sqlstate(call(&mut web, REINVITE, &ann, &bob_id)), "55000");
+    let bad = admin::as_dashboard_from(&mut web, "192.0.2.1", "SELECT * FROM dashboard_auth.reissue_invite($1, $2::text::uuid, interval '1 second')", &[&ann, &late_id]);
+    assert_eq!(sqlstate(bad), "22023");
+    assert_eq!(audit_count(&mut su, "admin.invite_reissued", &late_id), 1);
+    let by_ann: i64 = su
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'admin.invite_reissued' AND actor = 'ann@example.com' AND ip = '192.0.2.1'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(by_ann, 2);
 }

@@ -115,7 +115,10 @@ fn list_unlock_disable_enable_and_delete() {
     create_admin(&db, "ann@example.com", "admin");
     create_admin(&db, "bob@example.com", "admin");
     db.connect(Caller::Superuser)
-        .batch_execute("UPDATE dashboard_auth.dashboard_users SET locked_until = now() + interval '1 hour' WHERE email = 'bob@example.com'")
+        .batch_execute(
+            "INSERT INTO dashboard_auth.address_lockouts (admin_id, ip, lockout_count, locked_until)
+             SELECT id, '192.0.2.1', 1, now() + interval '1 hour' FROM dashboard_auth.dashboard_users WHERE email = 'bob@example.com'",
+        )
         .unwrap();
 
     let (ok, stdout, _) = admin_cli(&db, Caller::Operator, &["list-users"]);

@@ -50,10 +50,13 @@ const API_GRANTEES: [&str; 4] = ["fluxbase_dashboard", "fluxbase_operator", "ser
 
 /// The data plane's entry points: invoker functions the data login calls after a claim.
 /// The other invoker functions granted to it are what these call, as the claim's role.
-const DATA_PLANE_ENTRY_POINTS: [(&str, &str); 5] = [
+const DATA_PLANE_ENTRY_POINTS: [(&str, &str); 8] = [
     ("fluxbase_admin", "browse"),
+    ("fluxbase_admin", "copy_rows"),
     ("fluxbase_admin", "edit"),
     ("fluxbase_admin", "open_export"),
+    ("fluxbase_admin", "read_cell"),
+    ("fluxbase_admin", "revert_edit"),
     ("fluxbase_admin", "execute_sql"),
     ("auth", "apply_impersonation"),
 ];

@@ -11,13 +11,16 @@ const USER_PASSWORD: &str = "orange submarine at dawn";
 /// One statement as service_role, the application's backend (from the app role's own
 /// connection, which is granted service_role here for the test).
 fn as_service(db: &TestDb, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
+    as_service_from(db, "198.51.100.1", sql, params)
+}
+
+/// As `as_service`, for a request from the client at `ip`.
+fn as_service_from(db: &TestDb, ip: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
     let mut su = db.connect(Caller::Superuser);
     let mut tx = su.transaction()?;
     // The app's own request context, as an app sets it per transaction.
-    tx.batch_execute(
-        "SET LOCAL ROLE service_role;
-         SELECT set_config('fluxbase.client_ip', '198.51.100.1', true), set_config('fluxbase.user_agent', 'app', true)",
-    )?;
+    tx.batch_execute("SET LOCAL ROLE service_role")?;
+    tx.execute("SELECT set_config('fluxbase.client_ip', $1, true), set_config('fluxbase.user_agent', 'app', true)", &[&ip])?;
     let rows = tx.query(sql, params)?;
     tx.commit()?;
     Ok(rows)
@@ -53,7 +56,11 @@ impl Admin {
 }
 
 fn sign_in(db: &TestDb, email: &str, password: &str) -> (bool, String, Option<String>) {
-    let row = &as_service(db, "SELECT ok, code, session_token FROM auth.sign_in($1, $2)", &[&email, &password]).unwrap()[0];
+    sign_in_from(db, email, password, "198.51.100.1")
+}
+
+fn sign_in_from(db: &TestDb, email: &str, password: &str, ip: &str) -> (bool, String, Option<String>) {
+    let row = &as_service_from(db, ip, "SELECT ok, code, session_token FROM auth.sign_in($1, $2)", &[&email, &password]).unwrap()[0];
     (row.get(0), row.get(1), row.get(2))
 }
 
@@ -385,7 +392,7 @@ fn the_claim_helpers_are_everyones_and_pin_an_empty_search_path() {
 }
 
 #[test]
-fn failed_sign_ins_lock_the_user_and_count_per_address() {
+fn failed_sign_ins_lock_the_users_address_and_count_per_address() {
     let db = TestDb::new();
     let mut admin = admin_session(&db);
     admin.invite_and_accept(&db, "joe@example.com");
@@ -393,12 +400,14 @@ fn failed_sign_ins_lock_the_user_and_count_per_address() {
         let (ok, code, _) = sign_in(&db, "joe@example.com", &format!("wrong guess {i}"));
         assert_eq!((ok, code.as_str()), (false, "invalid_credentials"));
     }
-    // Locked: the right password gets the same answer as a wrong one.
+    // Locked out from this address: the right password gets the same answer as a wrong one.
     assert_eq!(sign_in(&db, "joe@example.com", USER_PASSWORD).1, "invalid_credentials");
     let mut su = db.connect(Caller::Superuser);
     let reasons: Vec<String> = strings(&mut su, "SELECT reason FROM auth.sign_in_attempts ORDER BY id", &[]);
     assert_eq!(reasons, ["wrong_password", "wrong_password", "wrong_password", "wrong_password", "wrong_password", "locked"]);
-    su.batch_execute("UPDATE auth.users SET locked_until = now() - interval '1 second'").unwrap();
+    // Before the fix the user was locked out everywhere: another address still gets in.
+    assert!(sign_in_from(&db, "joe@example.com", USER_PASSWORD, "203.0.113.40").0, "the user, from another address");
+    su.batch_execute("UPDATE auth.address_lockouts SET locked_until = now() - interval '1 second'").unwrap();
     assert!(sign_in(&db, "joe@example.com", USER_PASSWORD).0, "the lock ends");
 
     // 20 failures from one address (the default) refuse it, whatever the account.
@@ -440,4 +449,123 @@ fn a_search_as_you_type_is_audited_once_per_session_and_each_user_viewed_once() 
     as_dashboard(&mut admin.web, "SELECT * FROM auth.list_users($1)", &[&token]).unwrap();
     let listed: i64 = su.query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'users.listed'", &[]).unwrap().get(0);
     assert_eq!(listed, 2);
+}
+
+#[test]
+fn the_user_list_gives_its_total_and_the_roles_a_user_may_be_given() {
+    let db = TestDb::new();
+    let mut admin = admin_session(&db);
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "INSERT INTO auth.users (email, created_at, confirmed_at, banned_until)
+         SELECT 'u' || g || '@example.com', now() - g * interval '1 second', CASE WHEN g % 3 <> 0 THEN now() END,
+                CASE WHEN g % 10 = 0 THEN now() + interval '1 day' END
+           FROM generate_series(1, 120) g",
+    )
+    .unwrap();
+    let total = |admin: &mut Admin, sql: &str| -> serde_json::Value { admin.call(sql, &[]).unwrap()[0].get(0) };
+    // A page that holds every match is counted for free; one that does not is counted.
+    assert_eq!(
+        total(&mut admin, "SELECT auth.list_users($1, search => 'u11') -> 'total'"),
+        serde_json::json!({"kind": "exact", "count": 11, "text": "11 users"}),
+        "u11 and u110-u119"
+    );
+    assert_eq!(
+        total(&mut admin, "SELECT auth.list_users($1, page_size => 10) -> 'total'"),
+        serde_json::json!({"kind": "exact", "count": 120, "text": "120 users"})
+    );
+    // The status filter counts by the same rule the rows show.
+    let banned = total(&mut admin, "SELECT auth.list_users($1, filter_status => 'banned', page_size => 5)");
+    assert_eq!(banned["total"]["count"], 12, "{banned}");
+    let invited = total(&mut admin, "SELECT auth.list_users($1, filter_status => 'invited', page_size => 5)");
+    let invited_rows: i64 = su
+        .query_one("SELECT count(*) FROM auth.user_overview WHERE status = 'invited'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(invited["total"]["count"], invited_rows, "{invited}");
+    let next = invited["next_cursor"].as_str().unwrap().to_string();
+    let second = admin.call("SELECT auth.list_users($1, filter_status => 'invited', page_size => 5, cursor => $2)", &[&next]).unwrap()[0]
+        .get::<_, serde_json::Value>(0);
+    assert_eq!(second["total"], invited["total"], "every page gives the same total");
+
+    // The roles a user may be given, for a picker.
+    let roles = |admin: &mut Admin| -> Vec<(String, bool, i64)> {
+        admin.call("SELECT role, is_default, users FROM auth.list_user_roles($1)", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    };
+    assert_eq!(roles(&mut admin), [("authenticated".to_string(), true, 120)]);
+    su.batch_execute("DO $$ BEGIN CREATE ROLE picker_role NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$").unwrap();
+    fluxbase_tests::data_plane::for_each_data_login(&mut su, "GRANT picker_role TO %I");
+    let listed = admin.call("SELECT * FROM dashboard_auth.set_setting($1, 'users.extra_roles', 'picker_role')", &[]);
+    fluxbase_tests::data_plane::for_each_data_login(&mut su, "REVOKE picker_role FROM %I");
+    listed.unwrap();
+    su.batch_execute("UPDATE auth.users SET role = 'picker_role' WHERE email = 'u1@example.com'").unwrap();
+    assert_eq!(roles(&mut admin), [("authenticated".to_string(), true, 119), ("picker_role".to_string(), false, 1)]);
+
+    // Viewers do not manage users.
+    create_admin(&db, "vic@example.com", "viewer");
+    let mut web = db.connect(Caller::Dashboard);
+    let viewer = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.list_user_roles($1)", &[&viewer])), "42501");
+}
+
+#[test]
+fn a_users_account_slows_down_under_many_addresses_but_is_never_locked() {
+    let db = TestDb::new();
+    let mut admin = admin_session(&db);
+    admin.invite_and_accept(&db, "joe@example.com");
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute("INSERT INTO dashboard_auth.settings (key, value, updated_by) VALUES ('lockout.account_max_failures', '5', 'test')").unwrap();
+    assert!(sign_in_from(&db, "joe@example.com", USER_PASSWORD, "192.0.2.50").0, "joe's usual address");
+    for i in 0..5 {
+        sign_in_from(&db, "joe@example.com", "a botnet's guess", &format!("198.51.100.{}", 10 + i));
+    }
+    // Within the backoff, a fresh address is refused like a wrong password; joe's own is not.
+    let (ok, code, _) = sign_in_from(&db, "joe@example.com", USER_PASSWORD, "203.0.113.50");
+    assert_eq!((ok, code.as_str()), (false, "invalid_credentials"));
+    assert!(sign_in_from(&db, "joe@example.com", USER_PASSWORD, "192.0.2.50").0);
+    // After the backoff, the fresh address with the right password gets in.
+    su.batch_execute("UPDATE auth.users SET throttled_until = now() - interval '1 second'").unwrap();
+    assert!(sign_in_from(&db, "joe@example.com", USER_PASSWORD, "203.0.113.50").0);
+    let reasons: Vec<String> = strings(&mut su, "SELECT reason FROM auth.sign_in_attempts WHERE ip = '203.0.113.50' ORDER BY id", &[]);
+    assert_eq!(reasons, ["throttled", "ok"]);
+    let locked: i64 = su.query_one("SELECT count(*) FROM auth.address_lockouts WHERE locked_until > now()", &[]).unwrap().get(0);
+    assert_eq!(locked, 0, "one guess per address locks no address");
+}
+
+#[test]
+fn an_admin_sees_a_users_lockout_and_clears_it() {
+    let db = TestDb::new();
+    let mut admin = admin_session(&db);
+    let joe = admin.invite_and_accept(&db, "joe@example.com");
+    let lockout = |admin: &mut Admin| -> serde_json::Value {
+        admin.call("SELECT lockout FROM auth.get_user($1, $2::text::uuid)", &[&joe]).unwrap()[0].get(0)
+    };
+    assert_eq!(lockout(&mut admin), serde_json::json!({"locked_addresses": [], "throttled_until": null}));
+    // Wrong passwords from the app's client address lock that address out of the account.
+    for _ in 0..5 {
+        assert!(!sign_in(&db, "joe@example.com", "not the password").0);
+    }
+    assert!(!sign_in(&db, "joe@example.com", USER_PASSWORD).0, "the address is locked out");
+    let locked = lockout(&mut admin);
+    assert_eq!(locked["locked_addresses"][0]["ip"], "198.51.100.1", "{locked}");
+
+    // A viewer may not clear it.
+    create_admin(&db, "vic@example.com", "viewer");
+    let mut web = db.connect(Caller::Dashboard);
+    let viewer = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM auth.unlock_user($1, $2::text::uuid)", &[&viewer, &joe])), "42501");
+
+    let row = &admin.call("SELECT ok, code FROM auth.unlock_user($1, $2::text::uuid)", &[&joe]).unwrap()[0];
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, String>(1)), (true, "unlocked".to_string()));
+    assert_eq!(lockout(&mut admin)["locked_addresses"], serde_json::json!([]));
+    assert!(sign_in(&db, "joe@example.com", USER_PASSWORD).0, "the user signs in again from that address");
+    let audited: serde_json::Value = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT details FROM dashboard_auth.audit_log WHERE action = 'user.unlocked' AND target_id = $1", &[&joe])
+        .unwrap()
+        .get(0);
+    assert_eq!(audited["locked_addresses"], 1, "{audited}");
+    // An unknown user is a clear error.
+    let unknown = admin.call("SELECT * FROM auth.unlock_user($1, '00000000-0000-0000-0000-000000000000')", &[]).unwrap_err();
+    assert_eq!(unknown.code().unwrap().code(), "P0002");
 }

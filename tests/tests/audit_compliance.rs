@@ -244,14 +244,16 @@ struct Filter<'a> {
     target: Option<&'a str>,
     since: Option<&'a str>,
     until: Option<&'a str>,
+    /// One of list_audit_groups' action_group.
+    group: Option<&'a str>,
 }
 
-const NO_FILTER: Filter<'static> = Filter { actor: None, action: None, target: None, since: None, until: None };
+const NO_FILTER: Filter<'static> = Filter { actor: None, action: None, target: None, since: None, until: None, group: None };
 
 fn search(web: &mut Web, f: &Filter, page_size: i32, cursor: Option<&str>) -> Result<Value, postgres::Error> {
     let rows = web.call(
-        "SELECT dashboard_auth.list_audit($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz, $7, $8)",
-        &[&f.actor, &f.action, &f.target, &f.since, &f.until, &page_size, &cursor],
+        "SELECT dashboard_auth.list_audit($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz, $7, $8, $9)",
+        &[&f.actor, &f.action, &f.target, &f.since, &f.until, &f.group, &page_size, &cursor],
     )?;
     Ok(rows[0].get(0))
 }
@@ -373,7 +375,7 @@ fn search_filters_by_actor_action_target_and_time() {
     // Filters combine.
     let bob_middle = search_ids(
         &mut vic,
-        &Filter { actor: Some("bob@example.com"), action: Some("settings."), since: Some(&t1), until: None, target: None },
+        &Filter { actor: Some("bob@example.com"), action: Some("settings."), since: Some(&t1), until: None, target: None, group: None },
     );
     assert_eq!(bob_middle, expect(&|e| e.actor == "bob@example.com" && e.action == "settings.changed" && e.occurred_at >= t1));
     assert_eq!(bob_middle.len(), 2);
@@ -1476,7 +1478,10 @@ fn list_settings_says_who_changed_a_setting_and_when() {
 
     // Untouched: every setting at its default, changed by nobody.
     let fresh = settings(&mut vic);
-    assert_eq!(fresh.len(), 16, "{:?}", fresh.iter().map(|r| &r.key).collect::<Vec<_>>());
+    let defined: i64 =
+        db.connect(Caller::Superuser).query_one("SELECT count(*) FROM dashboard_auth.setting_definitions()", &[]).unwrap().get(0);
+    assert!(defined >= 16, "{defined}");
+    assert_eq!(fresh.len() as i64, defined, "{:?}", fresh.iter().map(|r| &r.key).collect::<Vec<_>>());
     let keys: Vec<&str> = fresh.iter().map(|r| r.key.as_str()).collect();
     let mut sorted = keys.clone();
     sorted.sort();
@@ -1523,4 +1528,327 @@ fn list_settings_says_who_changed_a_setting_and_when() {
     assert_eq!(sqlstate(vic.call("SELECT * FROM dashboard_auth.set_setting($1, 'session.idle_timeout', '1h')", &[])), "42501");
     let mut web = db.connect(Caller::Dashboard);
     assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.list_settings('fbs_nobody')", &[])), "28000");
+}
+
+// ---------------------------------------------------------------------------------
+// Action groups
+// ---------------------------------------------------------------------------------
+
+/// list_audit_groups(): (action_group, label, entries), in the order a page shows them.
+fn audit_groups(c: &mut Client) -> Vec<(String, String, Vec<String>)> {
+    c.query("SELECT action_group, label, actions FROM dashboard_auth.list_audit_groups()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The groups whose most specific matching entry matches `action` (an entry is an action,
+/// or a prefix ending in a dot), as the README says; exactly one when the groups are right.
+fn groups_of(groups: &[(String, String, Vec<String>)], action: &str) -> BTreeSet<String> {
+    let matches = |entry: &String| entry == action || (entry.ends_with('.') && action.starts_with(entry.as_str()));
+    let best = groups.iter().flat_map(|g| g.2.iter()).filter(|e| matches(e)).map(|e| e.len()).max();
+    groups
+        .iter()
+        .filter(|g| g.2.iter().any(|e| matches(e) && Some(e.len()) == best))
+        .map(|g| g.0.clone())
+        .collect()
+}
+
+/// Every `'x.y'` literal (lower case, dotted; or a prefix ending in a dot) in the text:
+/// each quote is tried as an opening one, so an apostrophe in a comment cannot hide one.
+fn dotted_literals(text: &str) -> Vec<String> {
+    let quotes: Vec<usize> = text.match_indices('\'').map(|(i, _)| i).collect();
+    quotes
+        .windows(2)
+        .map(|w| &text[w[0] + 1..w[1]])
+        .filter(|s| {
+            s.contains('.')
+                && s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+                && !s.contains("..")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The audit actions the extension may write, read from its source: every dotted literal
+/// in sql/ and in extension/src (outside its tests), but those that are names of another
+/// kind: schema-qualified objects, settings, and the custom settings the extension reads
+/// (fluxbase.*, request.jwt.*).
+fn actions_in_the_source(su: &mut Client) -> BTreeSet<String> {
+    // Dotted literals that are not actions, and why.
+    const NOT_ACTIONS: [(&str, &str); 1] = [("u.created_at", "a sort expression of auth.list_users")];
+    let schemas: BTreeSet<String> = su.query("SELECT nspname::text FROM pg_namespace", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let settings: BTreeSet<String> =
+        su.query("SELECT key FROM dashboard_auth.setting_definitions()", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let root = fluxbase_tests::repo_root();
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join("sql"), root.join("extension/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "sql" || x == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 20, "the source was found: {files:?}");
+    let mut found = BTreeSet::new();
+    for path in files {
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if path.extension().is_some_and(|x| x == "rs") {
+            // The Rust tests name tables and settings of their own.
+            if let Some(at) = text.find("#[cfg(test)]").into_iter().chain(text.find("#[cfg(any(test")).min() {
+                text.truncate(at);
+            }
+        }
+        for literal in dotted_literals(&text) {
+            let first = literal.split('.').next().unwrap();
+            if schemas.contains(first)
+                || settings.contains(&literal)
+                || ["fluxbase", "request"].contains(&first)
+                || NOT_ACTIONS.iter().any(|(n, _)| *n == literal)
+            {
+                continue;
+            }
+            found.insert(literal);
+        }
+    }
+    found
+}
+
+#[test]
+fn every_action_the_extension_writes_belongs_to_exactly_one_group() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    let groups = audit_groups(&mut su);
+    let names: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
+    assert_eq!(names, ["sign_in", "accounts", "users", "impersonation", "explorer", "sql", "analytics", "settings", "audit"]);
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (group, label, entries) in &groups {
+        assert!(!label.is_empty() && !entries.is_empty(), "{group}");
+        for entry in entries {
+            if !seen.insert(entry.clone()) {
+                problems.push(format!("{entry} is listed twice"));
+            }
+        }
+    }
+
+    let actions = actions_in_the_source(&mut su);
+    // The scan finds what it must: literal actions, and the prefixes of computed ones.
+    for known in ["admin.login", "sql.run.", "impersonated.", "explorer.export", "audit.exported", "snippet.saved"] {
+        assert!(actions.contains(known), "{known} not found in the source: {actions:?}");
+    }
+    for action in &actions {
+        // A prefix ('sql.run.' || status) stands for what follows it: whatever that is, the
+        // most specific entry decides (a longer entry may take some of them elsewhere).
+        let probe = if action.ends_with('.') { format!("{action}anything") } else { action.clone() };
+        let found = groups_of(&groups, &probe);
+        if found.len() != 1 {
+            problems.push(format!("{action}: in the groups {found:?}, not exactly one"));
+            continue;
+        }
+        let in_db: Option<String> = su.query_one("SELECT dashboard_auth.audit_group_of($1)", &[&probe]).unwrap().get(0);
+        if in_db.as_ref() != found.iter().next() {
+            problems.push(format!("{action}: audit_group_of says {in_db:?}, the rule says {found:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}\n(groups: sql/audit_compliance.sql, list_audit_groups)", problems.join("\n"));
+    // Spot checks of the most specific entry winning.
+    assert_eq!(groups_of(&groups, "admin.login"), BTreeSet::from(["sign_in".to_string()]));
+    assert_eq!(groups_of(&groups, "admin.created"), BTreeSet::from(["accounts".to_string()]));
+    assert_eq!(groups_of(&groups, "impersonated.sql.run.result"), BTreeSet::from(["impersonation".to_string()]));
+}
+
+#[test]
+fn search_filters_by_action_group() {
+    let db = TestDb::new();
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    assert!(!login_from(&mut ann.client, "ann@example.com", "not the password at all", "192.0.2.9", "curl/8"));
+    ann.churn(1, 2);
+    ann.call("SELECT * FROM dashboard_auth.invite_admin($1, 'carl@example.com', 'Carl', 'viewer')", &[]).unwrap();
+    ann.call("SELECT * FROM fluxbase_admin.save_sql_snippet($1, 'one', 'SELECT 1')", &[]).unwrap();
+    let mut su = db.connect(Caller::Superuser);
+    let groups = audit_groups(&mut su);
+    let all = entries(&db);
+    let of = |action: &str| groups_of(&groups, action).into_iter().next();
+    assert!(all.iter().all(|e| of(&e.action).is_some()), "every entry has a group: {:?}", all.iter().map(|e| &e.action).collect::<Vec<_>>());
+
+    for (group, _, _) in &groups {
+        let found = search_ids(&mut vic, &Filter { group: Some(group), ..NO_FILTER });
+        // The search's own entry (audit.searched, once per session) comes after the first page.
+        let expected: Vec<i64> = newest_first(all.iter().filter(|e| of(&e.action).as_deref() == Some(group)).cloned().collect());
+        let found: Vec<i64> = found.into_iter().filter(|id| all.iter().any(|e| e.id == *id)).collect();
+        assert_eq!(found, expected, "group {group}");
+    }
+    let sign_ins = search_ids(&mut vic, &Filter { group: Some("sign_in"), ..NO_FILTER });
+    let actions: BTreeSet<String> = all.iter().filter(|e| sign_ins.contains(&e.id)).map(|e| e.action.clone()).collect();
+    assert_eq!(actions, BTreeSet::from(["admin.login".to_string(), "admin.login_failed".to_string()]));
+    let sql = search_ids(&mut ann, &Filter { group: Some("sql"), ..NO_FILTER });
+    assert_eq!(sql.len(), 1, "the snippet");
+    // With the other filters.
+    let bob_settings = search_ids(&mut vic, &Filter { group: Some("settings"), actor: Some("bob@example.com"), ..NO_FILTER });
+    assert!(bob_settings.is_empty());
+    // The search records the group it was asked for.
+    let searched = entries(&db).into_iter().find(|e| e.action == "audit.searched" && e.actor == "vic@example.com").unwrap();
+    assert_eq!(searched.details["action_group"], "sign_in", "the first search of the session: {}", searched.details);
+
+    // An unknown group is a bad call, not an empty page.
+    let err = search(&mut vic, &Filter { group: Some("logins"), ..NO_FILTER }, 10, None).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023");
+    assert!(err.as_db_error().unwrap().message().contains("unknown action group 'logins'"), "{err:?}");
+    // The groups are for anyone who searches, and for operators.
+    let mut web = db.connect(Caller::Dashboard);
+    assert_eq!(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.list_audit_groups()", &[]).unwrap().len(), groups.len());
+    let mut ops = db.connect(Caller::Operator);
+    assert_eq!(audit_groups(&mut ops), groups);
+    let mut app = db.connect(Caller::App);
+    assert_eq!(sqlstate(app.query("SELECT * FROM dashboard_auth.list_audit_groups()", &[])), "42501");
+}
+
+// ---------------------------------------------------------------------------------
+// Export and verification with a session
+// ---------------------------------------------------------------------------------
+
+/// export_audit with the session: the lines, or the error.
+fn export_with_session(web: &mut Web, since: Option<&str>, until: Option<&str>, format: &str) -> Result<Vec<String>, postgres::Error> {
+    let rows = web.call(
+        "SELECT line FROM dashboard_auth.export_audit($1, $2::text::timestamptz, $3::text::timestamptz, $4) AS line",
+        &[&since, &until, &format],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[test]
+fn export_with_a_session_gives_the_operators_lines_and_is_audited() {
+    let db = TestDb::new();
+    let mut ann = awkward_log(&db);
+    ann.churn(1, 2);
+    let t1 = a_moment_between(&db);
+    ann.churn(2, 2);
+    let table = entries(&db);
+
+    // JSON Lines: every entry, as the operator's export has it, and nothing after it.
+    let lines = export_with_session(&mut ann, None, None, "jsonl").unwrap();
+    let parsed: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(parsed.len(), table.len());
+    for (line, entry) in parsed.iter().zip(&table) {
+        assert_json_matches(&db, line, entry);
+    }
+    let mut ops = db.connect(Caller::Operator);
+    let operators: Vec<String> = ops
+        .query("SELECT line FROM dashboard_auth.operator_export_audit(NULL, $1::text::timestamptz, 'jsonl') AS line", &[&t1])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let until_t1 = export_with_session(&mut ann, None, Some(&t1), "jsonl").unwrap();
+    assert_eq!(until_t1, operators, "one implementation");
+
+    // The export is recorded in the same call, by the admin, after the lines are read:
+    // never in its own output.
+    let record = last_of(&db, "audit.exported");
+    assert_eq!((record.actor_type.as_str(), record.actor.as_str()), ("admin", "ann@example.com"));
+    assert_eq!(record.details["format"], "jsonl");
+    assert_eq!(record.details["lines"].as_i64(), Some(until_t1.len() as i64));
+    assert_eq!(record.details["entries"].as_i64(), Some(until_t1.len() as i64));
+    assert!(record.details["since"].is_null() && record.details["until"].is_string(), "{}", record.details);
+
+    // CSV: the header first, then a row an entry, as the operator's CSV.
+    let csv = export_with_session(&mut ann, Some(&t1), None, "csv").unwrap();
+    let header: String = ops.query_one("SELECT dashboard_auth.operator_get_audit_export_header()", &[]).unwrap().get(0);
+    assert_eq!(csv[0], header);
+    let records = parse_csv(&(csv.join("\n") + "\n"));
+    let ids: Vec<i64> = records[1..]
+        .iter()
+        .map(|r| match &r[0] {
+            Field::Quoted(v) => v.parse().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let from_t1: Vec<i64> = entries(&db).iter().filter(|e| e.occurred_at >= t1).map(|e| e.id).collect();
+    assert_eq!(ids, from_t1[..ids.len()].to_vec());
+    assert_eq!(ids.len(), from_t1.len() - 1, "all but this export's own record");
+    let record = last_of(&db, "audit.exported");
+    assert_eq!(record.details["format"], "csv");
+    assert_eq!(record.details["lines"].as_i64(), Some(csv.len() as i64), "the header counts as a line");
+    assert_eq!(record.details["entries"].as_i64(), Some(csv.len() as i64 - 1));
+
+    // Viewers have the export capability (they search the whole log anyway).
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    assert!(!export_with_session(&mut vic, None, None, "jsonl").unwrap().is_empty());
+    assert_eq!(last_of(&db, "audit.exported").actor, "vic@example.com");
+
+    // Bad calls are errors, and nothing is recorded.
+    let before = count_entries(&db);
+    for (since, until, format) in [(None, None, "xml"), (Some(t1.as_str()), Some(t1.as_str()), "csv")] {
+        let err = export_with_session(&mut ann, since, until, format).unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "22023", "{format}: {err:?}");
+    }
+    let null_format: Option<&str> = None;
+    assert_eq!(
+        sqlstate(ann.call("SELECT * FROM dashboard_auth.export_audit($1, NULL, NULL, $2)", &[&null_format])),
+        "22023"
+    );
+    assert_eq!(count_entries(&db), before);
+    let mut web = db.connect(Caller::Dashboard);
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.export_audit('fbs_nobody', NULL, NULL, 'csv')", &[])), "28000");
+    let mut app = db.connect(Caller::App);
+    assert_eq!(sqlstate(app.query("SELECT * FROM dashboard_auth.export_audit($1, NULL, NULL, 'csv')", &[&ann.token])), "42501");
+}
+
+#[test]
+fn verify_with_a_session_viewers_too_is_audited_as_theirs() {
+    let db = TestDb::new();
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    ann.churn(1, 3);
+    let verify = |web: &mut Web| -> Result<(bool, i64, Option<i64>, Option<String>, String), postgres::Error> {
+        let rows = web.call("SELECT valid, entries, first_invalid_seq, head_hash, message FROM dashboard_auth.verify_audit($1)", &[])?;
+        Ok((rows[0].get(0), rows[0].get(1), rows[0].get(2), rows[0].get(3), rows[0].get(4)))
+    };
+
+    let before = entries(&db);
+    let (valid, count, first_invalid, head, message) = verify(&mut vic).unwrap();
+    assert!(valid, "{message}");
+    assert_eq!((count, first_invalid), (before.len() as i64, None));
+    let last = before.iter().max_by_key(|e| e.chain_seq).unwrap();
+    assert_eq!(head, last.hash);
+    let record = last_of(&db, "audit.verified");
+    assert_eq!((record.actor_type.as_str(), record.actor.as_str()), ("admin", "vic@example.com"));
+    assert_eq!(record.details["valid"], true);
+    assert_eq!(record.details["entries"], count);
+    assert_eq!(record.details["head_hash"].as_str(), head.as_deref());
+    // The same verdict as the operator's.
+    let (op_valid, op_count, ..) = verify_sql(&mut db.connect(Caller::Operator));
+    assert!(op_valid);
+    assert_eq!(op_count, count + 1, "the session's own verification, chained since");
+
+    // An altered entry is found, and that verdict is recorded too.
+    let mut su = db.connect(Caller::Superuser);
+    let altered = before.iter().find(|e| e.action == "settings.changed").unwrap();
+    set_trigger(&mut su, false);
+    su.execute("UPDATE dashboard_auth.audit_log SET details = '{\"forged\": true}' WHERE id = $1", &[&altered.id]).unwrap();
+    set_trigger(&mut su, true);
+    let (valid, _, first_invalid, _, message) = verify(&mut ann).unwrap();
+    assert!(!valid);
+    assert_eq!(first_invalid, altered.chain_seq, "{message}");
+    let record = last_of(&db, "audit.verified");
+    assert_eq!((record.actor.as_str(), record.details["valid"].clone()), ("ann@example.com", Value::Bool(false)));
+    assert_eq!(record.details["first_invalid_seq"].as_i64(), altered.chain_seq);
+
+    // Not from an older snapshot; not without a session; not for the app.
+    let mut tx = ann.client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start().unwrap();
+    tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
+    assert_eq!(sqlstate(tx.query("SELECT * FROM dashboard_auth.verify_audit($1)", &[&ann.token])), "25000");
+    drop(tx);
+    let mut web = db.connect(Caller::Dashboard);
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.verify_audit('fbs_nobody')", &[])), "28000");
+    let mut app = db.connect(Caller::App);
+    assert_eq!(sqlstate(app.query("SELECT * FROM dashboard_auth.verify_audit($1)", &[&ann.token])), "42501");
 }

@@ -144,7 +144,7 @@ impl Authenticator {
 /// Starts and confirms 2FA for the session's admin with the previous step's code;
 /// returns the app, its secret and the recovery codes.
 fn enrol(s: &mut Session) -> (Authenticator, String, Vec<String>) {
-    let secret: String = s.call("SELECT secret FROM dashboard_auth.start_two_factor($1)", &[])[0].get(0);
+    let secret: String = s.call("SELECT secret FROM dashboard_auth.start_two_factor($1, $2)", &[&PASSWORD])[0].get(0);
     let app = Authenticator::new(&secret);
     let r = &s.call("SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_two_factor($1, $2)", &[&app.code(-1)])[0];
     assert!(r.get::<_, bool>(0), "confirm: {}", r.get::<_, String>(1));
@@ -524,7 +524,7 @@ fn every_administrative_action_is_audited_with_actor_target_and_details() {
     // ----- Two-factor sign-in ------------------------------------------------------
 
     cov.step();
-    let secret: String = ann_s.call("SELECT secret FROM dashboard_auth.start_two_factor($1)", &[])[0].get(0);
+    let secret: String = ann_s.call("SELECT secret FROM dashboard_auth.start_two_factor($1, $2)", &[&PASSWORD])[0].get(0);
     secrets.push(secret.clone());
     let app = Authenticator::new(&secret);
     cov.expect("2FA enrolment started", by("admin", "ann@example.com", "admin.2fa_enrolment_started").target("admin", &ann).from_client());

@@ -18,8 +18,8 @@ use fluxbase_tests::{Caller, TestDb};
 use postgres::Client;
 use serde_json::Value;
 
-const ADMIN_CAPABILITIES: [&str; 7] =
-    ["edit", "export", "impersonate", "manage_users", "manage_admins", "change_settings", "run_writes"];
+const ADMIN_CAPABILITIES: [&str; 8] =
+    ["edit", "export", "impersonate", "manage_users", "manage_admins", "change_settings", "run_writes", "manage_backends"];
 const VIEWER_CAPABILITIES: [&str; 1] = ["export"];
 
 /// Another password the policy accepts, for change_password.
@@ -173,7 +173,7 @@ impl World {
     }
 
     fn begin_enrolment(&mut self, own: &Session) -> Authenticator {
-        let rows = self.q(&own.token, "dashboard_auth.start_two_factor($1)").unwrap();
+        let rows = self.q(&own.token, &format!("dashboard_auth.start_two_factor($1, {})", lit(PASSWORD))).unwrap();
         Authenticator::new(rows[0]["secret"].as_str().unwrap())
     }
 }
@@ -231,6 +231,22 @@ fn cases() -> Vec<Case> {
             let target = w.spare_admin(false);
             w.q(&s.token, &format!("dashboard_auth.delete_admin($1, {})", lit(&target)))
         }),
+        case("dashboard_auth.unlock_admin(text,uuid)", "", Some("manage_admins"), |w, s| {
+            let target = w.spare_admin(false);
+            w.q(&s.token, &format!("dashboard_auth.unlock_admin($1, {})", lit(&target)))
+        }),
+        case("dashboard_auth.reset_admin_password(text,uuid,interval)", "", Some("manage_admins"), |w, s| {
+            let target = w.spare_admin(false);
+            w.q(&s.token, &format!("dashboard_auth.reset_admin_password($1, {}, interval '1 hour')", lit(&target)))
+        }),
+        case("dashboard_auth.reissue_invite(text,uuid,interval)", "", Some("manage_admins"), |w, s| {
+            let target = w.spare_admin(false);
+            w.q(&s.token, &format!("dashboard_auth.reissue_invite($1, {}, interval '1 hour')", lit(&target)))
+        }),
+        case("dashboard_auth.disable_admin_two_factor(text,uuid)", "", Some("manage_admins"), |w, s| {
+            let target = w.spare_admin(false);
+            w.q(&s.token, &format!("dashboard_auth.disable_admin_two_factor($1, {})", lit(&target)))
+        }),
         case("dashboard_auth.list_settings(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.list_settings($1)")),
         case("dashboard_auth.set_setting(text,text,text)", "", Some("change_settings"), |w, s| {
             w.q(&s.token, "dashboard_auth.set_setting($1, 'lockout.duration', '20m')")
@@ -238,14 +254,18 @@ fn cases() -> Vec<Case> {
         case("dashboard_auth.reset_setting(text,text)", "", Some("change_settings"), |w, s| {
             w.q(&s.token, "dashboard_auth.reset_setting($1, 'lockout.duration')")
         }),
-        case("dashboard_auth.list_audit(text,text,text,text,timestamp with time zone,timestamp with time zone,integer,text)", "", None, |w, s| {
-            w.q(&s.token, "dashboard_auth.list_audit($1, NULL, 'admin.', NULL, now() - interval '1 day', NULL, 10, NULL)")
+        case("dashboard_auth.list_audit(text,text,text,text,timestamp with time zone,timestamp with time zone,text,integer,text)", "", None, |w, s| {
+            w.q(&s.token, "dashboard_auth.list_audit($1, NULL, 'admin.', NULL, now() - interval '1 day', NULL, 'accounts', 10, NULL)")
         }),
+        case("dashboard_auth.export_audit(text,timestamp with time zone,timestamp with time zone,text)", "", Some("export"), |w, s| {
+            w.q(&s.token, "dashboard_auth.export_audit($1, now() - interval '1 day', NULL, 'csv')")
+        }),
+        case("dashboard_auth.verify_audit(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.verify_audit($1)")),
         // dashboard_auth: the session's own account (on accounts or sessions of their own)
         case("dashboard_auth.get_two_factor(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.get_two_factor($1)")),
-        case("dashboard_auth.start_two_factor(text)", "", None, |w, s| {
+        case("dashboard_auth.start_two_factor(text,text)", "", None, |w, s| {
             let own = w.own_account(s.role);
-            w.q(&own.token, "dashboard_auth.start_two_factor($1)")
+            w.q(&own.token, &format!("dashboard_auth.start_two_factor($1, {})", lit(PASSWORD)))
         }),
         case("dashboard_auth.confirm_two_factor(text,text)", "", None, |w, s| {
             let own = w.own_account(s.role);
@@ -268,12 +288,26 @@ fn cases() -> Vec<Case> {
             let second = sign_in(&mut w.web, &s.email);
             w.q(&second, "dashboard_auth.sign_out($1)")
         }),
+        case("dashboard_auth.list_sessions(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.list_sessions($1)")),
+        case("dashboard_auth.get_session_health(text)", "", None, |w, s| w.q(&s.token, "dashboard_auth.get_session_health($1)")),
+        case("dashboard_auth.revoke_session(text,uuid)", "", None, |w, s| {
+            let own = w.own_account(s.role);
+            let second = sign_in(&mut w.web, &own.email);
+            let ids = w.q(&second, "dashboard_auth.list_sessions($1)").unwrap();
+            let other = ids.iter().find(|r| r["current"] == false).unwrap()["session_id"].as_str().unwrap().to_string();
+            w.q(&second, &format!("dashboard_auth.revoke_session($1, {})", lit(&other)))
+        }),
         case("dashboard_auth.sign_out_others(text)", "", None, |w, s| {
             let own = w.own_account(s.role);
             sign_in(&mut w.web, &own.email);
             w.q(&own.token, "dashboard_auth.sign_out_others($1)")
         }),
         // auth: app users (manage_users) and impersonation (impersonate)
+        case("auth.list_user_roles(text)", "", Some("manage_users"), |w, s| w.q(&s.token, "auth.list_user_roles($1)")),
+        case("auth.unlock_user(text,uuid)", "", Some("manage_users"), |w, s| {
+            let user = w.spare_user(false);
+            w.q(&s.token, &format!("auth.unlock_user($1, {})", lit(&user)))
+        }),
         case("auth.list_users(text,text,text,text,text,boolean,integer,text)", "", Some("manage_users"), |w, s| {
             w.q(&s.token, "auth.list_users($1, 'example', NULL, NULL, 'email', false, 10, NULL)")
         }),
@@ -321,6 +355,13 @@ fn cases() -> Vec<Case> {
             w.impersonation();
             w.q(&s.token, "auth.end_impersonation($1)")
         }),
+        case("auth.get_impersonation(text)", "", None, |w, s| {
+            w.impersonation();
+            w.q(&s.token, "auth.get_impersonation($1)")
+        }),
+        case("auth.list_impersonations(text,text,text,timestamp with time zone,timestamp with time zone,integer,text)", "", None, |w, s| {
+            w.q(&s.token, "auth.list_impersonations($1, NULL, 'joe@example.com', now() - interval '1 day', NULL, 10, NULL)")
+        }),
         // fluxbase_admin: metrics, the catalog, real time
         case("fluxbase_admin.get_metrics(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.get_metrics($1)")),
         case("fluxbase_admin.list_backends(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_backends($1)")),
@@ -332,8 +373,28 @@ fn cases() -> Vec<Case> {
             w.q(&s.token, "fluxbase_admin.list_table_sizes($1, 'public', 10)")
         }),
         case("fluxbase_admin.list_schema_sizes(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_schema_sizes($1)")),
-        case("fluxbase_admin.list_metric_history(text,timestamp with time zone)", "", None, |w, s| {
+        case("fluxbase_admin.list_metric_history(text,timestamp with time zone,text)", "since", None, |w, s| {
             w.q(&s.token, "fluxbase_admin.list_metric_history($1, now() - interval '1 hour')")
+        }),
+        case("fluxbase_admin.list_metric_history(text,timestamp with time zone,text)", "period", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.list_metric_history($1, period => '24h')")
+        }),
+        case("fluxbase_admin.list_maintenance(text,text,integer)", "", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.list_maintenance($1, 'public', 10)")
+        }),
+        case("fluxbase_admin.list_index_usage(text,text,boolean,integer)", "", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.list_index_usage($1, 'public', false, 10)")
+        }),
+        case("fluxbase_admin.list_bloat(text,text,integer)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_bloat($1, 'public', 10)")),
+        case("fluxbase_admin.cancel_backend(text,integer)", "an app connection", Some("manage_backends"), |w, s| {
+            let mut app = w.db.connect(Caller::App);
+            let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+            w.q(&s.token, &format!("fluxbase_admin.cancel_backend($1, {pid})"))
+        }),
+        case("fluxbase_admin.terminate_backend(text,integer)", "an app connection", Some("manage_backends"), |w, s| {
+            let mut app = w.db.connect(Caller::App);
+            let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+            w.q(&s.token, &format!("fluxbase_admin.terminate_backend($1, {pid})"))
         }),
         case("fluxbase_admin.list_tables(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_tables($1)")),
         case("fluxbase_admin.describe_table(text,text,text)", "", None, |w, s| {
@@ -368,6 +429,24 @@ fn cases() -> Vec<Case> {
                 r#"fluxbase_admin.issue_ticket($1, 'edit', '{"schema": "public", "table": "t", "operation": "update", "payload": {"keys": [{"id": 1}], "set": {"note": "edited"}}}', NULL)"#,
             )
         }),
+        case(TICKET, "cell", None, |w, s| {
+            w.q(&s.token, r#"fluxbase_admin.issue_ticket($1, 'cell', '{"schema": "public", "table": "t", "column": "note", "key": {"id": 1}}', NULL)"#)
+        }),
+        case(TICKET, "copy", Some("export"), |w, s| {
+            w.q(&s.token, r#"fluxbase_admin.issue_ticket($1, 'copy', '{"schema": "public", "table": "t", "keys": [{"id": 1}]}', NULL)"#)
+        }),
+        case(TICKET, "revert (an edit's audit entry)", Some("edit"), |w, s| {
+            let entry: i64 = w
+                .su
+                .query_one(
+                    r#"SELECT dashboard_auth.audit('admin', NULL, 'ann@example.com', 'explorer.update', 'relation', 'public.t',
+                           '{"schema": "public", "table": "t", "operation": "update", "before": [], "after": []}', NULL, NULL)"#,
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            w.q(&s.token, &format!(r#"fluxbase_admin.issue_ticket($1, 'revert', '{{"audit_id": {entry}}}', NULL)"#))
+        }),
         case(TICKET, "impersonate (the admin's impersonation)", Some("impersonate"), |w, s| {
             let id = w.impersonation();
             w.q(&s.token, &format!(r#"fluxbase_admin.issue_ticket($1, 'impersonate', '{{"read_only": true}}', {})"#, lit(&id)))
@@ -395,7 +474,21 @@ fn cases() -> Vec<Case> {
             let run = w.own_run(s);
             w.q(&s.token, &format!("fluxbase_admin.cancel_sql_run($1, {})", lit(&run)))
         }),
-        case("fluxbase_admin.list_sql_runs(text,integer,text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_sql_runs($1, 10)")),
+        case("fluxbase_admin.list_sql_runs(text,text,integer,text)", "", None, |w, s| {
+            w.q(&s.token, "fluxbase_admin.list_sql_runs($1, 'select', 10)")
+        }),
+        // Snippets are each session's own, viewers' too.
+        case("fluxbase_admin.list_sql_snippets(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_sql_snippets($1)")),
+        case("fluxbase_admin.save_sql_snippet(text,text,text)", "", None, |w, s| {
+            let name = format!("snippet {}", w.next());
+            w.q(&s.token, &format!("fluxbase_admin.save_sql_snippet($1, {}, 'SELECT 1')", lit(&name)))
+        }),
+        case("fluxbase_admin.delete_sql_snippet(text,uuid)", "a snippet of its own", None, |w, s| {
+            let name = format!("snippet {}", w.next());
+            let saved = w.q(&s.token, &format!("fluxbase_admin.save_sql_snippet($1, {}, 'SELECT 1')", lit(&name))).unwrap();
+            let id = saved[0]["snippet_id"].as_str().unwrap().to_string();
+            w.q(&s.token, &format!("fluxbase_admin.delete_sql_snippet($1, {})", lit(&id)))
+        }),
     ]
 }
 

@@ -6,7 +6,7 @@
 //! and RLS never hiding rows from the unimpersonated admin.
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
-use fluxbase_tests::data_plane::{claimed, export_claimed, Planes};
+use fluxbase_tests::data_plane::{claimed, export_claimed, export_lines, Planes};
 use fluxbase_tests::{Caller, TestDb, strings};
 use postgres::Client;
 use serde_json::{json, Value};
@@ -373,7 +373,6 @@ fn bad_filter_shapes_are_refused_with_22023_and_unknown_tables_with_42p01() {
         (cond("born", "ilike", json!("2024%")), "like and ilike work on text columns; \"born\" is date"),
         (cond("name", "contains", json!("App")), "contains works on jsonb and array columns"),
         (cond("qty", "between", json!(1)), "unknown filter operator \"between\""),
-        (cond("nope", "eq", json!(1)), "has no column \"nope\""),
         (json!({"column": "qty", "op": "eq"}), "needs a value"),
         (json!({"column": "qty", "op": "is_null", "value": 1}), "takes no value"),
         (cond("qty", "in", json!(5)), "\"in\" takes an array"),
@@ -390,7 +389,6 @@ fn bad_filter_shapes_are_refused_with_22023_and_unknown_tables_with_42p01() {
         assert!(message.contains(says), "{filter}: {message}");
     }
     for r in [
-        req().sort(json!([{"column": "nope"}])),
         req().sort(json!([{"column": "qty", "direction": "up"}])),
         req().sort(json!([{"column": "qty"}, {"column": "qty"}])),
         req().sort(json!([{"column": "meta", "nulls": "middle"}])),
@@ -1567,4 +1565,437 @@ fn forced_row_level_security_hides_nothing_from_the_unimpersonated_admin() {
     let owner_sees: i64 = su.query_one("SELECT count(*) FROM public.secrets", &[]).unwrap().get(0);
     su.batch_execute("RESET ROLE").unwrap();
     assert_eq!(owner_sees, 0);
+}
+
+// ---------------------------------------------------------------------------------
+// 13. A column that is gone: notices instead of errors
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_filter_or_sort_on_a_column_that_was_dropped_is_left_out_with_a_notice() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(ITEMS).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    // A page saved with a filter and a sort on qty, and a filter on name.
+    let saved = req()
+        .filter(json!({"and": [cond("qty", "gte", json!(5)), cond("name", "ilike", json!("%e%"))]}))
+        .sort(json!([{"column": "qty", "direction": "desc"}]));
+    let before = ex.browse("public", "items", &saved);
+    assert_eq!(ids(&before), [3, 1, 6], "qty 7, then the two 5s by id: {before}");
+    assert_eq!(before["notices"], json!([]));
+
+    su.batch_execute("ALTER TABLE public.items DROP COLUMN qty").unwrap();
+    let after = ex.browse("public", "items", &saved);
+    assert_eq!(ids(&after), [1, 3, 4, 6], "only the name filter is left, sorted by the key: {after}");
+    assert_eq!(
+        after["notices"],
+        json!([
+            {"code": "filter_dropped", "column": "qty", "message": "\"public\".\"items\" has no column \"qty\": the filter on it was left out"},
+            {"code": "sort_dropped", "column": "qty", "message": "\"public\".\"items\" has no column \"qty\": the sort on it was left out"},
+        ])
+    );
+    assert_eq!(after["paging"]["order"], json!([{"column": "id", "direction": "asc", "nulls": "last"}]));
+    // An "or" whose every branch is gone leaves no condition; a group keeps its others.
+    let page = ex.browse("public", "items", &req().filter(json!({"or": [cond("qty", "eq", json!(1)), cond("gone", "is_null", Value::Null)]})));
+    assert_eq!(ids(&page), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(page["notices"].as_array().unwrap().len(), 2, "{page}");
+    // A column that exists is still checked: its errors are not notices.
+    let (state, message) = failure(ex.try_browse("public", "items", &req().filter(cond("born", "ilike", json!("2024%")))));
+    assert_eq!(state, "22023", "{message}");
+    // An export would hold other rows than were asked for: it is refused, naming the column.
+    let (state, message) = failure(ex.try_export("public", "items", Some(cond("qty", "eq", json!(5))), None, None).map(|(h, _)| h));
+    assert_eq!(state, "22023", "{message}");
+    assert!(message.starts_with("public.items has no column qty: the export's filter"), "{message}");
+    assert_eq!(ex.export("public", "items", Some(cond("name", "eq", json!("date"))), None, None).1.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------
+// 14. Previous pages
+// ---------------------------------------------------------------------------------
+
+/// Walks every page forwards, then from the last page backwards by prev_cursor: the
+/// pages must come back the same, and the first page has no prev_cursor.
+fn forwards_then_backwards(ex: &mut Explorer, table: &str, r: &Req) -> Vec<Vec<i64>> {
+    let mut pages = Vec::new();
+    let mut page = ex.browse("public", table, r);
+    assert!(page["prev_cursor"].is_null(), "the first page has no previous: {page}");
+    loop {
+        pages.push(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => page = ex.browse("public", table, &r.clone().cursor(Some(next.to_string()))),
+            None => break,
+        }
+        assert!(!page["prev_cursor"].is_null(), "a later page has a previous: {page}");
+    }
+    let mut back = pages.len() - 1;
+    while let Some(prev) = page["prev_cursor"].as_str().map(str::to_string) {
+        page = ex.browse("public", table, &r.clone().cursor(Some(prev)));
+        back -= 1;
+        assert_eq!(ids(&page), pages[back], "page {back} read backwards");
+        assert!(!page["next_cursor"].is_null(), "a page read backwards has a next: {page}");
+    }
+    assert_eq!(back, 0, "paging backwards stops at the first page");
+    pages
+}
+
+#[test]
+fn prev_cursor_pages_backwards_through_the_same_pages_by_keyset_and_by_offset() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.events (id int PRIMARY KEY, v int, tag text);
+         INSERT INTO public.events SELECT g, (g % 7) * 10, CASE WHEN g % 3 = 0 THEN NULL ELSE 't' || (g % 4) END
+           FROM generate_series(1, 23) g;
+         UPDATE public.events SET v = NULL WHERE id IN (4, 11, 19);
+         CREATE TABLE public.nokey (id int, v int);
+         INSERT INTO public.nokey SELECT g, g FROM generate_series(1, 12) g;",
+    )
+    .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    for sort in [
+        json!([{"column": "v", "direction": "asc", "nulls": "last"}]),
+        json!([{"column": "v", "direction": "desc", "nulls": "first"}]),
+        json!([{"column": "tag", "direction": "asc", "nulls": "first"}, {"column": "v", "direction": "desc", "nulls": "last"}]),
+        json!([{"column": "id", "direction": "desc"}]),
+    ] {
+        let pages = forwards_then_backwards(&mut ex, "events", &req().sort(sort.clone()).size(4));
+        assert_eq!(pages.concat().len(), 23, "{sort}");
+    }
+    let pages = forwards_then_backwards(&mut ex, "nokey", &req().sort(json!([{"column": "id"}])).size(5));
+    assert_eq!(pages, [vec![1, 2, 3, 4, 5], vec![6, 7, 8, 9, 10], vec![11, 12]]);
+    // A previous cursor belongs to its sort like a next one.
+    let sort = json!([{"column": "v", "direction": "asc", "nulls": "last"}]);
+    let first = ex.browse("public", "events", &req().sort(sort.clone()).size(4));
+    let second = ex.browse("public", "events", &req().sort(sort).size(4).cursor(first["next_cursor"].as_str().map(String::from)));
+    let (state, message) = failure(ex.try_browse("public", "events", &req().size(4).cursor(second["prev_cursor"].as_str().map(String::from))));
+    assert_eq!(state, "22023", "{message}");
+}
+
+#[test]
+fn forward_three_pages_and_back_two_neither_repeats_nor_skips_rows_inserted_in_between() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.events (id int PRIMARY KEY, v int);
+         INSERT INTO public.events SELECT g, g * 10 FROM generate_series(1, 20) g;",
+    )
+    .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let r = req().sort(json!([{"column": "v"}])).size(5);
+    let p1 = ex.browse("public", "events", &r);
+    let p2 = ex.browse("public", "events", &r.clone().cursor(p1["next_cursor"].as_str().map(String::from)));
+    let p3 = ex.browse("public", "events", &r.clone().cursor(p2["next_cursor"].as_str().map(String::from)));
+    assert_eq!([ids(&p1), ids(&p2), ids(&p3)], [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12, 13, 14, 15]]);
+    assert!(p1["prev_cursor"].is_null());
+
+    // Back one: the second page again.
+    let back1 = ex.browse("public", "events", &r.clone().cursor(p3["prev_cursor"].as_str().map(String::from)));
+    assert_eq!(ids(&back1), ids(&p2));
+    // Rows arrive: one among the first page's (v 25), one among the third's (v 125).
+    su.batch_execute("INSERT INTO public.events VALUES (101, 25), (102, 125)").unwrap();
+    // Back two: the five rows before the second page, the new one among them, and row 1
+    // is one page further back.
+    let back2 = ex.browse("public", "events", &r.clone().cursor(back1["prev_cursor"].as_str().map(String::from)));
+    assert_eq!(ids(&back2), [2, 101, 3, 4, 5]);
+    let start = ex.browse("public", "events", &r.clone().cursor(back2["prev_cursor"].as_str().map(String::from)));
+    assert_eq!(ids(&start), [1]);
+    assert!(start["prev_cursor"].is_null(), "nothing before row 1: {start}");
+    // Forwards again from the second page: the new row of the third page is read once.
+    let again = ex.browse("public", "events", &r.clone().cursor(back1["next_cursor"].as_str().map(String::from)));
+    assert_eq!(ids(&again), [11, 12, 102, 13, 14]);
+    let next = ex.browse("public", "events", &r.clone().cursor(start["next_cursor"].as_str().map(String::from)));
+    assert_eq!(ids(&next), ids(&back2), "forwards from the first page: the page read backwards");
+}
+
+// ---------------------------------------------------------------------------------
+// 15. JSON Lines export
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_json_lines_export_has_one_object_a_line_that_reads_back_as_the_rows() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        r#"CREATE TABLE public."odd ""table""" (id int PRIMARY KEY, "a,b" text, doc json, tags text[], amount numeric, at timestamptz, raw bytea);
+           INSERT INTO public."odd ""table""" VALUES
+             (1, E'line one\nline two', E'{"k":\n  "v"}', '{"x,y","z\"q"}', 12345678901234567890.123456789, '2024-05-06 07:08:09+00', '\x00ff'),
+             (2, NULL, NULL, NULL, NULL, NULL, NULL),
+             (3, E'tab\tquote" back\\ slash ünï', '[1, 2.50, null]', '{}', -0.5, '1999-12-31 23:59:59.999999+00', '');"#,
+    )
+    .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let request = json!({"schema": "public", "table": "odd \"table\"", "format": "jsonl", "sort": [{"column": "id", "direction": "desc"}]});
+    let ticket = ex.p.ticket(&ex.token, "export", &request, None).unwrap();
+    let (header, lines) = export_lines(&mut ex.p.data, &ticket).unwrap();
+    assert_eq!(header, None, "JSON Lines have no header");
+    assert_eq!(lines.len(), 3);
+    let expected: Vec<Value> = su
+        .query(r#"SELECT to_jsonb(t) FROM public."odd ""table""" t ORDER BY id DESC"#, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (line, row) in lines.iter().zip(&expected) {
+        assert!(!line.contains('\n'), "one line: {line:?}");
+        let read: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(&read, row);
+    }
+    let first: Value = serde_json::from_str(&lines[2]).unwrap();
+    assert_eq!(first["a,b"], "line one\nline two");
+    assert_eq!(first["doc"], json!({"k": "v"}));
+    assert!(lines[2].contains(r#""amount": 12345678901234567890.123456789"#), "every digit: {}", lines[2]);
+    // Recorded with its format; an unknown format is refused.
+    let format: Value = su
+        .query_one("SELECT details -> 'format' FROM dashboard_auth.audit_log WHERE action = 'explorer.export'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(format, "jsonl");
+    let (state, message) = failure(ex.p.ticket(&ex.token, "export", &json!({"schema": "public", "table": "odd \"table\"", "format": "xml"}), None));
+    assert_eq!(state, "22023", "{message}");
+    assert!(message.contains("use csv or jsonl"), "{message}");
+    // A viewer exports JSON Lines too; CSV stays the default.
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    let ticket = vic.p.ticket(&vic.token, "export", &request, None).unwrap();
+    assert_eq!(export_lines(&mut vic.p.data, &ticket).unwrap().1.len(), 3);
+    assert_eq!(vic.export("public", "odd \"table\"", None, None, None).0, r#""id","a,b","doc","tags","amount","at","raw""#);
+}
+
+// ---------------------------------------------------------------------------------
+// 16. One cell in full
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn one_cells_full_value_is_read_by_table_key_and_column() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(
+        "CREATE TABLE public.docs (id int, lang text, body text, blob bytea, n int, PRIMARY KEY (id, lang));
+         INSERT INTO public.docs VALUES (1, 'en', repeat('ab', 2500) || 'é', decode(repeat('00', 3000), 'hex'), 7),
+                                        (2, 'en', 'short', NULL, NULL);
+         CREATE TABLE public.loose (id int, body text);
+         INSERT INTO public.loose VALUES (1, 'x');",
+    )
+    .unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let page = ex.browse("public", "docs", &req());
+    assert_eq!(page["rows"][0]["truncated"]["body"], 5001);
+    assert_eq!(page["rows"][0]["values"]["body"].as_str().unwrap().chars().count(), 2000);
+
+    let cell = |ex: &mut Explorer, column: &str, key: Value| {
+        ex.p.cell(&ex.token, &json!({"schema": "public", "table": "docs", "column": column, "key": key}), None)
+    };
+    let full = cell(&mut ex, "body", json!({"id": 1, "lang": "en"})).unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(full["found"], true);
+    assert_eq!(full["value"].as_str().unwrap(), format!("{}é", "ab".repeat(2500)));
+    assert_eq!(full["length"], 5001);
+    assert_eq!((full["column"].as_str(), full["type"].as_str(), full["table"].as_str()), (Some("body"), Some("text"), Some("docs")));
+    let blob = cell(&mut ex, "blob", json!({"id": 1, "lang": "en"})).unwrap();
+    assert_eq!(blob["value"].as_str().unwrap(), format!("\\x{}", "00".repeat(3000)));
+    assert_eq!(blob["length"], 3000);
+    let small = cell(&mut ex, "n", json!({"id": 1, "lang": "en"})).unwrap();
+    assert_eq!((small["value"].clone(), small["length"].clone()), (json!(7), Value::Null));
+    let null = cell(&mut ex, "blob", json!({"id": 2, "lang": "en"})).unwrap();
+    assert_eq!((null["found"].clone(), null["value"].clone()), (json!(true), Value::Null));
+    let missing = cell(&mut ex, "body", json!({"id": 3, "lang": "en"})).unwrap();
+    assert_eq!((missing["found"].clone(), missing["value"].clone()), (json!(false), Value::Null));
+
+    // Refused clearly: an unknown column, a key that is not the table's, a table without a
+    // key (at the ticket, 22023), and a key value that does not fit (at the read).
+    for (request, says) in [
+        (json!({"schema": "public", "table": "docs", "column": "nope", "key": {"id": 1, "lang": "en"}}), "has no column \"nope\""),
+        (json!({"schema": "public", "table": "docs", "column": "body", "key": {"id": 1}}), "primary key's columns"),
+        (json!({"schema": "public", "table": "docs", "column": "body"}), "each key is an object"),
+        (json!({"schema": "public", "table": "docs", "key": {"id": 1, "lang": "en"}}), "names no column"),
+        (json!({"schema": "public", "table": "loose", "column": "body", "key": {"id": 1}}), "has no primary key or unique NOT NULL key"),
+    ] {
+        let (state, message) = failure(ex.p.ticket(&ex.token, "cell", &request, None));
+        assert_eq!(state, "22023", "{request}: {message}");
+        assert!(message.contains(says), "{request}: {message}");
+    }
+    let (state, message) = failure(cell(&mut ex, "body", json!({"id": "one", "lang": "en"})));
+    assert_eq!(state, "22P02", "{message}");
+    assert!(message.starts_with("column id (integer)"), "{message}");
+    let (state, _) = failure(ex.p.ticket(&ex.token, "cell", &json!({"schema": "public", "table": "nope", "column": "x", "key": {}}), None));
+    assert_eq!(state, "42P01");
+
+    // A viewer reads cells too. Reading a cell is reading the table: audited once per
+    // session and table, as a page is.
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    let seen = vic.p.cell(&vic.token, &json!({"schema": "public", "table": "docs", "column": "body", "key": {"id": 2, "lang": "en"}}), None).unwrap();
+    assert_eq!(seen["value"], "short");
+    vic.p.cell(&vic.token, &json!({"schema": "public", "table": "docs", "column": "n", "key": {"id": 2, "lang": "en"}}), None).unwrap();
+    let reads: Vec<(String, String)> = su
+        .query("SELECT actor, target_id FROM dashboard_auth.audit_log WHERE action = 'explorer.browse' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(reads, [("ann@example.com".to_string(), "public.docs".to_string()), ("vic@example.com".to_string(), "public.docs".to_string())]);
+}
+
+#[test]
+fn an_impersonated_cell_read_sees_only_what_the_targets_rls_shows() {
+    let db = TestDb::new();
+    let joe = todos(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let imp = ann.impersonate("joe@example.com");
+    let cell = |ann: &mut Explorer, id: i64, imp: Option<&str>| {
+        ann.p.cell(&ann.token, &json!({"schema": "public", "table": "todos", "column": "title", "key": {"id": id}}), imp).unwrap()
+    };
+    let own = cell(&mut ann, 1, Some(&imp));
+    assert_eq!((own["found"].clone(), own["value"].clone(), own["impersonation_id"].clone()), (json!(true), json!("joe private"), json!(imp)));
+    let beas = cell(&mut ann, 3, Some(&imp));
+    assert_eq!((beas["found"].clone(), beas["value"].clone()), (json!(false), Value::Null), "bea's row is hidden from joe");
+    assert_eq!(cell(&mut ann, 3, None)["value"], "bea private", "unimpersonated, RLS hides nothing");
+    let intents: Vec<Value> = db
+        .connect(Caller::Superuser)
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonated.explorer.cell.intent' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(intents.len(), 2);
+    assert_eq!(intents[0]["claims_sub"], joe.as_str());
+    // A viewer cannot read as the admin's impersonation.
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    let (state, _) = failure(vic.p.cell(&vic.token, &json!({"schema": "public", "table": "todos", "column": "title", "key": {"id": 1}}), Some(&imp)));
+    assert_eq!(state, "42501");
+}
+
+// ---------------------------------------------------------------------------------
+// 17. Rows as an INSERT statement and as JSON
+// ---------------------------------------------------------------------------------
+
+const ODD: &str = r#"
+    CREATE SCHEMA "we""ird";
+    CREATE TYPE "we""ird"."mo od" AS ENUM ('ok', 'it''s "bad"');
+    CREATE TABLE "we""ird"."ta""ble; --" (
+        "id" bigint GENERATED ALWAYS AS IDENTITY,
+        "k""ey" text NOT NULL,
+        "Select" text,
+        "n,um" numeric,
+        "f" double precision,
+        "at" timestamptz,
+        "d" date,
+        "span" interval,
+        "tags" text[],
+        "doc" jsonb,
+        "raw" bytea,
+        "mood" "we""ird"."mo od",
+        "len" int GENERATED ALWAYS AS (length("Select")) STORED,
+        "by_default" int GENERATED BY DEFAULT AS IDENTITY,
+        PRIMARY KEY ("k""ey")
+    );
+    INSERT INTO "we""ird"."ta""ble; --" ("k""ey", "Select", "n,um", "f", "at", "d", "span", "tags", "doc", "raw", "mood") VALUES
+      ('a', E'it''s a "quote"\\ and\nnew line; DROP TABLE x; --', 12345678901234567890.000000001, 0.1, '2024-02-29 23:59:59.123456+05:30',
+       '0044-03-15', '1 year 2 mons 3 days 04:05:06.5', '{"x,y","z\"q",NULL}', '{"k": [1, "\u00e9", null]}', '\x00ff27', 'it''s "bad"'),
+      ('b''); --', NULL, NULL, 'Infinity', NULL, NULL, NULL, '{}', 'null', '', 'ok'),
+      ('c', '$$ dollar $$ E''\\x'' ünï 🦀', -0, -1.5e-300, '-infinity', 'infinity', '-3 days', NULL, '"s"', NULL, NULL);
+"#;
+
+#[test]
+fn chosen_rows_come_as_an_insert_statement_that_reproduces_them_and_as_json() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute(ODD).unwrap();
+    let mut ex = sign_in(&db, "ann@example.com", "admin");
+    let table = "ta\"ble; --";
+    let keys = json!([{"k\"ey": "c"}, {"k\"ey": "a"}, {"k\"ey": "b'); --"}, {"k\"ey": "zzz"}]);
+    let copy = ex.p.copy(&ex.token, &json!({"schema": "we\"ird", "table": table, "keys": keys}), None)
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!((copy["count"].clone(), copy["missing"].clone()), (json!(3), json!(1)), "{copy}");
+    // JSON: every column, in the key's order.
+    let expected: Vec<Value> = su
+        .query(r#"SELECT to_jsonb(t) FROM "we""ird"."ta""ble; --" t ORDER BY "k""ey""#, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(copy["rows"], json!(expected));
+    // The statement: the table's columns in order, without identity ALWAYS and generated ones.
+    let statement = copy["statement"].as_str().unwrap().to_string();
+    assert!(
+        statement.starts_with(r#"INSERT INTO "we""ird"."ta""ble; --" ("k""ey", "Select", "n,um", "f", "at", "d", "span", "tags", "doc", "raw", "mood", "by_default") VALUES"#),
+        "{statement}"
+    );
+    assert_eq!(copy["columns"], json!(["k\"ey", "Select", "n,um", "f", "at", "d", "span", "tags", "doc", "raw", "mood", "by_default"]));
+    // Run into an empty copy of the table, in a session with other date and number
+    // settings, it reproduces the rows.
+    su.batch_execute(
+        r#"ALTER TABLE "we""ird"."ta""ble; --" RENAME TO original;
+           CREATE TABLE "we""ird"."ta""ble; --" (LIKE "we""ird".original INCLUDING ALL);
+           SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'sql_standard'; SET extra_float_digits = -3; SET TimeZone = 'America/New_York';"#,
+    )
+    .unwrap();
+    su.batch_execute(&statement).unwrap_or_else(|e| panic!("{}: {statement}", describe(&e)));
+    su.batch_execute("RESET ALL").unwrap();
+    let same: Vec<(Value, Value)> = su
+        .query(
+            r#"SELECT to_jsonb(c) - 'id', to_jsonb(o) - 'id' FROM "we""ird"."ta""ble; --" c
+                 FULL JOIN "we""ird".original o USING ("k""ey") ORDER BY "k""ey""#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(same.len(), 3);
+    for (copied, original) in same {
+        assert_eq!(copied, original);
+    }
+    let exact: bool = su
+        .query_one(
+            r#"SELECT bool_and(c."f" IS NOT DISTINCT FROM o."f" AND c."at" IS NOT DISTINCT FROM o."at" AND c."span" = o."span"
+                                AND c."raw" IS NOT DISTINCT FROM o."raw")
+                 FROM "we""ird"."ta""ble; --" c JOIN "we""ird".original o USING ("k""ey")"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(exact, "floats, times, intervals and bytes read back exactly");
+
+    // Audited each time (a small export); a viewer may copy, as it may export.
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    let seen = vic.p.copy(&vic.token, &json!({"schema": "we\"ird", "table": "original", "keys": [{"k\"ey": "a"}]}), None).unwrap();
+    assert_eq!(seen["count"], 1);
+    let recorded: Vec<(String, String, Value)> = su
+        .query("SELECT actor, target_id, details FROM dashboard_auth.audit_log WHERE action = 'explorer.copy' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!((recorded[0].0.as_str(), recorded[0].2["keys"].clone()), ("ann@example.com", json!(4)));
+    assert_eq!(recorded[1].1, r#""we""ird".original"#);
+    // No row found: no statement.
+    let none = ex.p.copy(&ex.token, &json!({"schema": "we\"ird", "table": "original", "keys": [{"k\"ey": "zzz"}]}), None).unwrap();
+    assert_eq!((none["count"].clone(), none["statement"].clone(), none["rows"].clone()), (json!(0), Value::Null, json!([])));
+    // Refused: no keys, too many, a key of other columns, a table without a key.
+    su.batch_execute("CREATE TABLE public.loose (id int)").unwrap();
+    for (request, says) in [
+        (json!({"schema": "we\"ird", "table": "original", "keys": []}), "1 to 1000 keys"),
+        (json!({"schema": "we\"ird", "table": "original"}), "1 to 1000 keys"),
+        (json!({"schema": "we\"ird", "table": "original", "keys": (0..1001).map(|i| json!({"k\"ey": i.to_string()})).collect::<Vec<_>>()}), "1 to 1000 keys"),
+        (json!({"schema": "we\"ird", "table": "original", "keys": [{"id": 1}]}), "primary key's columns"),
+        (json!({"schema": "public", "table": "loose", "keys": [{"id": 1}]}), "has no primary key or unique NOT NULL key"),
+    ] {
+        let (state, message) = failure(ex.p.ticket(&ex.token, "copy", &request, None));
+        assert_eq!(state, "22023", "{message}");
+        assert!(message.contains(says), "{message}");
+    }
+}
+
+#[test]
+fn an_impersonated_copy_holds_only_the_rows_the_target_sees() {
+    let db = TestDb::new();
+    todos(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let imp = ann.impersonate("joe@example.com");
+    let keys = json!({"schema": "public", "table": "todos", "keys": [{"id": 1}, {"id": 3}]});
+    let copy = ann.p.copy(&ann.token, &keys, Some(&imp)).unwrap();
+    assert_eq!((copy["count"].clone(), copy["missing"].clone()), (json!(1), json!(1)));
+    assert_eq!(copy["rows"][0]["title"], "joe private");
+    assert!(!copy["statement"].as_str().unwrap().contains("bea"));
+    assert_eq!(ann.p.copy(&ann.token, &keys, None).unwrap()["count"], 2);
 }

@@ -1278,3 +1278,164 @@ fn hostile_values_are_stored_verbatim() {
     canary_alive(&db);
     assert_eq!(hostile_rows(&db).len(), 2 + values.len());
 }
+
+// ---------------------------------------------------------------------------------
+// Undo: reverting an edit from its audit entry
+// ---------------------------------------------------------------------------------
+
+/// The id of the latest audit entry whose action is `action`.
+fn last_entry(db: &TestDb, action: &str) -> i64 {
+    *audit_ids(db, action).last().unwrap_or_else(|| panic!("no {action} entry"))
+}
+
+/// Reverts `entry` as `ex`: the answer, which must not raise.
+fn revert(ex: &mut Explorer, entry: i64) -> Value {
+    ex.p.revert(&ex.token, entry).unwrap_or_else(|e| panic!("revert {entry}: {}", describe(&e)))
+}
+
+#[test]
+fn reverting_an_update_sets_the_rows_back_and_a_second_revert_is_refused() {
+    let db = TestDb::new();
+    shop(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let original = orders(&db);
+    success(&ann.edit("orders", "update", json!({"keys": [{"id": 1}, {"id": 2}], "set": {"status": "shipped", "note": null, "qty": 5}})), "update");
+    let entry = last_entry(&db, "explorer.update");
+    let answer = revert(&mut ann, entry);
+    let (count, was, now) = success(&answer, "revert");
+    assert_eq!(count, 2);
+    assert_eq!(answer["reverted_operation"], "update");
+    assert_eq!(was.iter().map(|r| r["status"].clone()).collect::<Vec<_>>(), [json!("shipped"), json!("shipped")]);
+    assert_eq!(orders(&db), original, "every column back, the generated total recomputed");
+    assert_eq!(now, original[..2].to_vec());
+    // Recorded: the intent, then the revert, naming the entry it undid.
+    let entries = audits(&db, "explorer.reverted%");
+    let actions: Vec<&str> = entries.iter().map(|(a, ..)| a.as_str()).collect();
+    assert_eq!(actions, ["explorer.reverted.intent", "explorer.reverted"]);
+    let (_, target_type, target_id, details) = &entries[1];
+    assert_eq!((target_type.as_deref(), target_id.as_deref()), (Some("relation"), Some("public.orders")));
+    assert_eq!((details["reverted_entry"].clone(), details["reverted_operation"].clone()), (json!(entry), json!("update")), "{details}");
+    assert_eq!((details["operation"].clone(), details["count"].clone()), (json!("revert"), json!(2)), "{details}");
+    assert_eq!(details["before"][0]["status"], "shipped", "{details}");
+    assert_eq!(entries[0].3["reverted_entry"], entry);
+
+    // Again: the rows are no longer as the edit left them. Refused, said so, recorded.
+    let again = revert(&mut ann, entry);
+    let error = only_error(&again, "revert");
+    assert_eq!(error["code"], "changed_since", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("changed since the edit"), "{error}");
+    assert_eq!(orders(&db), original);
+    let failed = audits(&db, "explorer.reverted.failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].3["reverted_entry"].clone(), failed[0].3["errors"][0]["code"].clone()), (json!(entry), json!("changed_since")));
+}
+
+#[test]
+fn a_revert_is_refused_when_a_row_changed_since_the_edit_and_changes_nothing() {
+    let db = TestDb::new();
+    shop(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    success(&ann.edit("orders", "update_where", json!({"filter": cond("customer_id", "eq", json!(1)), "expected_count": 2, "set": {"status": "paid"}})), "update_where");
+    let entry = last_entry(&db, "explorer.update_where");
+    // Someone else changes one of the two rows afterwards.
+    db.connect(Caller::Superuser).batch_execute("UPDATE public.orders SET note = 'changed by someone' WHERE id = 2").unwrap();
+    let changed = orders(&db);
+    let error = only_error(&revert(&mut ann, entry), "revert");
+    assert_eq!(error["code"], "changed_since", "{error}");
+    assert_eq!(error["detail"], "1 of the 2 rows are as the edit left them.", "{error}");
+    assert_eq!(orders(&db), changed, "neither row was reverted");
+    // Put back as the edit left it, the revert goes through.
+    db.connect(Caller::Superuser).batch_execute("UPDATE public.orders SET note = 'second' WHERE id = 2").unwrap();
+    let (count, ..) = success(&revert(&mut ann, entry), "revert");
+    assert_eq!(count, 2);
+    assert!(orders(&db).iter().all(|r| r["status"] == "new"));
+}
+
+#[test]
+fn reverting_an_update_of_a_rows_key_moves_it_back() {
+    let db = TestDb::new();
+    shop(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let original = orders(&db);
+    success(&ann.edit("orders", "update", json!({"keys": [{"id": 3}], "set": {"id": 30, "code": "B9"}})), "update");
+    success(&revert(&mut ann, last_entry(&db, "explorer.update")), "revert");
+    assert_eq!(orders(&db), original);
+}
+
+#[test]
+fn reverting_an_insert_deletes_its_rows_and_reverting_a_delete_inserts_them_again() {
+    let db = TestDb::new();
+    shop(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let original = orders(&db);
+    success(&ann.edit("orders", "insert", json!({"rows": [{"id": 10, "customer_id": 2, "code": "N1"}, {"id": 11, "note": "x"}]})), "insert");
+    let (count, was, now) = success(&revert(&mut ann, last_entry(&db, "explorer.insert")), "revert");
+    assert_eq!((count, was.len(), now.len()), (2, 2, 0));
+    assert_eq!(orders(&db), original);
+
+    success(&ann.edit("orders", "delete", json!({"keys": [{"id": 3}, {"id": 1}]})), "delete");
+    assert_eq!(orders(&db).len(), 1);
+    let (count, was, now) = success(&revert(&mut ann, last_entry(&db, "explorer.delete")), "revert");
+    assert_eq!((count, was.len()), (2, 0));
+    assert_eq!(now, vec![original[0].clone(), original[2].clone()]);
+    assert_eq!(orders(&db), original, "the same ids and values, the generated total recomputed");
+
+    // A delete whose rows came back some other way is refused: they have changed since.
+    success(&ann.edit("orders", "delete_where", json!({"filter": cond("status", "eq", json!("new")), "expected_count": 3})), "delete_where");
+    let entry = last_entry(&db, "explorer.delete_where");
+    db.connect(Caller::Superuser).batch_execute("INSERT INTO public.orders (id, code) VALUES (2, 'Z')").unwrap();
+    let error = only_error(&revert(&mut ann, entry), "revert");
+    assert_eq!(error["code"], "changed_since", "{error}");
+    db.connect(Caller::Superuser).batch_execute("DELETE FROM public.orders").unwrap();
+    success(&revert(&mut ann, entry), "revert");
+    assert_eq!(orders(&db), original);
+    // An insert whose rows are gone already is refused too.
+    success(&ann.edit("orders", "insert", json!({"rows": [{"id": 20}]})), "insert");
+    db.connect(Caller::Superuser).batch_execute("DELETE FROM public.orders WHERE id = 20").unwrap();
+    let error = only_error(&revert(&mut ann, last_entry(&db, "explorer.insert")), "revert");
+    assert_eq!(error["code"], "changed_since", "{error}");
+}
+
+#[test]
+fn an_impersonated_edit_is_reverted_as_the_explorer() {
+    let db = TestDb::new();
+    todos(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    let original = todo_rows(&db);
+    let imp = ann.impersonate("joe@example.com");
+    success(&ann.try_edit_as(&imp, "todos", "update", json!({"keys": [{"id": 1}], "set": {"title": "joe edited"}})).unwrap(), "update");
+    let entry = last_entry(&db, "impersonated.explorer.update.result");
+    let (count, ..) = success(&revert(&mut ann, entry), "revert");
+    assert_eq!(count, 1);
+    assert_eq!(todo_rows(&db), original);
+    // Not while impersonated: a revert runs as the explorer.
+    let (state, message) = failure(ann.p.json(&ann.token, "revert", &json!({"audit_id": entry}), Some(&imp), "SELECT fluxbase_admin.revert_edit()::text"));
+    assert_eq!(state, "22023", "{message}");
+}
+
+#[test]
+fn a_revert_needs_an_admin_and_an_edits_audit_entry() {
+    let db = TestDb::new();
+    shop(&db);
+    let mut ann = sign_in(&db, "ann@example.com", "admin");
+    success(&ann.edit("orders", "update", json!({"keys": [{"id": 1}], "set": {"status": "x"}})), "update");
+    let entry = last_entry(&db, "explorer.update");
+    let mut vic = sign_in(&db, "vic@example.com", "viewer");
+    let (state, message) = failure(vic.p.revert(&vic.token, entry));
+    assert_eq!(state, "42501", "{message}");
+    assert_eq!(order(&db, 1)["status"], "x");
+    // Entries that are no edit, or a failed one, cannot be reverted; an unknown one is not found.
+    let failed_edit = ann.edit("orders", "update", json!({"keys": [{"id": 1}], "set": {"qty": -1}}));
+    refused(&failed_edit, "update");
+    for action in ["explorer.update.intent", "explorer.update.failed", "admin.login"] {
+        let id = last_entry(&db, action);
+        let (state, message) = failure(ann.p.revert(&ann.token, id));
+        assert_eq!(state, "22023", "{action}: {message}");
+        assert!(message.contains("is not an edit that can be reverted"), "{message}");
+    }
+    let (state, _) = failure(ann.p.revert(&ann.token, 987654321));
+    assert_eq!(state, "P0002");
+    let (state, message) = failure(ann.p.ticket(&ann.token, "revert", &json!({"audit_id": "1"}), None));
+    assert_eq!(state, "22023", "{message}");
+    assert!(audits(&db, "explorer.reverted%").is_empty(), "refused tickets record nothing");
+}

@@ -574,6 +574,14 @@ fn a_dump_of_the_runner_history_cannot_test_a_password_guess() {
     assert_eq!(sqlstate_of(web.query("SELECT fluxbase_admin.statement_mac('x')", &[])), "42501", "dashboard");
     let mut app = db.connect(Caller::App);
     assert_eq!(sqlstate_of(app.query("SELECT fluxbase_admin.statement_mac('x')", &[])), "42501", "app_user");
+    // Nor the real-time event key or MAC: with either, app code could forge events.
+    for internal in ["fluxbase_admin.realtime_event_key()", "fluxbase_admin.realtime_event_mac('public', 't', 'insert', 1)"] {
+        let sql = format!("SELECT {internal}");
+        assert_eq!(sqlstate_of(op.query(&sql, &[])), "42501", "operator: {internal}");
+        assert_eq!(sqlstate_of(data.query(&sql, &[])), "42501", "data login: {internal}");
+        assert_eq!(sqlstate_of(web.query(&sql, &[])), "42501", "dashboard: {internal}");
+        assert_eq!(sqlstate_of(app.query(&sql, &[])), "42501", "app_user: {internal}");
+    }
 
     // The claim accepts only the very statement recorded.
     for other in [

@@ -531,3 +531,199 @@ fn impersonation_works_from_psql_as_written_in_the_readme() {
     let err = su.execute("SELECT fluxbase_admin.claim_ticket($1)", &[&ticket]).unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501", "{err:?}");
 }
+
+// ---------------------------------------------------------------------------------
+// Reading impersonations: the banner's, and the history
+// ---------------------------------------------------------------------------------
+
+/// get_impersonation as `token`: (id, mode, target_email, target_role, reason) of each row.
+fn active(web: &mut Client, token: &str) -> Vec<(String, String, Option<String>, String, String)> {
+    as_dashboard(
+        web,
+        "SELECT impersonation_id::text, mode, target_email, target_role, reason, started_at <= now() AND expires_at > now()
+           FROM auth.get_impersonation($1)",
+        &[&token],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        assert!(r.get::<_, bool>(5), "started before now and not expired");
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+    })
+    .collect()
+}
+
+#[test]
+fn the_active_impersonation_is_there_after_a_reload_until_it_ends_or_expires() {
+    let db = TestDb::new();
+    let (joe, _) = fixture(&db);
+    let mut admin = admin(&db);
+    assert!(active(&mut admin.web, &admin.token).is_empty());
+    let first = admin.start_ok("user", Some(&joe));
+    // A reload: a new connection, the same session.
+    let mut reloaded = db.connect(Caller::Dashboard);
+    let row = active(&mut reloaded, &admin.token);
+    assert_eq!(
+        row,
+        [(first.clone(), "user".to_string(), Some("joe@example.com".to_string()), "authenticated".to_string(), "ticket 42".to_string())]
+    );
+    let target: Option<String> = as_dashboard(&mut reloaded, "SELECT target_user_id::text FROM auth.get_impersonation($1)", &[&admin.token]).unwrap()[0].get(0);
+    assert_eq!(target.as_deref(), Some(joe.as_str()));
+    // Replaced by the next one, then ended.
+    let second = admin.start_ok("anon", None);
+    assert_eq!(active(&mut reloaded, &admin.token)[0].0, second);
+    as_dashboard(&mut admin.web, "SELECT auth.end_impersonation($1)", &[&admin.token]).unwrap();
+    assert!(active(&mut reloaded, &admin.token).is_empty());
+    // Expired, even before anything records the expiry.
+    let third = admin.start_ok("service", None);
+    assert_eq!(active(&mut reloaded, &admin.token)[0].1, "service");
+    db.connect(Caller::Superuser)
+        .execute("UPDATE auth.impersonation_sessions SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid", &[&third])
+        .unwrap();
+    assert!(active(&mut reloaded, &admin.token).is_empty());
+    // Another admin's impersonation is not yours; a viewer has none; a bad session is refused.
+    admin.start_ok("user", Some(&joe));
+    create_admin(&db, "vic@example.com", "viewer");
+    let viewer = login(&mut reloaded, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    assert!(active(&mut reloaded, &viewer).is_empty());
+    let err = as_dashboard(&mut reloaded, "SELECT * FROM auth.get_impersonation('fbs_nope')", &[]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "28000");
+}
+
+/// list_impersonations as `token` with its filters; the page as JSON.
+fn history(web: &mut Client, token: &str, admin_email: Option<&str>, target: Option<&str>, since: Option<&str>, page_size: i32, cursor: Option<&str>) -> Result<serde_json::Value, postgres::Error> {
+    let rows = as_dashboard(
+        web,
+        "SELECT auth.list_impersonations($1, $2, $3, $4::text::timestamptz, NULL, $5, $6)::text",
+        &[&token, &admin_email, &target, &since, &page_size, &cursor],
+    )?;
+    Ok(serde_json::from_str(&rows[0].get::<_, String>(0)).unwrap())
+}
+
+fn history_ids(page: &serde_json::Value) -> Vec<String> {
+    page["rows"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_history_of_impersonations_is_filtered_and_paged_for_admins_and_viewers() {
+    let db = TestDb::new();
+    let (joe, bea) = fixture(&db);
+    let mut ann = admin(&db);
+    let a1 = ann.start_ok("user", Some(&joe));
+    let a2 = ann.start_ok("anon", None);
+    let a3 = ann.start_ok("user", Some("bea@example.com"));
+    create_admin(&db, "bob@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let bob = login(&mut web, "bob@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    let b1: String = as_dashboard(&mut web, "SELECT impersonation_id::text FROM auth.start_impersonation($1, 'user', 'JOE@example.com', 'support')", &[&bob])
+        .unwrap()[0]
+        .get(0);
+    let token = ann.token.clone();
+
+    let all = history(&mut ann.web, &token, None, None, None, 50, None).unwrap();
+    assert_eq!(history_ids(&all), [b1.clone(), a3.clone(), a2.clone(), a1.clone()], "newest first");
+    assert!(all["next_cursor"].is_null());
+    let first = &all["rows"][3];
+    assert_eq!((first["admin_email"].as_str(), first["mode"].as_str(), first["target_email"].as_str()), (Some("ann@example.com"), Some("user"), Some("joe@example.com")));
+    assert_eq!((first["active"].as_bool(), first["end_reason"].as_str(), first["reason"].as_str()), (Some(false), Some("replaced"), Some("ticket 42")));
+    assert_eq!((all["rows"][1]["active"].as_bool(), all["rows"][1]["target_user_id"].as_str()), (Some(true), Some(bea.as_str())));
+
+    let filtered = |web: &mut Client, admin_email: Option<&str>, target: Option<&str>, since: Option<&str>| {
+        history_ids(&history(web, &token, admin_email, target, since, 50, None).unwrap())
+    };
+    assert_eq!(filtered(&mut ann.web, Some(" ANN@example.com"), None, None), [a3.clone(), a2.clone(), a1.clone()]);
+    assert_eq!(filtered(&mut ann.web, None, Some("Joe@Example.com"), None), [b1.clone(), a1.clone()]);
+    assert_eq!(filtered(&mut ann.web, None, Some(&joe), None), [b1.clone(), a1.clone()]);
+    assert_eq!(filtered(&mut ann.web, None, Some("anon"), None), [a2.clone()]);
+    assert_eq!(filtered(&mut ann.web, Some("bob@example.com"), Some("bea@example.com"), None), Vec::<String>::new());
+    assert!(filtered(&mut ann.web, None, None, Some("2999-01-01")).is_empty());
+    let since: String = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT started_at::text FROM auth.impersonation_sessions WHERE id = $1::text::uuid", &[&a3])
+        .unwrap()
+        .get(0);
+    assert_eq!(filtered(&mut ann.web, None, None, Some(&since)), [b1.clone(), a3.clone()], "since is inclusive");
+
+    // Paged: every row once, in order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = history(&mut ann.web, &token, None, None, None, 3, cursor.as_deref()).unwrap();
+        seen.extend(history_ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, history_ids(&all));
+    // Bad input: a page size out of range, a cursor from elsewhere, no session.
+    for (size, cursor) in [(0, None), (1001, None), (10, Some("not a cursor")), (10, Some("WzEsMl0="))] {
+        let err = history(&mut ann.web, &token, None, None, None, size, cursor).unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "22023", "{size} {cursor:?}: {err}");
+    }
+    assert_eq!(history(&mut ann.web, "fbs_nope", None, None, None, 10, None).unwrap_err().code().unwrap().code(), "28000");
+
+    // A viewer reads it too, as it reads the audit log. Reading is audited once a session.
+    create_admin(&db, "vic@example.com", "viewer");
+    let vic = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    assert_eq!(history_ids(&history(&mut web, &vic, None, None, None, 50, None).unwrap()).len(), 4);
+    history(&mut web, &vic, None, Some("anon"), None, 50, None).unwrap();
+    let listed: Vec<(String, serde_json::Value)> = db
+        .connect(Caller::Superuser)
+        .query("SELECT actor, details FROM dashboard_auth.audit_log WHERE action = 'impersonation.listed' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let actors: Vec<&str> = listed.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actors, ["ann@example.com", "vic@example.com"]);
+    assert_eq!(listed[0].1["admin_email"], serde_json::Value::Null);
+}
+
+#[test]
+fn following_a_foreign_key_while_impersonated_shows_the_referenced_row_only_when_the_target_may_see_it() {
+    let db = TestDb::new();
+    let (joe, bea) = fixture(&db);
+    db.connect(Caller::Superuser)
+        .batch_execute(
+            "CREATE TABLE public.projects (id int PRIMARY KEY, owner uuid, name text);
+             ALTER TABLE public.projects ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON public.projects TO authenticated USING (owner = (select auth.uid()));
+             CREATE TABLE public.tasks (id int PRIMARY KEY, project_id int CONSTRAINT tasks_project_fk REFERENCES public.projects, title text);
+             GRANT SELECT ON public.projects, public.tasks TO authenticated;",
+        )
+        .unwrap();
+    db.connect(Caller::Superuser)
+        .execute(
+            "INSERT INTO public.projects VALUES (1, $1::text::uuid, 'joe''s'), (2, $2::text::uuid, 'bea''s')",
+            &[&joe, &bea],
+        )
+        .unwrap();
+    db.connect(Caller::Superuser).batch_execute("INSERT INTO public.tasks VALUES (10, 1, 'mine'), (11, 2, 'theirs')").unwrap();
+    let mut ann = admin(&db);
+    let imp = ann.start_ok("user", Some(&joe));
+    let mut planes = fluxbase_tests::data_plane::Planes::connect(&db);
+    let follow = |planes: &mut fluxbase_tests::data_plane::Planes, project: i64, imp: Option<&str>| {
+        planes
+            .follow(&ann.token, &serde_json::json!({"schema": "public", "table": "tasks", "foreign_key": "tasks_project_fk", "row": {"id": 1, "project_id": project}}), imp)
+            .unwrap_or_else(|e| panic!("{}", admin::describe(&e)))
+    };
+    let own = follow(&mut planes, 1, Some(&imp));
+    assert_eq!(own["rows"][0]["values"]["name"], "joe's", "{own}");
+    assert_eq!((own["name"].as_str(), own["impersonation_id"].as_str()), (Some("projects"), Some(imp.as_str())));
+    assert_eq!(own["followed"]["foreign_key"], "tasks_project_fk");
+    let theirs = follow(&mut planes, 2, Some(&imp));
+    assert_eq!(theirs["rows"], serde_json::json!([]), "joe may not see bea's project: {theirs}");
+    assert_eq!(follow(&mut planes, 2, None)["rows"][0]["values"]["name"], "bea's", "unimpersonated, RLS hides nothing");
+    // Recorded as the impersonation's intents, naming the key followed.
+    let intents: Vec<serde_json::Value> = db
+        .connect(Caller::Superuser)
+        .query("SELECT details FROM dashboard_auth.audit_log WHERE action = 'impersonated.explorer.browse.intent' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(intents.len(), 2);
+    assert_eq!(intents[1]["followed"]["foreign_key"], "tasks_project_fk", "{:?}", intents[1]);
+    assert_eq!((intents[1]["table"].as_str(), intents[1]["claims_sub"].as_str()), (Some("projects"), Some(joe.as_str())));
+}

@@ -230,7 +230,7 @@ fn the_dashboard_role_cannot_reach_break_glass_or_internal_functions() {
         "SELECT dashboard_auth.check_session('fbs_x')",
         "SELECT dashboard_auth.audit('admin', NULL, 'forged', 'admin.login')",
         "SELECT dashboard_auth.audit_seal(true)",
-        "SELECT dashboard_auth.count_failure(gen_random_uuid())",
+        "SELECT dashboard_auth.count_failure(gen_random_uuid(), NULL)",
     ] {
         let mut tx = web.transaction().unwrap();
         tx.batch_execute("SET LOCAL ROLE fluxbase_dashboard").unwrap();
@@ -255,20 +255,28 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
         "create_setup_link",
         "delete_admin",
         "disable_admin",
+        "disable_admin_two_factor",
         "disable_two_factor",
         "enable_admin",
         "end_session",
+        "export_audit",
         "get_link",
         "get_session",
+        "get_session_health",
         "get_two_factor",
         "invite_admin",
         "list_admins",
         "list_audit",
+        "list_audit_groups",
+        "list_sessions",
         "list_settings",
         "needs_setup",
         "redeem_link",
         "regenerate_recovery_codes",
+        "reissue_invite",
+        "reset_admin_password",
         "reset_setting",
+        "revoke_session",
         "set_admin_role",
         "set_setting",
         "sign_in",
@@ -276,7 +284,9 @@ fn the_dashboard_role_may_call_exactly_the_pre_session_and_session_checked_funct
         "sign_out",
         "sign_out_others",
         "start_two_factor",
+        "unlock_admin",
         "use_session",
+        "verify_audit",
     ];
     assert_eq!(granted, expected);
     // Each of them checks a session token, or is one of the pre-session functions.

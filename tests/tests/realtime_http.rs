@@ -73,6 +73,18 @@ impl Stream {
         }
         None
     }
+
+    /// Whether the server ends the stream within `wait` (events before the end are skipped).
+    fn ends_within(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
 }
 
 #[test]
@@ -92,7 +104,11 @@ fn the_trigger_is_the_switch_and_carries_no_row_data() {
     db.connect(Caller::Superuser).batch_execute("INSERT INTO public.todos (title) VALUES ('secret title')").unwrap();
     let note = listener.notifications().timeout_iter(Duration::from_secs(5)).next().unwrap().unwrap();
     let payload: Value = serde_json::from_str(note.payload()).unwrap();
-    assert_eq!(payload, serde_json::json!({"schema": "public", "table": "todos", "change": "insert"}));
+    let mut keys: Vec<&str> = payload.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["at", "change", "mac", "schema", "table"], "{payload}");
+    assert_eq!((payload["schema"].as_str(), payload["table"].as_str(), payload["change"].as_str()), (Some("public"), Some("todos"), Some("insert")));
+    assert!(!note.payload().contains("secret"), "no row data: {payload}");
 
     // Dropping the trigger by hand turns it off: the trigger is the source of truth.
     su.batch_execute("DROP TRIGGER fluxbase_realtime ON public.todos").unwrap();
@@ -169,4 +185,86 @@ fn an_apps_own_trigger_of_the_same_name_is_left_alone() {
         .unwrap()
         .get(0);
     assert_eq!(kept, 1, "the app's trigger is still there");
+}
+
+#[test]
+fn an_open_stream_does_not_keep_its_session_alive_and_ends_with_it() {
+    let db = TestDb::new();
+    fixture(&db);
+    let admin = signed_in(&db, "admin");
+    let server = Server::start(&db);
+    set_realtime(&db, &admin, "todos", true).unwrap();
+    let stream = Stream::open(&server, "/api/realtime/public/todos", &admin).unwrap();
+    assert!(stream.next("ready", Duration::from_secs(5)).is_some());
+
+    // The admin leaves the tab open and does nothing: 20 of the 30 idle minutes pass
+    // (backdated), then at least one of the stream's checks (every 10 s at most).
+    let mut su = db.connect(Caller::Superuser);
+    su.batch_execute("UPDATE dashboard_auth.sessions SET last_seen_at = now() - interval '20 minutes'").unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    let idle_for: f64 = su.query_one("SELECT extract(epoch FROM now() - last_seen_at)::float8 FROM dashboard_auth.sessions", &[]).unwrap().get(0);
+    assert!(idle_for >= 20.0 * 60.0, "the stream's check counted as activity: last seen {idle_for}s ago");
+
+    // The idle timeout comes: the stream says why, and ends.
+    su.batch_execute("UPDATE dashboard_auth.sessions SET last_seen_at = now() - interval '30 minutes' + interval '2 seconds'").unwrap();
+    let ended = stream.next("session_ended", Duration::from_secs(15)).expect("a session_ended event");
+    assert_eq!(ended["reason"], "idle");
+    assert!(stream.ends_within(Duration::from_secs(5)), "the stream ends with the session");
+}
+
+#[test]
+fn events_the_database_did_not_make_are_dropped_and_a_flood_is_folded() {
+    let db = TestDb::new();
+    fixture(&db);
+    let admin = signed_in(&db, "admin");
+    let server = Server::start(&db);
+    set_realtime(&db, &admin, "todos", true).unwrap();
+    let stream = Stream::open(&server, "/api/realtime/public/todos", &admin).unwrap();
+    assert!(stream.next("ready", Duration::from_secs(5)).is_some());
+
+    // Any role may NOTIFY on the channel: a made-up change, a made-up refetch, and a real
+    // event's payload copied with another table put in.
+    let mut app = db.connect(Caller::App);
+    let mut listener = db.connect(Caller::App);
+    listener.batch_execute("LISTEN fluxbase_realtime").unwrap();
+    db.connect(Caller::Superuser).batch_execute("INSERT INTO public.other DEFAULT VALUES").unwrap(); // real time is off: no event
+    app.batch_execute("SET ROLE authenticated; INSERT INTO public.todos (title) VALUES ('real')").unwrap();
+    let genuine = listener.notifications().timeout_iter(Duration::from_secs(5)).next().unwrap().unwrap().payload().to_string();
+    assert!(stream.next("change", Duration::from_secs(5)).is_some(), "the genuine event arrives");
+    let forged_change = r#"{"schema": "public", "table": "todos", "change": "insert"}"#;
+    let forged_refetch = r#"{"refetch": "do it again"}"#;
+    let moved: Value = {
+        let mut event: Value = serde_json::from_str(&genuine).unwrap();
+        event["change"] = "delete".into();
+        event
+    };
+    for payload in [forged_change.to_string(), forged_refetch.to_string(), moved.to_string()] {
+        app.execute("SELECT pg_notify('fluxbase_realtime', $1)", &[&payload]).unwrap();
+    }
+    let got: Vec<(String, String)> = {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut got = Vec::new();
+        while let Ok(event) = stream.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            got.push(event);
+        }
+        got
+    };
+    assert!(got.is_empty(), "forged events reached the page: {got:?}");
+
+    // A flood of real changes: a burst goes out, the rest are folded into one refetch.
+    for i in 0..40 {
+        app.execute("INSERT INTO public.todos (title) VALUES ($1)", &[&format!("t{i}")]).unwrap();
+    }
+    let (mut changes, mut refetches) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while let Ok((event, _)) = stream.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match event.as_str() {
+            "change" => changes += 1,
+            "refetch" => refetches += 1,
+            _ => {}
+        }
+    }
+    assert!(changes >= 5 && changes < 40, "a burst, not all 40: {changes} changes");
+    assert!(refetches >= 1, "the rest are folded into a refetch ({changes} changes, {refetches} refetches)");
+    assert!(changes + refetches < 40, "the page was flooded: {changes} changes, {refetches} refetches");
 }

@@ -266,10 +266,20 @@ fn history(c: &mut Conns, token: &str, page_size: i32) -> Vec<Past> {
 
 /// One page of the caller's history, and its next_cursor.
 fn history_page(c: &mut Conns, token: &str, page_size: i32, cursor: Option<&str>) -> (Vec<Past>, Option<String>) {
+    searched_page(c, token, None, page_size, cursor).unwrap()
+}
+
+/// One page of the caller's history of statements holding `search`, and its next_cursor.
+fn searched_page(
+    c: &mut Conns,
+    token: &str,
+    search: Option<&str>,
+    page_size: i32,
+    cursor: Option<&str>,
+) -> Result<(Vec<Past>, Option<String>), postgres::Error> {
     let page: serde_json::Value = c
         .web
-        .query_one("SELECT fluxbase_admin.list_sql_runs($1, $2, $3)", &[&token, &page_size, &cursor])
-        .unwrap()
+        .query_one("SELECT fluxbase_admin.list_sql_runs($1, $2, $3, $4)", &[&token, &search, &page_size, &cursor])?
         .get(0);
     let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
     let runs = page["rows"]
@@ -287,7 +297,7 @@ fn history_page(c: &mut Conns, token: &str, page_size: i32, cursor: Option<&str>
             error_code: text(&r["error_code"]),
         })
         .collect();
-    (runs, text(&page["next_cursor"]))
+    Ok((runs, text(&page["next_cursor"])))
 }
 
 fn set_setting(c: &mut Conns, token: &str, key: &str, value: &str) -> Result<(), postgres::Error> {
@@ -770,6 +780,220 @@ fn the_history_lists_runs_newest_first_and_keeps_the_last_100() {
     assert!(past.iter().all(|p| p.status == "succeeded"));
     let kept: i64 = su_one(&db, "SELECT count(*) FROM dashboard_auth.sql_runs");
     assert_eq!(kept, 100, "older runs are deleted, not only hidden");
+}
+
+#[test]
+fn explain_as_json_gives_one_plan_tree() {
+    let Ctx { db, mut c, token } = setup();
+    let before = items_fingerprint(&db);
+    let plan = ok(run(&mut c, &token, "SELECT * FROM public.items WHERE note IS NULL", false, Some("plan_json")));
+    assert_eq!(plan["columns"], json!([{"name": "QUERY PLAN", "type": "json"}]));
+    // The plan is the JSON value itself, not its text: [{"Plan": {"Node Type", "Plans": [...]}}].
+    let root = &plan["plan"][0]["Plan"];
+    assert!(root["Node Type"].as_str().unwrap_or_else(|| panic!("no plan tree in {plan}")).contains("Scan"), "{plan}");
+    assert!(root["Output"].is_array(), "VERBOSE, as the text plan: {root}");
+    assert!(root.get("Actual Total Time").is_none(), "a plan without ANALYZE: {root}");
+    assert_eq!(rows(&plan).len(), 1, "EXPLAIN gives one JSON value");
+
+    let analyzed = ok(run(&mut c, &token, "SELECT count(*) FROM public.items", false, Some("analyze_json")));
+    let root = &analyzed["plan"][0]["Plan"];
+    assert!(root["Actual Total Time"].is_number(), "{analyzed}");
+    assert!(analyzed["plan"][0]["Execution Time"].is_number(), "{analyzed}");
+    assert!(root["Plans"][0]["Node Type"].is_string(), "a tree: the aggregate over its scan: {root}");
+    // The text modes still give text.
+    assert!(ok(run(&mut c, &token, "SELECT 1", false, Some("plan")))["plan"].is_string());
+
+    // EXPLAIN ANALYZE runs the statement: a read run stays read-only in JSON too.
+    let err = run(&mut c, &token, "UPDATE public.items SET name = 'analyzed'", false, Some("analyze_json")).unwrap_err();
+    assert_eq!(err.sqlstate(), "25006", "{err:?}");
+    assert_eq!(items_fingerprint(&db), before);
+    let err = run(&mut c, &token, "CREATE TABLE public.explained (id int)", true, Some("plan_json")).unwrap_err();
+    assert_eq!(err.refusal().0, "refused");
+
+    // The mode is in the intent and the history.
+    let intents = audit_details(&db, "sql.run.intent");
+    assert_eq!(intents[0]["explain"], "plan_json");
+    let past: Value = c.web.query_one("SELECT fluxbase_admin.list_sql_runs($1)", &[&token]).unwrap().get(0);
+    let modes: Vec<&str> = past["rows"].as_array().unwrap().iter().filter_map(|r| r["explain"].as_str()).collect();
+    assert_eq!(modes, ["analyze_json", "plan", "analyze_json", "plan_json"]);
+    // A format by another name is a bad call.
+    for bad in ["json", "plan_yaml", "PLAN_JSON"] {
+        let err = c.web.query("SELECT * FROM fluxbase_admin.start_sql_run($1, 'SELECT 1', false, $2)", &[&token, &bad]).unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "22023", "{bad}");
+        assert!(err.as_db_error().unwrap().message().contains("plan_json"), "{err:?}");
+    }
+}
+
+#[test]
+fn the_history_is_searched_by_a_literal_part_of_the_statement_ignoring_case() {
+    let Ctx { db, mut c, token } = setup();
+    for sql in [
+        "SELECT name FROM public.items WHERE name LIKE 'item 1%'",
+        "select count(*) from public.ITEMS",
+        "SELECT 'a_b' AS underscored",
+        "SELECT 'ab' AS plain",
+        "SELECT 1",
+    ] {
+        ok(run(&mut c, &token, sql, false, None));
+    }
+    let found = |c: &mut Conns, search: &str| -> Vec<String> {
+        searched_page(c, &token, Some(search), 100, None).unwrap().0.into_iter().map(|p| p.statement).collect()
+    };
+    assert_eq!(
+        found(&mut c, "Items"),
+        ["select count(*) from public.ITEMS", "SELECT name FROM public.items WHERE name LIKE 'item 1%'"],
+        "newest first, ignoring case"
+    );
+    assert_eq!(found(&mut c, "%"), ["SELECT name FROM public.items WHERE name LIKE 'item 1%'"], "% is a percent sign");
+    assert_eq!(found(&mut c, "'a_b'"), ["SELECT 'a_b' AS underscored"], "_ is an underscore");
+    assert_eq!(found(&mut c, "a_b"), ["SELECT 'a_b' AS underscored"]);
+    assert!(found(&mut c, "no such text").is_empty());
+    // No search, or an empty one: everything.
+    assert_eq!(found(&mut c, "").len(), 5);
+    assert_eq!(searched_page(&mut c, &token, None, 100, None).unwrap().0.len(), 5);
+
+    // Pages of a search.
+    let (first, cursor) = searched_page(&mut c, &token, Some("select"), 2, None).unwrap();
+    assert_eq!(first.len(), 2);
+    let (second, cursor) = searched_page(&mut c, &token, Some("select"), 2, cursor.as_deref()).unwrap();
+    let (third, end) = searched_page(&mut c, &token, Some("select"), 2, cursor.as_deref()).unwrap();
+    assert_eq!((second.len(), third.len(), end), (2, 1, None));
+
+    // Each admin searches their own history; a password is not there to be found.
+    let (mut viewer, vtoken) = sign_in(&db, "vic@example.com", "viewer");
+    assert!(searched_page(&mut viewer, &vtoken, Some("items"), 10, None).unwrap().0.is_empty());
+    ensure_role(&db, "sqlr_search_target", "NOLOGIN");
+    run(&mut c, &token, "ALTER ROLE sqlr_search_target PASSWORD 'findme-secret'", true, None).unwrap_err();
+    assert!(found(&mut c, "findme").is_empty(), "the history holds the redacted text only");
+    assert_eq!(found(&mut c, "sqlr_search_target").len(), 1);
+
+    // Bad paging and no session are errors.
+    let err = searched_page(&mut c, &token, Some("select"), 0, None).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023");
+    let err = searched_page(&mut c, "fbs_nobody", Some("select"), 10, None).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "28000");
+}
+
+// ---------------------------------------------------------------------------------
+// Saved snippets
+// ---------------------------------------------------------------------------------
+
+/// save_sql_snippet: (ok, code, message, snippet_id).
+fn save_snippet(c: &mut Conns, token: &str, name: &str, sql: &str) -> Result<(bool, String, String, String), postgres::Error> {
+    let row = c
+        .web
+        .query_one("SELECT ok, code, message, snippet_id::text FROM fluxbase_admin.save_sql_snippet($1, $2, $3)", &[&token, &name, &sql])?;
+    Ok((row.get(0), row.get(1), row.get(2), row.get(3)))
+}
+
+/// The caller's snippets: (id, name, statement).
+fn snippets(c: &mut Conns, token: &str) -> Vec<(String, String, String)> {
+    c.web
+        .query("SELECT snippet_id::text, name, statement FROM fluxbase_admin.list_sql_snippets($1)", &[&token])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[test]
+fn snippets_are_saved_replaced_listed_and_deleted_by_their_owner_only() {
+    let Ctx { db, mut c, token } = setup();
+    let (ok_, code, message, first) = save_snippet(&mut c, &token, "  Recent items ", "SELECT * FROM public.items ORDER BY id DESC").unwrap();
+    assert!(ok_ && code == "saved", "{code}: {message}");
+    assert!(message.contains("Recent items"), "{message}");
+    let (_, code, _, again) = save_snippet(&mut c, &token, "Recent items", "SELECT * FROM public.items ORDER BY id DESC LIMIT 5").unwrap();
+    assert_eq!((code.as_str(), again.as_str()), ("replaced", first.as_str()), "the same name replaces, keeping the id");
+    let (_, _, _, second) = save_snippet(&mut c, &token, "counts", "SELECT count(*) FROM public.items").unwrap();
+    assert_eq!(
+        snippets(&mut c, &token),
+        [
+            (second.clone(), "counts".to_string(), "SELECT count(*) FROM public.items".to_string()),
+            (first.clone(), "Recent items".to_string(), "SELECT * FROM public.items ORDER BY id DESC LIMIT 5".to_string()),
+        ],
+        "by name, ignoring case; the name trimmed"
+    );
+
+    // Viewers keep snippets of their own (they run read-only SQL); nobody sees another's.
+    let (mut viewer, vtoken) = sign_in(&db, "vic@example.com", "viewer");
+    assert!(snippets(&mut viewer, &vtoken).is_empty());
+    let (_, code, _, vics) = save_snippet(&mut viewer, &vtoken, "counts", "SELECT 42").unwrap();
+    assert_eq!(code, "saved", "the same name is another admin's own");
+    assert_eq!(snippets(&mut viewer, &vtoken), [(vics.clone(), "counts".to_string(), "SELECT 42".to_string())]);
+    assert_eq!(snippets(&mut c, &token).len(), 2);
+    let err = viewer.web.query("SELECT * FROM fluxbase_admin.delete_sql_snippet($1, $2::text::uuid)", &[&vtoken, &first]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "P0002", "another admin's snippet is not found");
+    assert_eq!(snippets(&mut c, &token).len(), 2);
+
+    let row = c
+        .web
+        .query_one("SELECT ok, code FROM fluxbase_admin.delete_sql_snippet($1, $2::text::uuid)", &[&token, &second])
+        .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, String>(1)), (true, "deleted".to_string()));
+    assert_eq!(snippets(&mut c, &token).len(), 1);
+    let err = c.web.query("SELECT * FROM fluxbase_admin.delete_sql_snippet($1, $2::text::uuid)", &[&token, &second]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "P0002", "deleted once");
+
+    // Audited: who, which snippet, its name and statement.
+    let saved = audit_details(&db, "snippet.saved");
+    assert_eq!(saved.len(), 4);
+    assert_eq!(saved[0]["name"], "Recent items");
+    assert_eq!(saved[0]["replaced"], false);
+    assert_eq!(saved[1]["replaced"], true);
+    assert_eq!(saved[1]["statement"], "SELECT * FROM public.items ORDER BY id DESC LIMIT 5");
+    let deleted: Vec<(String, String, Value)> = db
+        .connect(Caller::Superuser)
+        .query("SELECT actor, target_id, details FROM dashboard_auth.audit_log WHERE action = 'snippet.deleted'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(deleted, [("ann@example.com".to_string(), second.clone(), json!({"name": "counts"}))]);
+    let target: String = su_one(&db, "SELECT target_type FROM dashboard_auth.audit_log WHERE action = 'snippet.saved' LIMIT 1");
+    assert_eq!(target, "sql_snippet");
+}
+
+#[test]
+fn a_snippet_is_refused_bad_input_and_a_password() {
+    let Ctx { db, mut c, token } = setup();
+    for (name, sql) in [
+        ("", "SELECT 1"),
+        ("   ", "SELECT 1"),
+        (&"n".repeat(201)[..], "SELECT 1"),
+        ("empty", ""),
+        ("blank", "  \n "),
+        ("secret", "ALTER ROLE x PASSWORD 'hunter2'"),
+        ("secret too", "CREATE ROLE y LOGIN PASSWORD $p$hunter2$p$"),
+    ] {
+        let err = save_snippet(&mut c, &token, name, sql).unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{name:?} {sql:?}: {err:?}");
+    }
+    let err = save_snippet(&mut c, &token, "secret", "ALTER ROLE x PASSWORD 'hunter2'").unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("PASSWORD"), "{err:?}");
+    let huge = format!("SELECT '{}'", "x".repeat(100_000));
+    assert_eq!(save_snippet(&mut c, &token, "huge", &huge).unwrap_err().code().unwrap().code(), "22023");
+    let nothing: i64 = su_one(&db, "SELECT count(*) FROM dashboard_auth.sql_snippets");
+    assert_eq!(nothing, 0);
+    let leaks: i64 = su_one(&db, "SELECT count(*) FROM dashboard_auth.audit_log WHERE details::text LIKE '%hunter2%'");
+    assert_eq!(leaks, 0);
+    // The word password that is no keyword before a literal is fine.
+    let (_, code, ..) = save_snippet(&mut c, &token, "columns", "SELECT password FROM public.items").unwrap();
+    assert_eq!(code, "saved");
+    let (_, code, ..) = save_snippet(&mut c, &token, "columns", "SELECT 'password' AS word").unwrap();
+    assert_eq!(code, "replaced");
+
+    // No session: every snippet function says so.
+    for sql in [
+        "SELECT * FROM fluxbase_admin.list_sql_snippets('fbs_nobody')",
+        "SELECT * FROM fluxbase_admin.save_sql_snippet('fbs_nobody', 'a', 'SELECT 1')",
+        "SELECT * FROM fluxbase_admin.delete_sql_snippet('fbs_nobody', gen_random_uuid())",
+    ] {
+        assert_eq!(c.web.query(sql, &[]).unwrap_err().code().unwrap().code(), "28000", "{sql}");
+    }
+    // Only the dashboard's role calls them.
+    let mut app = db.connect(Caller::App);
+    let err = app.query("SELECT * FROM fluxbase_admin.list_sql_snippets($1)", &[&token]).unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
 }
 
 // ---------------------------------------------------------------------------------

@@ -54,6 +54,19 @@ fn a_read_and_a_write_run_through_the_binary() {
     let (_, history) = server.get_json_with("/api/sql/history", &token);
     let statuses: Vec<&str> = history["rows"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["failed", "succeeded", "succeeded"]);
+    // Searched and paged as list_sql_runs is.
+    let (status, found) = server.get_json_with("/api/sql/history?search=UPDATE%20notes&page_size=1", &token);
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["rows"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["rows"][0]["statement"], "UPDATE notes SET body = 'y'");
+    let cursor = found["next_cursor"].as_str().expect("a second page").replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let (_, rest) = server.get_json_with(&format!("/api/sql/history?search=update%20NOTES&page_size=1&cursor={cursor}"), &token);
+    assert_eq!(rest["rows"][0]["statement"], "UPDATE notes SET body = 'x' WHERE id < 3", "{rest}");
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+
+    // EXPLAIN in JSON: the plan is a tree, not text.
+    let plan = run(&server, &token, json!({"statement": "SELECT * FROM notes", "explain": "plan_json"}));
+    assert!(plan["plan"][0]["Plan"]["Node Type"].is_string(), "{plan}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ struct Enrolled {
 fn enrol(web: &mut Client, email: &str) -> Enrolled {
     away_from_a_step_boundary();
     let token = login(web, email, PASSWORD, "192.0.2.1").token.unwrap();
-    let started = as_dashboard(web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.start_two_factor($1)", &[&token]).unwrap();
+    let started = as_dashboard(web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.start_two_factor($1, $2)", &[&token, &PASSWORD]).unwrap();
     let app = Authenticator::new(&started[0].get::<_, String>(0));
     let confirmed = as_dashboard(web, "SELECT ok, code, recovery_codes FROM dashboard_auth.confirm_two_factor($1, $2)", &[&token, &app.code(-1)]).unwrap();
     assert!(confirmed[0].get::<_, bool>(0), "confirm: {}", confirmed[0].get::<_, String>(1));
@@ -48,7 +48,7 @@ fn enrolment_shows_the_secret_once_and_turns_on_only_after_a_confirmed_code() {
     create_admin(&db, "ann@example.com", "admin");
     let mut web = db.connect(Caller::Dashboard);
     let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    let started = as_dashboard(&mut web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.start_two_factor($1)", &[&token]).unwrap();
+    let started = as_dashboard(&mut web, "SELECT secret, otpauth_uri, qr_png_data_uri FROM dashboard_auth.start_two_factor($1, $2)", &[&token, &PASSWORD]).unwrap();
     let (secret, uri, qr): (String, String, String) = (started[0].get(0), started[0].get(1), started[0].get(2));
     assert!(uri.starts_with("otpauth://totp/Fluxbase:ann%40example.com?") && uri.contains("issuer=Fluxbase"), "{uri}");
     assert!(uri.contains(&format!("secret={secret}")), "{uri}");
@@ -84,7 +84,7 @@ fn an_enrolment_never_confirmed_expires() {
     create_admin(&db, "ann@example.com", "admin");
     let mut web = db.connect(Caller::Dashboard);
     let token = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
-    let secret: String = as_dashboard(&mut web, "SELECT secret FROM dashboard_auth.start_two_factor($1)", &[&token]).unwrap()[0].get(0);
+    let secret: String = as_dashboard(&mut web, "SELECT secret FROM dashboard_auth.start_two_factor($1, $2)", &[&token, &PASSWORD]).unwrap()[0].get(0);
     db.connect(Caller::Superuser).batch_execute("UPDATE dashboard_auth.dashboard_users SET totp_pending_until = now() - interval '1 second'").unwrap();
     let late = as_dashboard(&mut web, "SELECT code FROM dashboard_auth.confirm_two_factor($1, $2)", &[&token, &Authenticator::new(&secret).code(0)]).unwrap();
     assert_eq!(late[0].get::<_, String>(0), "no_enrolment");
@@ -215,7 +215,12 @@ fn wrong_codes_count_toward_the_lockout() {
     }
     // Locked: the challenge is over, and even the right code does not sign in.
     assert_eq!(second_step(&mut web, &pending, &ann.app.code(0)).code, "invalid_challenge");
-    let locked: bool = db.connect(Caller::Superuser).query_one("SELECT locked_until > now() FROM dashboard_auth.dashboard_users", &[]).unwrap().get(0);
+    // The code step ran without an address (NULL, as from psql): that address is locked out.
+    let locked: bool = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT locked_until > now() FROM dashboard_auth.address_lockouts WHERE ip IS NULL", &[])
+        .unwrap()
+        .get(0);
     assert!(locked);
 }
 
@@ -291,4 +296,96 @@ fn a_reset_link_leads_to_the_code_step_when_2fa_is_on() {
     assert!(redeemed.token.is_none());
     let signed_in = second_step(&mut web, redeemed.challenge.as_deref().unwrap(), &ann.app.code(0));
     assert!(signed_in.ok, "{signed_in:?}");
+}
+
+/// The outcome of start_two_factor from `ip`: (ok, code, message, whether a secret came back).
+fn start_enrolment(web: &mut Client, token: &str, password: &str, ip: &str) -> (bool, String, String, bool) {
+    let rows = admin::as_dashboard_from(
+        web,
+        ip,
+        "SELECT ok, code, message, secret IS NOT NULL FROM dashboard_auth.start_two_factor($1, $2)",
+        &[&token, &password],
+    )
+    .unwrap();
+    (rows[0].get(0), rows[0].get(1), rows[0].get(2), rows[0].get(3))
+}
+
+#[test]
+fn enrolling_needs_the_password_again_so_a_stolen_session_cannot_bind_a_device() {
+    let db = TestDb::new();
+    create_admin(&db, "ann@example.com", "admin");
+    let mut web = db.connect(Caller::Dashboard);
+    let stolen = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+
+    // The thief has the session, not the password: refused, returned (not raised), recorded.
+    let (ok, code, message, secret) = start_enrolment(&mut web, &stolen, "the thief's best guess", "198.51.100.66");
+    assert_eq!((ok, code.as_str(), message.as_str(), secret), (false, "wrong_password", "The password is wrong.", false));
+    let mut su = db.connect(Caller::Superuser);
+    let pending: bool = su.query_one("SELECT totp_pending_secret IS NOT NULL FROM dashboard_auth.dashboard_users", &[]).unwrap().get(0);
+    assert!(!pending, "no secret is waiting to be confirmed");
+    let refused: i64 = su
+        .query_one(
+            "SELECT count(*) FROM dashboard_auth.audit_log
+              WHERE action = 'admin.2fa_enrolment_refused' AND details->>'reason' = 'wrong_password' AND ip = '198.51.100.66'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(refused, 1);
+
+    // Wrong passwords count toward the lockout of the address, which ends the sessions.
+    for i in 0..4 {
+        assert_eq!(start_enrolment(&mut web, &stolen, &format!("guess {i} of the thief"), "198.51.100.66").1, "wrong_password");
+    }
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.get_session($1)", &[&stolen])), "28000");
+    let locked: i64 = su
+        .query_one("SELECT count(*) FROM dashboard_auth.address_lockouts WHERE ip = '198.51.100.66' AND locked_until > now()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(locked, 1);
+
+    // The owner, from their own address and with their password, enrols.
+    let own = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    let (ok, code, _, secret) = start_enrolment(&mut web, &own, PASSWORD, "192.0.2.1");
+    assert_eq!((ok, code.as_str(), secret), (true, "ok", true));
+}
+
+#[test]
+fn an_admin_turns_another_admins_2fa_off_and_ends_their_sessions() {
+    let db = TestDb::new();
+    let ann_id = create_admin(&db, "ann@example.com", "admin");
+    let bob_id = create_admin(&db, "bob@example.com", "admin");
+    create_admin(&db, "vic@example.com", "viewer");
+    let mut web = db.connect(Caller::Dashboard);
+    let bob = enrol(&mut web, "bob@example.com");
+    let ann = login(&mut web, "ann@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    let vic = login(&mut web, "vic@example.com", PASSWORD, "192.0.2.1").token.unwrap();
+    let off = |web: &mut Client, token: &str, target: &str| {
+        admin::as_dashboard_from(web, "192.0.2.1", "SELECT ok, code FROM dashboard_auth.disable_admin_two_factor($1, $2::text::uuid)", &[&token, &target])
+    };
+
+    // The list shows who has 2FA on, and since when.
+    let listed = as_dashboard(&mut web, "SELECT two_factor_enabled, two_factor_enabled_at IS NOT NULL FROM dashboard_auth.list_admins($1) WHERE email = 'bob@example.com'", &[&ann]).unwrap();
+    assert_eq!((listed[0].get::<_, bool>(0), listed[0].get::<_, bool>(1)), (true, true));
+
+    // Viewers are refused; one's own 2FA needs the password and a code; an unknown id is not found.
+    assert_eq!(sqlstate(off(&mut web, &vic, &bob_id)), "42501");
+    assert_eq!(sqlstate(off(&mut web, &ann, &ann_id)), "22023");
+    assert_eq!(sqlstate(off(&mut web, &ann, "00000000-0000-0000-0000-000000000000")), "P0002");
+
+    let done = off(&mut web, &ann, &bob_id).unwrap();
+    assert_eq!((done[0].get::<_, bool>(0), done[0].get::<_, String>(1)), (true, "two_factor_disabled".to_string()));
+    assert_eq!(sqlstate(as_dashboard(&mut web, "SELECT * FROM dashboard_auth.get_session($1)", &[&bob.token])), "28000");
+    assert!(login(&mut web, "bob@example.com", PASSWORD, "192.0.2.1").ok, "the password alone signs in again");
+    let audited: i64 = db
+        .connect(Caller::Superuser)
+        .query_one(
+            "SELECT count(*) FROM dashboard_auth.audit_log
+              WHERE action = 'admin.2fa_disabled' AND actor = 'ann@example.com' AND target_id = $1
+                AND details->>'by_operator' = 'false' AND (details->>'sessions_revoked')::int = 1 AND ip = '192.0.2.1'",
+            &[&bob_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
 }

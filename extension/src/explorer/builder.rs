@@ -349,14 +349,65 @@ pub fn csv_quote(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 
+/// A notice that a condition or sort entry names a column the relation no longer has.
+fn missing_column_notice(shape: &Shape, code: &str, column: &str, notices: &mut Vec<Value>) {
+    if notices.iter().any(|n| n["code"] == code && n["column"] == column) {
+        return;
+    }
+    let what = if code == "filter_dropped" { "the filter on it was left out" } else { "the sort on it was left out" };
+    notices.push(json!({
+        "code": code, "column": column,
+        "message": format!("{} has no column {}: {what}", shape.qualified_name(), quote_ident(column)),
+    }));
+}
+
+/// The filter without its conditions on columns the relation no longer has (a page saved
+/// before a column was dropped still opens); a group left empty goes too. Each dropped
+/// column is a notice.
+fn without_missing_columns(shape: &Shape, filter: &Filter, notices: &mut Vec<Value>) -> Option<Filter> {
+    match filter {
+        Filter::Condition { column, .. } if shape.column(column).is_err() => {
+            missing_column_notice(shape, "filter_dropped", column, notices);
+            None
+        }
+        Filter::Condition { .. } => Some(filter.clone()),
+        Filter::All(items) | Filter::Any(items) => {
+            let kept: Vec<Filter> = items.iter().filter_map(|f| without_missing_columns(shape, f, notices)).collect();
+            match (kept.is_empty(), filter) {
+                (true, _) => None,
+                (false, Filter::All(_)) => Some(Filter::All(kept)),
+                (false, _) => Some(Filter::Any(kept)),
+            }
+        }
+    }
+}
+
+/// The order reversed: the rows before a position, nearest first.
+fn reversed(order: &[SortItem]) -> Vec<SortItem> {
+    order
+        .iter()
+        .map(|o| SortItem { column: o.column.clone(), descending: !o.descending, nulls_first: !o.nulls_first })
+        .collect()
+}
+
 /// The statements for one browse request, with their parameters.
 pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
     if !(1..=MAX_PAGE_SIZE).contains(&request.page_size) {
         return Err(format!("page_size is between 1 and {MAX_PAGE_SIZE}, not {}", request.page_size));
     }
+    let mut notices = Vec::new();
+    let filter = request.filter.as_ref().and_then(|f| without_missing_columns(shape, f, &mut notices));
+    let mut sort = Vec::new();
+    for item in &request.sort {
+        if shape.column(&item.column).is_ok() {
+            sort.push(item.clone());
+        } else {
+            missing_column_notice(shape, "sort_dropped", &item.column, &mut notices);
+        }
+    }
     let mut b = Bindings::default();
     let mut conditions = Vec::new();
-    if let Some(filter) = &request.filter {
+    if let Some(filter) = &filter {
         conditions.push(filter_sql(shape, &mut b, filter)?);
     }
     if let Some(term) = request.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -365,13 +416,13 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
         }
         conditions.push(search_sql(shape, &mut b, term)?);
     }
-    for item in &request.sort {
+    for item in &sort {
         shape.column(&item.column)?.operators()?;
     }
     let filter_where = if conditions.is_empty() { "true".to_string() } else { conditions.join(" AND ") };
 
     // The order: the requested sort, then the key's columns, so that it is total.
-    let mut order = request.sort.clone();
+    let mut order = sort;
     if let Some(key) = &shape.key {
         for name in &key.columns {
             if !order.iter().any(|o| &o.column == name) {
@@ -394,7 +445,7 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
             quote_ident(&c.name), c.display_type))),
         _ => ("keyset", None),
     };
-    let pinned = pinned_columns(request.filter.as_ref());
+    let pinned = pinned_columns(filter.as_ref());
     let index = if method == "keyset" { matching_index(shape, &order, &pinned) } else { None };
     if method == "keyset" && index.is_none() {
         note = Some("no index matches this sort: each page reads and sorts all the matching rows, so pages slow down as the table grows".into());
@@ -408,10 +459,17 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
 
     let mut page_where = filter_where.clone();
     let mut offset = None;
+    // A page before a position reads the reversed order from it; read_page turns its
+    // rows around.
+    let mut backward = false;
     if let Some(text) = &request.cursor {
         match cursor::decode(text, &signature)? {
             Position::After(values) if method == "keyset" && values.len() == order.len() => {
                 page_where = format!("{page_where} AND {}", keyset_sql(shape, &mut b, &order, &values)?);
+            }
+            Position::Before(values) if method == "keyset" && values.len() == order.len() => {
+                page_where = format!("{page_where} AND {}", keyset_sql(shape, &mut b, &reversed(&order), &values)?);
+                backward = true;
             }
             Position::Offset(rows) if method == "offset" => offset = Some(rows),
             _ => return Err(cursor::decode("", &Value::Null).unwrap_err()),
@@ -424,6 +482,7 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
         order_terms.extend(tie_breakers(shape, &order));
     }
     let order_by = if order_terms.is_empty() { String::new() } else { format!(" ORDER BY {}", order_terms.join(", ")) };
+    let page_order_by = if backward { format!(" ORDER BY {}", order_by_sql(shape, &reversed(&order))?) } else { order_by.clone() };
     let mut values = Vec::new();
     let mut lengths = Vec::new();
     for column in &shape.columns {
@@ -448,7 +507,7 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
     };
     let page_sql = format!(
         "SELECT pg_catalog.to_jsonb(v.*) AS row_values, {lengths_value} AS lengths, ARRAY[{}]::pg_catalog.text[] AS position \
-         FROM {relation} AS t CROSS JOIN LATERAL (SELECT {}) AS v{lengths_join} WHERE {page_where}{order_by} LIMIT {}{}",
+         FROM {relation} AS t CROSS JOIN LATERAL (SELECT {}) AS v{lengths_join} WHERE {page_where}{page_order_by} LIMIT {}{}",
         positions.join(", "),
         values.join(", "),
         request.page_size + 1,
@@ -459,6 +518,9 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
         "SELECT {} AS line FROM {relation} AS t WHERE {filter_where}{order_by}",
         if csv.is_empty() { "''".to_string() } else { csv.join(" || ',' || ") }
     );
+    // One JSON object a line: jsonb's text has no line breaks, whatever the values hold.
+    let export_jsonl_sql =
+        format!("SELECT pg_catalog.to_jsonb(t.*)::pg_catalog.text AS line FROM {relation} AS t WHERE {filter_where}{order_by}");
     Ok(json!({
         "schema": shape.schema,
         "name": shape.name,
@@ -469,13 +531,16 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
         "checks": b.checks,
         "page_size": request.page_size,
         "first_page": request.cursor.is_none(),
+        "backward": backward,
         "offset": offset,
+        "notices": notices,
         "signature": signature,
         "page_sql": page_sql,
         "count_sql": format!("SELECT pg_catalog.count(*) FROM (SELECT FROM {relation} AS t WHERE {filter_where} LIMIT {}) AS capped", COUNT_CAP + 1),
         "count_cap": COUNT_CAP,
         "estimate_sql": format!("EXPLAIN (FORMAT JSON) SELECT FROM {relation} AS t WHERE {filter_where}"),
         "export_sql": export_sql,
+        "export_jsonl_sql": export_jsonl_sql,
         "export_header": shape.columns.iter().map(|c| csv_quote(&c.name)).collect::<Vec<_>>().join(","),
         "paging": {
             "method": method,
@@ -491,6 +556,18 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
             "note": note,
         },
     }))
+}
+
+/// The cursor of the page before this one: before `position`, its first row (keyset), or
+/// the offset a page back; None on the first page of an offset.
+pub fn prev_cursor(plan: &Value, position: &[Option<String>]) -> Option<String> {
+    let signature = &plan["signature"];
+    if plan["paging"]["method"] == "keyset" {
+        Some(cursor::encode(signature, &Position::Before(position.to_vec())))
+    } else {
+        let offset = plan["offset"].as_i64().unwrap_or(0);
+        (offset > 0).then(|| cursor::encode(signature, &Position::Offset((offset - plan["page_size"].as_i64().unwrap_or(0)).max(0))))
+    }
 }
 
 /// The cursor of the page after this one: after `position` (keyset) or the next offset.
@@ -568,12 +645,48 @@ mod tests {
     #[test]
     fn requests_that_do_not_fit_the_relation_are_refused() {
         let err = |filter: Value, sort: Value| build(&shape(), &request(filter, sort, None)).unwrap_err();
-        assert!(err(json!({"column": "nope", "op": "eq", "value": 1}), Value::Null).contains("has no column \"nope\""));
         assert!(err(json!({"column": "id", "op": "like", "value": "1%"}), Value::Null).contains("text columns"));
         assert!(err(json!({"column": "note", "op": "contains", "value": "x"}), Value::Null).contains("jsonb and array"));
         assert!(err(json!({"column": "doc", "op": "eq", "value": "{}"}), Value::Null).contains("cannot be compared"));
         assert!(err(Value::Null, json!([{"column": "doc"}])).contains("cannot be compared or sorted"));
         assert!(err(json!({"column": "id", "op": "eq", "value": [1, 2]}), Value::Null).contains("single value"));
+    }
+
+    #[test]
+    fn filters_and_sorts_on_missing_columns_are_dropped_with_a_notice() {
+        let filter = json!({"and": [{"column": "gone", "op": "eq", "value": 1},
+                                    {"or": [{"column": "gone", "op": "is_null"}, {"column": "old", "op": "eq", "value": 2}]},
+                                    {"column": "note", "op": "eq", "value": "x"}]});
+        let plan = build(&shape(), &request(filter, json!([{"column": "old"}, {"column": "id", "direction": "desc"}]), None)).unwrap();
+        assert_eq!(plan["params"], json!(["x"]));
+        let notices: Vec<(&str, &str)> = plan["notices"].as_array().unwrap().iter()
+            .map(|n| (n["code"].as_str().unwrap(), n["column"].as_str().unwrap())).collect();
+        assert_eq!(notices, [("filter_dropped", "gone"), ("filter_dropped", "old"), ("sort_dropped", "old")]);
+        assert!(plan["notices"][0]["message"].as_str().unwrap().contains("has no column \"gone\""));
+        assert_eq!(plan["paging"]["order"], json!([{"column": "id", "direction": "desc", "nulls": "first"}]));
+        // A column that exists but cannot be compared is still an error.
+        assert!(build(&shape(), &request(json!({"column": "doc", "op": "eq", "value": "{}"}), Value::Null, None)).is_err());
+    }
+
+    #[test]
+    fn a_page_before_a_position_reads_the_reversed_order_from_it() {
+        let sort = json!([{"column": "note", "direction": "asc", "nulls": "last"}]);
+        let first = build(&shape(), &request(Value::Null, sort.clone(), None)).unwrap();
+        assert_eq!(first["backward"], false);
+        let cursor = prev_cursor(&first, &[Some("m".into()), Some("7".into())]).unwrap();
+        let plan = build(&shape(), &request(Value::Null, sort, Some(cursor))).unwrap();
+        assert_eq!(plan["backward"], true);
+        let sql = plan["page_sql"].as_str().unwrap();
+        // Before "m" (nulls last): smaller notes, or the same note and a smaller id; no NULLs.
+        assert!(sql.contains("(t.\"note\" OPERATOR(\"pg_catalog\".<) $1[1]::\"pg_catalog\".\"text\")"), "{sql}");
+        assert!(sql.contains("t.\"id\" OPERATOR(\"pg_catalog\".<) $1[2]"), "{sql}");
+        assert!(sql.contains("ORDER BY t.\"note\" DESC NULLS FIRST, t.\"id\" DESC NULLS FIRST LIMIT 11"), "{sql}");
+        // Offsets: a page back, never below 0; none from the first page.
+        let by_email = build(&shape(), &request(Value::Null, json!([{"column": "email"}]), None)).unwrap();
+        assert_eq!(prev_cursor(&by_email, &[]), None);
+        let third = build(&shape(), &request(Value::Null, json!([{"column": "email"}]), Some(cursor::encode(&by_email["signature"], &Position::Offset(25))))).unwrap();
+        let back = build(&shape(), &request(Value::Null, json!([{"column": "email"}]), prev_cursor(&third, &[]))).unwrap();
+        assert!(back["page_sql"].as_str().unwrap().ends_with("LIMIT 11 OFFSET 15"));
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn writable<'a>(shape: &'a Shape, name: &str) -> Result<&'a Column, String> {
 }
 
 /// `(t."id" = $1[1]::int8) OR (...)`: the rows named by their primary keys.
-fn keys_sql(shape: &Shape, b: &mut Bindings, keys: &[Value]) -> Result<String, String> {
+pub(super) fn keys_sql(shape: &Shape, b: &mut Bindings, keys: &[Value]) -> Result<String, String> {
     let key = &shape.key.as_ref().expect("editable relations have a primary key").columns;
     for (i, k) in keys.iter().enumerate() {
         if keys[..i].contains(k) {

@@ -7,6 +7,7 @@ mod builder;
 mod cursor;
 mod edits;
 mod request;
+mod rows;
 mod shape;
 
 pgrx::extension_sql_file!("../../../sql/explorer_catalog.sql", name = "explorer_catalog", requires = ["admin_auth"]);
@@ -74,12 +75,41 @@ mod fluxbase_admin {
     fn next_page_cursor(plan: JsonB, position: Vec<Option<String>>) -> String {
         super::builder::next_cursor(&plan.0, &position)
     }
+
+    /// The cursor of the page before the one `plan` read, whose first row sorts at
+    /// `position`; NULL before an offset page that is the first.
+    #[pg_extern(immutable, parallel_safe, strict)]
+    fn prev_page_cursor(plan: JsonB, position: Vec<Option<String>>) -> Option<String> {
+        super::builder::prev_cursor(&plan.0, &position)
+    }
+
+    fn shape_of(shape: JsonB) -> super::shape::Shape {
+        serde_json::from_value(shape.0).unwrap_or_else(|e| invalid(format!("malformed relation shape: {e}")))
+    }
+
+    /// The statement that reads one cell of the relation `shape` describes in full, by
+    /// the row's key (see rows.rs). Refused (22023) for a relation without a key or a
+    /// column it does not have.
+    #[pg_extern(immutable, parallel_safe)]
+    fn build_cell(shape: JsonB, column_name: Option<&str>, key: Option<JsonB>) -> JsonB {
+        let column = column_name.unwrap_or_else(|| invalid("the request names no column: give \"column\"".into()));
+        let key = key.map_or(serde_json::Value::Null, |k| k.0);
+        JsonB(super::rows::build_cell(&shape_of(shape), column, &key).unwrap_or_else(|e| invalid(e)))
+    }
+
+    /// The statement that reads rows by their keys as JSON and as an INSERT statement's
+    /// tuples (see rows.rs). Refused (22023) for a relation without a key.
+    #[pg_extern(immutable, parallel_safe)]
+    fn build_copy(shape: JsonB, payload: Option<JsonB>) -> JsonB {
+        let payload = payload.map_or(serde_json::Value::Null, |p| p.0);
+        JsonB(super::rows::build_copy(&shape_of(shape), &payload).unwrap_or_else(|e| invalid(e)))
+    }
 }
 
 pgrx::extension_sql_file!(
     "../../../sql/explorer_browse.sql",
     name = "explorer_browse",
-    requires = ["explorer_catalog", "impersonation", build_browse, next_page_cursor]
+    requires = ["explorer_catalog", "impersonation", build_browse, next_page_cursor, prev_page_cursor, build_cell, build_copy]
 );
 
 pgrx::extension_sql_file!(
@@ -88,7 +118,7 @@ pgrx::extension_sql_file!(
     requires = ["explorer_browse", build_edit]
 );
 
-pgrx::extension_sql_file!("../../../sql/explorer_realtime.sql", name = "explorer_realtime", requires = ["explorer_catalog"]);
+// sql/explorer_realtime.sql is pulled in by realtime.rs, which holds its event MACs.
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
