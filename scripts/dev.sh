@@ -81,4 +81,5 @@ info "credentials: $FLUXBASE_PG_ROOT/dev/credentials.env"
 export DATABASE_URL="$DASHBOARD_URL"
 export FLUXBASE_ADMIN_DATA_DATABASE_URL="$DATA_URL"
 export FLUXBASE_ADMIN_SESSION_SECRET="$SESSION_SECRET"
-exec "$FLUXBASE" serve
+# --dev: should the credentials file lose its secret, serve makes one up and warns.
+exec "$FLUXBASE" serve --dev

@@ -9,6 +9,7 @@ APT_PACKAGES=(
     libssl-dev pkg-config                                      # TLS to Postgres
     sudo openssl ca-certificates                               # pgrx test --runas; test certificates
     chromium chromium-driver                                   # end-to-end tests in a real browser
+    fonts-dejavu-core                                          # the font of the browser tests' screenshots
 )
 
 step "Checking system packages"

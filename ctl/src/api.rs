@@ -49,8 +49,8 @@ impl ApiError {
     /// the database's address and the server's internals, so it goes to the log only; the
     /// client gets a reference to find it there.
     pub fn internal(e: anyhow::Error) -> Self {
-        let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        tracing::warn!(reference = %reference, error = %format!("{e:#}"), "request failed");
+        // One mechanism for the API and the pages (crate::web::errors).
+        let reference = crate::web::errors::log_with_reference(&e);
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use ipnet::IpNet;
 
 use crate::db::RequestContext;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The longest user agent passed on; the audit log keeps 500 characters of it.
 const MAX_USER_AGENT_CHARS: usize = 500;

@@ -79,10 +79,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLUXBASE_ADMIN_BIND", default_value = "127.0.0.1", value_name = "ADDR")]
     pub bind: String,
 
-    /// Secret that signs the session cookie and CSRF tokens (at least 32 characters).
-    /// Unset: a random one per process, so sessions end when it restarts.
+    /// Secret that signs the session cookie and CSRF tokens (at least 32 characters),
+    /// e.g. from `openssl rand -hex 32`. Required, except with --dev
     #[arg(long, env = "FLUXBASE_ADMIN_SESSION_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub session_secret: Option<String>,
+
+    /// Development mode: without a session secret, make a random one for this process
+    /// (admins are signed out when it restarts) and say so
+    #[arg(long)]
+    pub dev: bool,
 
     /// Lifetime of a new admin session, e.g. 30m, 8h, 7d (at most 7d).
     /// Unset: the database setting applies (24h unless changed).
@@ -118,8 +123,7 @@ pub struct ServeSettings {
     pub port: u16,
     pub bind: IpAddr,
     pub session_secret: SessionSecret,
-    // Validated now; passed to dashboard_auth.sign_in by the sign-in page when it arrives.
-    #[allow(dead_code)]
+    /// Passed as `valid_for` to the functions that start a session (sign-in, setup, links).
     pub session_timeout: Option<Duration>,
     pub public_url: Option<url::Url>,
     pub trusted_proxies: TrustedProxies,
@@ -129,9 +133,9 @@ pub struct ServeSettings {
 
 #[derive(Clone)]
 pub struct SessionSecret {
-    // Signs the session cookie and CSRF tokens of the web UI's forms (coming with its pages).
-    #[allow(dead_code)]
+    /// Signs the session cookie and derives the CSRF tokens (crate::web::session).
     pub bytes: Vec<u8>,
+    /// Made up for this process (--dev without a secret).
     pub ephemeral: bool,
 }
 
@@ -227,8 +231,10 @@ impl ServeArgs {
                 "FLUXBASE_ADMIN_SESSION_SECRET (--session-secret) must be at least \
                  {MIN_SESSION_SECRET_LEN} characters; generate one with: openssl rand -hex 32"
             ),
-            Some(secret) => SessionSecret { bytes: secret.as_bytes().to_vec(), ephemeral: false },
-            None => SessionSecret { bytes: rand::random::<[u8; 32]>().to_vec(), ephemeral: true },
+            Some(secret) => Some(SessionSecret { bytes: secret.as_bytes().to_vec(), ephemeral: false }),
+            None if self.dev => Some(SessionSecret { bytes: rand::random::<[u8; 32]>().to_vec(), ephemeral: true }),
+            // Refused last, so that every malformed setting is named first.
+            None => None,
         };
         let session_timeout = self
             .session_timeout
@@ -258,6 +264,13 @@ impl ServeArgs {
                     self.heartbeat_interval
                 )
             })?;
+        let Some(session_secret) = session_secret else {
+            bail!(
+                "FLUXBASE_ADMIN_SESSION_SECRET is not set: it signs the session cookie; generate one with \
+                 `openssl rand -hex 32` and pass it as FLUXBASE_ADMIN_SESSION_SECRET or --session-secret \
+                 (or run `fluxbase serve --dev` for a throwaway one)"
+            );
+        };
         Ok(ServeSettings { database, data_database, port, bind, session_secret, session_timeout, public_url, trusted_proxies, metrics_token, heartbeat_interval })
     }
 }

@@ -9,11 +9,14 @@ mod config;
 mod db;
 mod extension;
 mod notices;
+mod pages;
 mod realtime;
 mod realtime_events;
 mod server;
 mod sql_runner;
+mod state;
 mod telemetry;
+mod web;
 
 use std::process::ExitCode;
 

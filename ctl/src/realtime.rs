@@ -24,7 +24,7 @@ use crate::client::ClientContext;
 use crate::config::DatabaseSettings;
 use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
 use crate::realtime_events::{Budget, EventKey};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const CHANNEL: &str = "fluxbase_realtime";
 /// How the listening connection shows in pg_stat_activity.

@@ -1,7 +1,6 @@
 //! `fluxbase serve`: checks that the database is ready, then serves the dashboard.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +14,6 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::client::TrustedProxies;
 use crate::config::ServeSettings;
 use crate::db::{self, DbRole, RequestContext};
 use crate::realtime;
@@ -27,69 +25,8 @@ use crate::telemetry;
 const POOL_SIZE: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    pool: Pool,
-    data_pool: Pool,
-    realtime: realtime::Hub,
-    settings: ServeSettings,
-    /// Where links point (FLUXBASE_ADMIN_PUBLIC_URL, else http://localhost:<bound port>).
-    public_url: String,
-    instance_id: String,
-    requests: telemetry::RequestCounters,
-}
-
-impl AppState {
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
-    }
-
-    pub fn database_config(&self) -> &tokio_postgres::Config {
-        &self.inner.settings.database.config
-    }
-
-    /// The data login's pool (FLUXBASE_ADMIN_DATA_DATABASE_URL).
-    pub fn data_pool(&self) -> &Pool {
-        &self.inner.data_pool
-    }
-
-    pub fn data_database_config(&self) -> &tokio_postgres::Config {
-        &self.inner.settings.data_database.config
-    }
-
-    pub fn instance_id(&self) -> &str {
-        &self.inner.instance_id
-    }
-
-    pub fn requests(&self) -> &telemetry::RequestCounters {
-        &self.inner.requests
-    }
-
-    pub fn realtime(&self) -> &realtime::Hub {
-        &self.inner.realtime
-    }
-
-    pub fn metrics_token(&self) -> Option<&str> {
-        self.inner.settings.metrics_token.as_deref()
-    }
-
-    pub fn public_url(&self) -> &str {
-        &self.inner.public_url
-    }
-
-    pub fn trusted_proxies(&self) -> &TrustedProxies {
-        &self.inner.settings.trusted_proxies
-    }
-
-    /// The context of this copy's own work, which no client asked for.
-    pub fn background_context(&self) -> RequestContext {
-        RequestContext::background(self.public_url())
-    }
-}
+// The state lives in its own module; this name stays for the routes that import it here.
+pub use crate::state::AppState;
 
 pub async fn serve(settings: ServeSettings) -> Result<()> {
     let pool = db::pool(&settings.database, POOL_SIZE)?;
@@ -98,7 +35,7 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
 
     if settings.session_secret.ephemeral {
         eprintln!(
-            "warning: FLUXBASE_ADMIN_SESSION_SECRET is not set; using a random secret, so admins are \
+            "warning: --dev without FLUXBASE_ADMIN_SESSION_SECRET: using a random secret, so admins are \
              signed out when fluxbase restarts and several copies cannot share sessions"
         );
     }
@@ -113,17 +50,10 @@ pub async fn serve(settings: ServeSettings) -> Result<()> {
     let setup_link = setup_link_if_needed(&pool, &settings, &public_url).await?;
 
     let heartbeat = settings.heartbeat_interval;
-    let state = AppState {
-        inner: Arc::new(Inner {
-            pool,
-            data_pool,
-            realtime: realtime::Hub::start(settings.database.clone()),
-            settings,
-            public_url: public_url.clone(),
-            instance_id: telemetry::instance_id(),
-            requests: Default::default(),
-        }),
-    };
+    let state = AppState::new(pool, data_pool, settings, public_url.clone());
+    if state.test_pages() {
+        eprintln!("warning: FLUXBASE_ADMIN_TEST_PAGES=1: serving the browser tests' pages under /__test/");
+    }
     tokio::spawn(telemetry::run_ticker(state.clone(), heartbeat));
     let app = router(state);
 
@@ -160,6 +90,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/realtime/{schema}/{table}", get(realtime::stream));
     bounded
         .merge(runs)
+        .merge(crate::web::router())
+        .merge(crate::pages::router())
+        .fallback(crate::web::errors::not_found)
+        // Every response, the API's and the errors' included, gets the security headers.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::security::headers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::count_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -274,8 +209,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn extension_version_as_dashboard(state: &AppState) -> Result<Option<String>> {
-    let config = &state.inner.settings.database.config;
-    let mut client = db::checkout(&state.inner.pool, config).await?;
+    let mut client = db::checkout(state.pool(), state.database_config()).await?;
     let tx = db::begin(&mut client, DbRole::Dashboard, &state.background_context(), Duration::from_secs(5)).await?;
     let version = installed_extension_version(&tx).await?;
     tx.commit().await.map_err(db::pg_error)?;

@@ -24,7 +24,7 @@ use crate::api::{self, ApiError};
 use crate::client::ClientContext;
 use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
 use crate::notices;
-use crate::server::AppState;
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct RunRequest {

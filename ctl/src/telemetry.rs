@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::db::{self, DbRole};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Requests served, by route and status.
 #[derive(Default)]

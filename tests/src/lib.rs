@@ -335,6 +335,21 @@ impl Server {
         format!("{}{}", self.base_url, path)
     }
 
+    /// The first line of the server's output that contains `needle`, waiting for it up to
+    /// 10 s: the output is read by threads of its own, so a line logged while a request
+    /// was answered may arrive a moment after the answer.
+    pub fn output_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let output = self.output.lock().unwrap().clone();
+            if let Some(line) = output.lines().find(|line| line.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < deadline, "no line with {needle} in the server's output:\n{output}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -394,6 +409,7 @@ pub fn text(output: &Output) -> (String, String) {
 
 pub mod admin;
 pub mod authenticator;
+pub mod browser;
 pub mod data_plane;
 pub mod fixtures;
 

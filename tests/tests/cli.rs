@@ -42,6 +42,8 @@ fn serve_help_lists_every_setting_with_its_environment_variable() {
 fn serve_fails_with(envs: &[(&str, &str)]) -> String {
     let mut cmd = fluxbase();
     cmd.arg("serve");
+    // A valid secret unless a case sets its own: these cases are about the other settings.
+    cmd.env("FLUXBASE_ADMIN_SESSION_SECRET", "test-secret-test-secret-test-secret-0123");
     for (key, value) in envs {
         cmd.env(key, value);
     }

@@ -151,15 +151,6 @@ fn an_internal_error_gives_a_reference_and_keeps_the_database_address_in_the_log
     }
     assert!(error["message"].as_str().unwrap().contains(reference), "{body}");
     // The log has the reference with the detail an operator needs.
-    // The server's output is read by threads of its own: wait for the line to arrive.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let log_line = loop {
-        let output = server.output.lock().unwrap().clone();
-        if let Some(line) = output.lines().find(|line| line.contains(reference)) {
-            break line.to_string();
-        }
-        assert!(std::time::Instant::now() < deadline, "no log line with {reference}:\n{output}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let log_line = server.output_line(reference);
     assert!(log_line.contains(&db.name), "the log names the database: {log_line}");
 }
