@@ -14,6 +14,7 @@ mod realtime;
 mod realtime_events;
 mod server;
 mod sql_runner;
+mod tables_api;
 mod state;
 mod telemetry;
 mod web;

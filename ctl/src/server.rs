@@ -82,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(telemetry::metrics))
         .route("/api/sql/runs/{run_id}/cancel", post(sql_runner::cancel))
         .route("/api/sql/history", get(sql_runner::history))
+        .route("/api/tables", get(crate::tables_api::list))
+        .route("/api/tables/{schema}/{table}", get(crate::tables_api::structure))
+        .route("/api/tables/{schema}/{table}/rows", get(crate::tables_api::rows))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     // A SQL run is bounded by the runner's own statement timeout (runner.timeout), and an
     // event stream lasts as long as its page.

@@ -146,3 +146,13 @@ pub fn for_each_data_login(su: &mut Client, statement: &str) {
     ))
     .unwrap();
 }
+
+/// The `id` column of a browse page's rows, in order.
+pub fn ids(page: &Value) -> Vec<i64> {
+    page["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in {page}"))
+        .iter()
+        .map(|r| r["values"]["id"].as_i64().unwrap_or_else(|| panic!("no id in {r}")))
+        .collect()
+}

@@ -6,7 +6,7 @@
 //! and RLS never hiding rows from the unimpersonated admin.
 
 use fluxbase_tests::admin::{as_dashboard, create_admin, describe, failure, login, PASSWORD};
-use fluxbase_tests::data_plane::{claimed, export_claimed, export_lines, Planes};
+use fluxbase_tests::data_plane::{claimed, export_claimed, export_lines, ids, Planes};
 use fluxbase_tests::{Caller, TestDb, strings};
 use postgres::Client;
 use serde_json::{json, Value};
@@ -158,15 +158,6 @@ fn state_of<T: std::fmt::Debug>(result: Result<T, postgres::Error>) -> String {
     }
 }
 
-/// The ids of a page's rows, in order.
-fn ids(page: &Value) -> Vec<i64> {
-    page["rows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rows in {page}"))
-        .iter()
-        .map(|r| r["values"]["id"].as_i64().unwrap_or_else(|| panic!("no id in {r}")))
-        .collect()
-}
 
 fn superuser_ids(db: &TestDb, sql: &str) -> Vec<i64> {
     db.connect(Caller::Superuser).query(sql, &[]).unwrap().iter().map(|r| r.get::<_, i32>(0) as i64).collect()

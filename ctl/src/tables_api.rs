@@ -1,0 +1,145 @@
+//! The explorer's JSON routes, for scripts and for `make bench`. The rules live in the
+//! extension (sql/explorer_catalog.sql, sql/explorer_browse.sql); this module only
+//! carries a request to it and its answer back, as it is.
+//!
+//! - `GET /api/tables`: `fluxbase_admin.list_tables`, as `{"tables": [...]}`;
+//! - `GET /api/tables/{schema}/{table}`: `fluxbase_admin.describe_table`;
+//! - `GET /api/tables/{schema}/{table}/rows?filter=&sort=&search=&cursor=&page_size=&total=`:
+//!   one page of `fluxbase_admin.browse`, a ticket from the dashboard login claimed on
+//!   the data login (as the SQL runner does it).
+//!
+//! They take `Authorization: Bearer <session token>` or the dashboard's session cookie;
+//! they are reads, so no CSRF token.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use deadpool_postgres::Object;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_postgres::types::Type;
+
+use crate::api::{self, ApiError};
+use crate::client::ClientContext;
+use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
+use crate::state::AppState;
+
+/// The session: the bearer token of a script, or else the browser's signed cookie.
+fn session(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    api::session_token(headers).or_else(|missing| crate::web::session::session_token(state, headers).ok_or(missing))
+}
+
+fn as_json(text: &str) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::from_str::<Value>(text).map_err(|e| ApiError::internal(e.into()))?))
+}
+
+/// One statement on the dashboard login that returns text (JSON), committed.
+async fn on_dashboard(
+    state: &AppState,
+    context: &RequestContext,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<String, ApiError> {
+    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(ApiError::internal)?;
+    let tx = db::begin(&mut client, DbRole::Dashboard, context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
+    let text: String = tx.query_one(sql, params).await?.get(0);
+    tx.commit().await?;
+    Ok(text)
+}
+
+/// `GET /api/tables`: schemas, tables and views, with what the explorer cannot read.
+pub async fn list(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let token = session(&state, &headers)?;
+    let text = on_dashboard(
+        &state,
+        &context,
+        "SELECT pg_catalog.jsonb_build_object('tables', coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t) - 'ordinality' ORDER BY t.ordinality), '[]'))::text
+           FROM ROWS FROM (fluxbase_admin.list_tables($1)) WITH ORDINALITY AS t",
+        &[&token],
+    )
+    .await?;
+    as_json(&text)
+}
+
+/// `GET /api/tables/{schema}/{table}`: the structure, as `describe_table` gives it.
+pub async fn structure(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Path((schema, table)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let token = session(&state, &headers)?;
+    let text = on_dashboard(&state, &context, "SELECT fluxbase_admin.describe_table($1, $2, $3)::text", &[&token, &schema, &table]).await?;
+    as_json(&text)
+}
+
+/// The query of a browse, each field as it was typed: the extension reads and checks
+/// them (a malformed filter is Postgres's JSON error, a page size out of range the
+/// extension's). An empty field is an absent one.
+#[derive(Deserialize)]
+pub struct RowsQuery {
+    filter: Option<String>,
+    sort: Option<String>,
+    search: Option<String>,
+    cursor: Option<String>,
+    page_size: Option<String>,
+    total: Option<String>,
+}
+
+fn given(field: Option<String>) -> Option<String> {
+    field.filter(|f| !f.is_empty())
+}
+
+/// `GET /api/tables/{schema}/{table}/rows`: one page, the extension's JSON as it is.
+pub async fn rows(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Path((schema, table)): Path<(String, String)>,
+    Query(query): Query<RowsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let token = session(&state, &headers)?;
+    let (filter, sort, search) = (given(query.filter), given(query.sort), given(query.search));
+    let (cursor, page_size, total) = (given(query.cursor), given(query.page_size), given(query.total));
+
+    // 1. The ticket, on the dashboard login: the request is put together by Postgres from
+    // bound values, only the fields given.
+    let ticket = on_dashboard(
+        &state,
+        &context,
+        "SELECT fluxbase_admin.issue_ticket($1, 'browse',
+                pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                    'schema', $2::text, 'table', $3::text, 'search', $6::text, 'cursor', $7::text,
+                    'page_size', $8::text::integer, 'total', $9::text))
+                || CASE WHEN $4::text IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('filter', $4::text::jsonb) END
+                || CASE WHEN $5::text IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('sort', $5::text::jsonb) END)",
+        &[&token, &schema, &table, &filter, &sort, &search, &cursor, &page_size, &total],
+    )
+    .await?;
+
+    // 2. The page, on the data login: the claim and the read in one transaction.
+    let mut data = db::checkout(state.data_pool(), state.data_database_config()).await.map_err(ApiError::internal)?;
+    let page = read_page(&mut data, &ticket).await;
+    // A connection that failed mid-way is not reused; the pool runs DISCARD ALL before
+    // the next use of the others.
+    if matches!(&page, Err(e) if e.as_db_error().is_none()) {
+        let _ = Object::take(data);
+    }
+    as_json(&page?)
+}
+
+/// Claims the ticket and reads its page, on the data login. Only unnamed statements
+/// (`query_typed`, `batch_execute`) on this login.
+async fn read_page(data: &mut Object, ticket: &str) -> Result<String, tokio_postgres::Error> {
+    let tx = data.transaction().await?;
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", DEFAULT_STATEMENT_TIMEOUT.as_millis())).await?;
+    tx.query_typed("SELECT fluxbase_admin.claim_ticket($1)::text", &[(&ticket, Type::TEXT)]).await?;
+    let rows = tx.query_typed("SELECT fluxbase_admin.browse()::text", &[]).await?;
+    let text: String = rows[0].get(0);
+    tx.commit().await?;
+    Ok(text)
+}
