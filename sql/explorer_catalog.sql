@@ -77,7 +77,7 @@ $$;
 CREATE FUNCTION fluxbase_admin.list_tables(session_token text DEFAULT NULL)
 RETURNS TABLE (schema text, name text, kind text, estimated_rows bigint, total_bytes bigint,
                rls_enabled boolean, rls_forced boolean, has_primary_key boolean, description text,
-               explorer_limits text)
+               explorer_limits text, policies bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -118,7 +118,9 @@ BEGIN
                                                      AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                           JOIN pg_catalog.pg_proc pr ON pr.oid = d.refobjid
                          WHERE ad.adrelid = c.oid AND NOT pg_catalog.has_function_privilege(e.oid, pr.oid, 'EXECUTE'))
-           END
+           END,
+           -- Its RLS policies (counted whether RLS is on or not).
+           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = r.oid)
       FROM fluxbase_admin.browsable_relations() r
       JOIN pg_catalog.pg_class c ON c.oid = r.oid
      CROSS JOIN (SELECT g.oid FROM pg_catalog.pg_roles g WHERE g.rolname = 'fluxbase_explorer') e
@@ -201,7 +203,15 @@ BEGIN
                            'using', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
                            'with_check', pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
                        ORDER BY p.polname)
-                  FROM pg_catalog.pg_policy p WHERE p.polrelid = rel), '[]'::jsonb)))
+                  FROM pg_catalog.pg_policy p WHERE p.polrelid = rel), '[]'::jsonb)),
+        -- The privileges granted on it, one entry per grantee (owner included).
+        'grants', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('grantee', g.grantee, 'privileges', g.privileges)
+                   ORDER BY g.grantee)
+              FROM (SELECT CASE WHEN x.grantee = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(x.grantee)::text END AS grantee,
+                           pg_catalog.jsonb_agg(x.privilege_type ORDER BY x.privilege_type) AS privileges
+                      FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) x
+                     GROUP BY x.grantee) g), '[]'::jsonb))
       INTO described
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = rel;

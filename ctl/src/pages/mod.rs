@@ -17,6 +17,7 @@ pub mod setup;
 pub mod sign_in;
 pub mod sign_out;
 pub mod sql;
+pub mod table_structure;
 pub mod tables;
 pub mod users;
 
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/invite", get(one_time_link::invite_page).post(one_time_link::invite_submit))
         .route("/reset", get(one_time_link::reset_page).post(one_time_link::reset_submit))
         .route("/tables", get(tables::page))
+        .route("/tables/{schema}/{table}/structure", get(table_structure::page))
         .route("/users", get(users::page))
         .route("/settings", get(settings::page))
         .route("/analytics", get(analytics::page))
