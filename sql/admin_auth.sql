@@ -356,6 +356,32 @@ AS $$
                           AND a.attempted_at > pg_catalog.now() - interval '30 days')
 $$;
 
+-- The two rules of every failure counter (per address and per account, for admins and
+-- app users alike), in one place:
+-- a failure counts within lockout.window, and one after the window starts again at 1;
+CREATE FUNCTION dashboard_auth.next_failure(failures integer, window_from timestamptz)
+RETURNS TABLE (failed integer, since timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN fresh THEN 1 ELSE failures + 1 END,
+           CASE WHEN fresh THEN pg_catalog.now() ELSE window_from END
+      FROM (SELECT window_from IS NULL
+                   OR window_from <= pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window') AS fresh) w
+$$;
+
+-- and an address's lock lasts lockout.duration, doubled with each further lock up to
+-- 24 hours; a day after the last lock ended, the next is the first again.
+CREATE FUNCTION dashboard_auth.next_lock(lock_count integer, locked_until timestamptz)
+RETURNS TABLE (lockouts integer, until timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN decayed THEN 1 ELSE lock_count + 1 END,
+           pg_catalog.now() + LEAST(dashboard_auth.get_setting_interval('lockout.duration')
+                                        * (2 ^ CASE WHEN decayed THEN 0 ELSE LEAST(lock_count, 16) END),
+                                    interval '24 hours')
+      FROM (SELECT locked_until IS NULL OR locked_until < pg_catalog.now() - interval '24 hours' AS decayed) d
+$$;
+
 -- Counts a wrong password or code for an admin from an address. After
 -- lockout.max_failures within lockout.window, the address is locked out of the account
 -- for lockout.duration, twice as long each time in a row, up to 24 hours. After
@@ -374,21 +400,13 @@ BEGIN
     INSERT INTO dashboard_auth.address_lockouts AS l (admin_id, ip, failed_attempts, failure_window_from)
     VALUES (count_failure.admin, count_failure.ip, 1, pg_catalog.now())
     ON CONFLICT ON CONSTRAINT address_lockouts_key DO UPDATE
-       SET failed_attempts = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
-                                  THEN 1 ELSE l.failed_attempts + 1 END,
-           failure_window_from = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
-                                      THEN pg_catalog.now() ELSE l.failure_window_from END
+       SET (failed_attempts, failure_window_from) =
+           (SELECT f.failed, f.since FROM dashboard_auth.next_failure(l.failed_attempts, l.failure_window_from) f)
     RETURNING l.failed_attempts INTO failures;
     IF failures >= dashboard_auth.get_setting_int('lockout.max_failures') THEN
-        -- The escalation decays: a day after the last lock ended, the next is the first again.
         UPDATE dashboard_auth.address_lockouts l
-           SET lockout_count = CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
-                                    THEN 1 ELSE l.lockout_count + 1 END,
-               locked_until = pg_catalog.now() + LEAST(
-                   dashboard_auth.get_setting_interval('lockout.duration')
-                       * (2 ^ CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
-                                   THEN 0 ELSE LEAST(l.lockout_count, 16) END),
-                   interval '24 hours'),
+           SET (lockout_count, locked_until) =
+               (SELECT n.lockouts, n.until FROM dashboard_auth.next_lock(l.lockout_count, l.locked_until) n),
                failed_attempts = 0,
                failure_window_from = NULL
          WHERE l.admin_id = count_failure.admin AND l.ip IS NOT DISTINCT FROM count_failure.ip
@@ -399,10 +417,8 @@ BEGIN
 
     -- The account as a whole: one atomic update, so that concurrent failures all count.
     UPDATE dashboard_auth.dashboard_users u
-       SET failed_attempts = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
-                                  THEN 1 ELSE u.failed_attempts + 1 END,
-           failure_window_from = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
-                                      THEN pg_catalog.now() ELSE u.failure_window_from END
+       SET (failed_attempts, failure_window_from) =
+           (SELECT f.failed, f.since FROM dashboard_auth.next_failure(u.failed_attempts, u.failure_window_from) f)
      WHERE u.id = count_failure.admin
     RETURNING u.failed_attempts, u.throttled_until INTO failures, was_throttled;
     IF failures >= dashboard_auth.get_setting_int('lockout.account_max_failures') THEN

@@ -265,36 +265,25 @@ CREATE FUNCTION auth.count_failure(target uuid, ip inet) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    window_start timestamptz := pg_catalog.now() - dashboard_auth.get_setting_interval('lockout.window');
     failures     integer;
 BEGIN
     INSERT INTO auth.address_lockouts AS l (user_id, ip, failed_attempts, failure_window_from)
     VALUES (target, count_failure.ip, 1, pg_catalog.now())
     ON CONFLICT ON CONSTRAINT address_lockouts_key DO UPDATE
-       SET failed_attempts = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
-                                  THEN 1 ELSE l.failed_attempts + 1 END,
-           failure_window_from = CASE WHEN l.failure_window_from IS NULL OR l.failure_window_from <= window_start
-                                      THEN pg_catalog.now() ELSE l.failure_window_from END
+       SET (failed_attempts, failure_window_from) =
+           (SELECT f.failed, f.since FROM dashboard_auth.next_failure(l.failed_attempts, l.failure_window_from) f)
     RETURNING l.failed_attempts INTO failures;
     IF failures >= dashboard_auth.get_setting_int('lockout.max_failures') THEN
-        -- A day after the last lock ended, the next is the first again.
         UPDATE auth.address_lockouts l
-           SET lockout_count = CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
-                                    THEN 1 ELSE l.lockout_count + 1 END,
-               locked_until = pg_catalog.now() + LEAST(
-                   dashboard_auth.get_setting_interval('lockout.duration')
-                       * (2 ^ CASE WHEN l.locked_until IS NULL OR l.locked_until < pg_catalog.now() - interval '24 hours'
-                                   THEN 0 ELSE LEAST(l.lockout_count, 16) END),
-                   interval '24 hours'),
+           SET (lockout_count, locked_until) =
+               (SELECT n.lockouts, n.until FROM dashboard_auth.next_lock(l.lockout_count, l.locked_until) n),
                failed_attempts = 0,
                failure_window_from = NULL
          WHERE l.user_id = target AND l.ip IS NOT DISTINCT FROM count_failure.ip;
     END IF;
     UPDATE auth.users u
-       SET failed_attempts = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
-                                  THEN 1 ELSE u.failed_attempts + 1 END,
-           failure_window_from = CASE WHEN u.failure_window_from IS NULL OR u.failure_window_from <= window_start
-                                      THEN pg_catalog.now() ELSE u.failure_window_from END
+       SET (failed_attempts, failure_window_from) =
+           (SELECT f.failed, f.since FROM dashboard_auth.next_failure(u.failed_attempts, u.failure_window_from) f)
      WHERE u.id = target
     RETURNING u.failed_attempts INTO failures;
     IF failures >= dashboard_auth.get_setting_int('lockout.account_max_failures') THEN
