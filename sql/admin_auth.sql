@@ -178,6 +178,21 @@ CREATE FUNCTION dashboard_auth.encode_cursor(sort_key jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(sort_key::text, 'UTF8'), 'base64'), E'\n', '') $$;
 
+-- A page from up to page_size + 1 rows read in the list's order (the extra row says
+-- another page follows): {"rows": the first page_size, "next_cursor": the last kept row's
+-- key_fields as a cursor, or null}.
+CREATE FUNCTION dashboard_auth.page_of(found jsonb, page_size integer, key_fields text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.jsonb_array_length(coalesce(found, '[]')) <= page_size
+                THEN pg_catalog.jsonb_build_object('rows', coalesce(found, '[]'), 'next_cursor', NULL)
+                ELSE pg_catalog.jsonb_build_object(
+                         'rows', found - page_size,
+                         'next_cursor', dashboard_auth.encode_cursor(
+                             (SELECT pg_catalog.jsonb_agg(found -> (page_size - 1) -> k.field ORDER BY k.n)
+                                FROM pg_catalog.unnest(key_fields) WITH ORDINALITY AS k(field, n)))) END
+$$;
+
 -- The sort key of a cursor, an array of `arity` elements; NULL for NULL (the first page).
 CREATE FUNCTION dashboard_auth.decode_cursor(cursor text, arity integer) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp

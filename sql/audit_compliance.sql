@@ -55,7 +55,6 @@ DECLARE
     after_at timestamptz;
     after_id bigint;
     entries  jsonb;
-    found_rows integer;
     who      dashboard_auth.session_admin := dashboard_auth.check_session(session_token);
 BEGIN
     PERFORM dashboard_auth.check_page_size(page_size);
@@ -89,24 +88,16 @@ BEGIN
                'id', p.id, 'occurred_at', p.occurred_at, 'actor_type', p.actor_type, 'actor_id', p.actor_id,
                'actor', p.actor, 'action', p.action, 'target_type', p.target_type, 'target_id', p.target_id,
                'details', p.details, 'ip', p.ip, 'user_agent', p.user_agent, 'chain_seq', p.chain_seq)
-               ORDER BY p.occurred_at DESC, p.id DESC),
-           pg_catalog.count(*)
-      INTO entries, found_rows
+               ORDER BY p.occurred_at DESC, p.id DESC)
+      INTO entries
       FROM page p;
-    entries := coalesce(entries, '[]');
-    IF found_rows > page_size THEN
-        entries := entries - (-1);
-    END IF;
     -- Reading the log is recorded too, once per session (after the page is read, so that
     -- the first search does not find itself).
     PERFORM dashboard_auth.audit_read(who, 'audit.searched', 'audit_log', NULL,
         pg_catalog.jsonb_build_object('actor', list_audit.actor, 'action', list_audit.action,
                                       'target', list_audit.target, 'since', since, 'until', until,
                                       'action_group', list_audit.action_group));
-    RETURN pg_catalog.jsonb_build_object(
-        'rows', entries,
-        'next_cursor', CASE WHEN found_rows > page_size THEN
-            dashboard_auth.encode_cursor(pg_catalog.jsonb_build_array(entries -> -1 -> 'occurred_at', entries -> -1 -> 'id')) END);
+    RETURN dashboard_auth.page_of(entries, page_size, ARRAY['occurred_at', 'id']);
 END
 $$;
 

@@ -321,7 +321,6 @@ DECLARE
     after_at   timestamptz;
     after_id   uuid;
     entries    jsonb;
-    found_rows integer;
 BEGIN
     PERFORM dashboard_auth.check_page_size(page_size);
     after := dashboard_auth.decode_cursor(cursor, 2);
@@ -353,21 +352,13 @@ BEGIN
                'ended_at', coalesce(p.ended_at, CASE WHEN p.expires_at <= pg_catalog.now() THEN p.expires_at END),
                'end_reason', coalesce(p.end_reason, CASE WHEN p.expires_at <= pg_catalog.now() THEN 'expired' END),
                'active', p.active AND p.expires_at > pg_catalog.now())
-               ORDER BY p.started_at DESC, p.id DESC),
-           pg_catalog.count(*)
-      INTO entries, found_rows
+               ORDER BY p.started_at DESC, p.id DESC)
+      INTO entries
       FROM page p;
-    entries := coalesce(entries, '[]');
-    IF found_rows > page_size THEN
-        entries := entries - (-1);
-    END IF;
     PERFORM dashboard_auth.audit_read(who, 'impersonation.listed', 'impersonation', NULL,
         pg_catalog.jsonb_build_object('admin_email', list_impersonations.admin_email, 'target', list_impersonations.target,
                                       'since', since, 'until', until));
-    RETURN pg_catalog.jsonb_build_object(
-        'rows', entries,
-        'next_cursor', CASE WHEN found_rows > page_size THEN
-            dashboard_auth.encode_cursor(pg_catalog.jsonb_build_array(entries -> -1 -> 'started_at', entries -> -1 -> 'id')) END);
+    RETURN dashboard_auth.page_of(entries, page_size, ARRAY['started_at', 'id']);
 END
 $$;
 COMMENT ON FUNCTION auth.list_impersonations(text, text, text, timestamptz, timestamptz, integer, text) IS 'A page of impersonations, newest first, filtered by admin, target and time';

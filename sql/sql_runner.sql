@@ -453,13 +453,7 @@ BEGIN
                AND (after_at IS NULL OR (r.started_at, r.id) < (after_at, after_id))
              ORDER BY r.started_at DESC, r.id DESC
              LIMIT page_size + 1) p;
-    IF pg_catalog.jsonb_array_length(found) <= page_size THEN
-        RETURN pg_catalog.jsonb_build_object('rows', found, 'next_cursor', NULL);
-    END IF;
-    found := found - page_size;
-    RETURN pg_catalog.jsonb_build_object(
-        'rows', found,
-        'next_cursor', dashboard_auth.encode_cursor(pg_catalog.jsonb_build_array(found -> -1 -> 'started_at', found -> -1 -> 'run_id')));
+    RETURN dashboard_auth.page_of(found, page_size, ARRAY['started_at', 'run_id']);
 END
 $$;
 
