@@ -182,7 +182,10 @@ fn a_lock_wait_is_seen_with_its_blocker() {
             "SELECT blocked_by, wait_event_type FROM fluxbase_admin.list_activity($1) WHERE application_name = $2",
             &[&application],
         );
-        if let Some(row) = rows.first().filter(|r| !r.get::<_, Vec<i32>>(0).is_empty()) {
+        // The lock manager lists the waiter a moment before the backend reports its wait event,
+        // so wait for both rather than catch the gap between them.
+        let blocked = |r: &&Row| !r.get::<_, Vec<i32>>(0).is_empty() && r.get::<_, Option<String>>(1).is_some();
+        if let Some(row) = rows.first().filter(blocked) {
             break (row.get::<_, Vec<i32>>(0), row.get::<_, Option<String>>(1));
         }
         assert!(Instant::now() < deadline, "the waiter never showed as blocked");
