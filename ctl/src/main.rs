@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod config;
 mod db;
+mod explorer;
 mod extension;
 mod notices;
 mod pages;

@@ -85,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tables", get(crate::tables_api::list))
         .route("/api/tables/{schema}/{table}", get(crate::tables_api::structure))
         .route("/api/tables/{schema}/{table}/rows", get(crate::tables_api::rows))
+        .route("/api/tables/{schema}/{table}/cell", get(crate::tables_api::cell))
+        .route("/api/tables/{schema}/{table}/copy", get(crate::tables_api::copy))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     // A SQL run is bounded by the runner's own statement timeout (runner.timeout), and an
     // event stream lasts as long as its page.

@@ -8,20 +8,23 @@
 //!   one page of `fluxbase_admin.browse`, a ticket from the dashboard login claimed on
 //!   the data login (as the SQL runner does it).
 //!
+//! - `GET /api/tables/{schema}/{table}/cell?column=&key=`: one value in full (`read_cell`);
+//! - `GET /api/tables/{schema}/{table}/copy?keys=`: rows by key, as JSON and as an
+//!   `INSERT` statement (`copy_rows`).
+//!
 //! They take `Authorization: Bearer <session token>` or the dashboard's session cookie;
 //! they are reads, so no CSRF token.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use deadpool_postgres::Object;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_postgres::types::Type;
 
 use crate::api::{self, ApiError};
 use crate::client::ClientContext;
-use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
+use crate::db::RequestContext;
+use crate::explorer::{self, Executor};
 use crate::state::AppState;
 
 /// The session: the bearer token of a script, or else the browser's signed cookie.
@@ -33,18 +36,13 @@ fn as_json(text: &str) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::from_str::<Value>(text).map_err(|e| ApiError::internal(e.into()))?))
 }
 
-/// One statement on the dashboard login that returns text (JSON), committed.
 async fn on_dashboard(
     state: &AppState,
     context: &RequestContext,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<String, ApiError> {
-    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(ApiError::internal)?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, context, DEFAULT_STATEMENT_TIMEOUT).await.map_err(ApiError::internal)?;
-    let text: String = tx.query_one(sql, params).await?.get(0);
-    tx.commit().await?;
-    Ok(text)
+    Ok(explorer::on_dashboard(state, context, sql, params).await?)
 }
 
 /// `GET /api/tables`: schemas, tables and views, with what the explorer cannot read.
@@ -122,24 +120,61 @@ pub async fn rows(
     .await?;
 
     // 2. The page, on the data login: the claim and the read in one transaction.
-    let mut data = db::checkout(state.data_pool(), state.data_database_config()).await.map_err(ApiError::internal)?;
-    let page = read_page(&mut data, &ticket).await;
-    // A connection that failed mid-way is not reused; the pool runs DISCARD ALL before
-    // the next use of the others.
-    if matches!(&page, Err(e) if e.as_db_error().is_none()) {
-        let _ = Object::take(data);
-    }
-    as_json(&page?)
+    let page = explorer::claim_and_run(&state, &ticket, Executor::Browse).await?;
+    as_json(&page)
 }
 
-/// Claims the ticket and reads its page, on the data login. Only unnamed statements
-/// (`query_typed`, `batch_execute`) on this login.
-async fn read_page(data: &mut Object, ticket: &str) -> Result<String, tokio_postgres::Error> {
-    let tx = data.transaction().await?;
-    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", DEFAULT_STATEMENT_TIMEOUT.as_millis())).await?;
-    tx.query_typed("SELECT fluxbase_admin.claim_ticket($1)::text", &[(&ticket, Type::TEXT)]).await?;
-    let rows = tx.query_typed("SELECT fluxbase_admin.browse()::text", &[]).await?;
-    let text: String = rows[0].get(0);
-    tx.commit().await?;
-    Ok(text)
+#[derive(Deserialize)]
+pub struct CellQuery {
+    column: String,
+    /// The row's key, a JSON object of the key's columns.
+    key: String,
+}
+
+/// `GET /api/tables/{schema}/{table}/cell?column=&key=`: one value in full ("show all"),
+/// `read_cell()` of a `cell` ticket.
+pub async fn cell(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Path((schema, table)): Path<(String, String)>,
+    Query(query): Query<CellQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let token = session(&state, &headers)?;
+    let ticket = on_dashboard(
+        &state,
+        &context,
+        "SELECT fluxbase_admin.issue_ticket($1, 'cell', pg_catalog.jsonb_build_object(
+                'schema', $2::text, 'table', $3::text, 'column', $4::text, 'key', $5::text::jsonb))",
+        &[&token, &schema, &table, &query.column, &query.key],
+    )
+    .await?;
+    as_json(&explorer::claim_and_run(&state, &ticket, Executor::ReadCell).await?)
+}
+
+#[derive(Deserialize)]
+pub struct CopyQuery {
+    /// The rows' keys, a JSON array of objects.
+    keys: String,
+}
+
+/// `GET /api/tables/{schema}/{table}/copy?keys=`: rows by key as JSON and as one
+/// `INSERT` statement, `copy_rows()` of a `copy` ticket (audited as `explorer.copy`).
+pub async fn copy(
+    State(state): State<AppState>,
+    ClientContext(context): ClientContext,
+    headers: HeaderMap,
+    Path((schema, table)): Path<(String, String)>,
+    Query(query): Query<CopyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let token = session(&state, &headers)?;
+    let ticket = on_dashboard(
+        &state,
+        &context,
+        "SELECT fluxbase_admin.issue_ticket($1, 'copy', pg_catalog.jsonb_build_object(
+                'schema', $2::text, 'table', $3::text, 'keys', $4::text::jsonb))",
+        &[&token, &schema, &table, &query.keys],
+    )
+    .await?;
+    as_json(&explorer::claim_and_run(&state, &ticket, Executor::CopyRows).await?)
 }

@@ -33,11 +33,18 @@ impl RequestCounters {
 }
 
 /// Middleware: counts each request under its route pattern (never the raw path, which
-/// would let any client grow the label set).
+/// would let any client grow the label set), and says how long it took (`Server-Timing`).
 pub async fn count_requests(State(state): State<AppState>, matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let route = matched.map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
     state.requests().record(route, response.status().as_u16());
+    // The time at the server, until the response's head, for the browser's developer
+    // tools and for `make bench` (a stream's body comes later).
+    let took = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1000.0);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&took) {
+        response.headers_mut().insert("server-timing", value);
+    }
     response
 }
 

@@ -569,6 +569,19 @@ impl Browser {
         self.raw(http::Method::DELETE, "actions", None);
     }
 
+    /// Presses keys together, as a chord (Ctrl+C): each goes down in turn, then all come up
+    /// in reverse order.
+    pub fn chord(&self, keys: &[&str]) {
+        let mut actions: Vec<Json> = keys.iter().map(|k| json!({ "type": "keyDown", "value": k })).collect();
+        actions.extend(keys.iter().rev().map(|k| json!({ "type": "keyUp", "value": k })));
+        self.raw(
+            http::Method::POST,
+            "actions",
+            Some(json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] })),
+        );
+        self.raw(http::Method::DELETE, "actions", None);
+    }
+
     /// As [`Browser::keyboard`], then waits for the next page to load (Enter on a form).
     pub fn keyboard_and_load(&self, text: &str) {
         self.mark_document();
@@ -597,6 +610,14 @@ impl Browser {
             box_shadow: v["box_shadow"].as_str().unwrap_or_default().into(),
             focus_visible: v["focus_visible"].as_bool().unwrap_or(false),
         }
+    }
+
+    /// Runs `script` (which navigates, as a script of the page would) and waits for the
+    /// next page to load.
+    pub fn js_and_load(&self, script: &str) {
+        self.mark_document();
+        self.js(script);
+        self.wait_for_new_document();
     }
 
     fn mark_document(&self) {
@@ -643,6 +664,16 @@ pub mod keys {
     pub const ENTER: &str = "\u{E007}";
     pub const ESCAPE: &str = "\u{E00C}";
     pub const SPACE: &str = "\u{E00D}";
+    pub const PAGE_UP: &str = "\u{E00E}";
+    pub const PAGE_DOWN: &str = "\u{E00F}";
+    pub const END: &str = "\u{E010}";
+    pub const HOME: &str = "\u{E011}";
+    pub const LEFT: &str = "\u{E012}";
+    pub const UP: &str = "\u{E013}";
+    pub const RIGHT: &str = "\u{E014}";
+    pub const DOWN: &str = "\u{E015}";
+    pub const SHIFT: &str = "\u{E008}";
+    pub const CONTROL: &str = "\u{E009}";
 }
 
 /// The focused element, as [`Browser::focused`] reads it.

@@ -9,6 +9,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod grid_query;
 pub mod home;
 pub mod one_time_link;
 pub mod second_factor;
@@ -17,6 +18,7 @@ pub mod setup;
 pub mod sign_in;
 pub mod sign_out;
 pub mod sql;
+pub mod table_rows;
 pub mod table_structure;
 pub mod tables;
 pub mod users;
@@ -47,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/invite", get(one_time_link::invite_page).post(one_time_link::invite_submit))
         .route("/reset", get(one_time_link::reset_page).post(one_time_link::reset_submit))
         .route("/tables", get(tables::page))
+        .route("/tables/{schema}/{table}", get(table_rows::page))
         .route("/tables/{schema}/{table}/structure", get(table_structure::page))
         .route("/users", get(users::page))
         .route("/settings", get(settings::page))

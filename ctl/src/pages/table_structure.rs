@@ -115,6 +115,7 @@ pub struct StructurePage {
     size: String,
     rls: &'static str,
     href: String,
+    rows_href: String,
 }
 
 pub async fn page(
@@ -152,6 +153,7 @@ pub async fn page(
         size: human_bytes(t.total_bytes),
         rls: rls_words(t.rls.enabled, t.rls.forced),
         href: structure_href(&t.schema, &t.name),
+        rows_href: crate::pages::table_rows::rows_href(&t.schema, &t.name),
         t,
     })
 }

@@ -180,7 +180,7 @@ pub async fn page(
         let schema: String = row.get("schema");
         let name: String = row.get("name");
         let relation = Relation {
-            href: structure_href(&schema, &name),
+            href: crate::pages::table_rows::rows_href(&schema, &name),
             kind: kind_words(row.get("kind")),
             rows: row.get::<_, Option<i64>>("estimated_rows").map(human_count),
             size: human_bytes(row.get("total_bytes")),

@@ -195,6 +195,13 @@ fn matching_index<'a>(shape: &'a Shape, order: &[SortItem], pinned: &[&str]) -> 
             columns.next();
         }
         let rest: Vec<_> = columns.collect();
+        let skipped = index.columns.len() - rest.len();
+        // A column the filter pins has one value, so where the order puts it does not
+        // matter (`WHERE note = $1 ORDER BY note, id` is served by an index on (note, id)).
+        let order: Vec<&SortItem> = order.iter().filter(|o| !pinned.contains(&o.column.as_str())).collect();
+        if order.is_empty() {
+            return (skipped > 0).then_some(index.name.as_str());
+        }
         if rest.len() < order.len() {
             return None;
         }
@@ -526,7 +533,10 @@ pub fn build(shape: &Shape, request: &Request) -> Result<Value, String> {
         "name": shape.name,
         "kind": shape.kind,
         "estimated_rows": shape.estimated_rows,
-        "columns": shape.columns.iter().map(|c| json!({"name": c.name, "type": c.display_type})).collect::<Vec<_>>(),
+        "columns": shape.columns.iter().map(|c| json!({
+            "name": c.name, "type": c.display_type, "category": c.category, "base": c.base,
+            "sortable": c.ops.is_some(), "filter_ops": c.filter_ops(),
+        })).collect::<Vec<_>>(),
         "params": b.params,
         "checks": b.checks,
         "page_size": request.page_size,
@@ -700,6 +710,13 @@ mod tests {
         assert_eq!(matching_index(&shape(), &order, &[]), None);
         order = sort(json!([{"column": "id", "direction": "desc"}]));
         assert_eq!(matching_index(&shape(), &order, &["note"]), Some("by_note"));
+        // A pinned column anywhere in the order is no obstacle; the key alone, pinned,
+        // needs an index that starts with it.
+        order = sort(json!([{"column": "note", "direction": "desc"}, {"column": "id", "direction": "desc"}]));
+        assert_eq!(matching_index(&shape(), &order, &["note"]), Some("by_note"));
+        order = sort(json!([{"column": "id"}]));
+        assert_eq!(matching_index(&shape(), &order, &["id"]), None);
+        assert_eq!(matching_index(&shape(), &order, &["note", "id"]), Some("by_note"));
     }
 
     #[test]

@@ -123,6 +123,24 @@ impl Column {
         self.is_text() || self.is_array() || self.is_json() || self.base == "xml" || self.base == "bytea"
     }
 
+    /// The filter operators `builder::condition` accepts for this column, for a page that
+    /// offers only those: comparisons and `in` need the type's btree operators, `like`
+    /// and `ilike` a text column, `contains` jsonb or an array.
+    pub fn filter_ops(&self) -> Vec<&'static str> {
+        let mut ops = Vec::new();
+        if self.ops.is_some() {
+            ops.extend(["eq", "neq", "lt", "lte", "gt", "gte", "in"]);
+        }
+        if self.is_text() {
+            ops.extend(["like", "ilike"]);
+        }
+        if self.base == "jsonb" || self.is_array() {
+            ops.push("contains");
+        }
+        ops.extend(["is_null", "not_null"]);
+        ops
+    }
+
     pub fn operators(&self) -> Result<&Operators, String> {
         self.ops.as_ref().ok_or_else(|| {
             format!("column {} ({}) cannot be compared or sorted", quote_ident(&self.name), self.display_type)
