@@ -178,6 +178,7 @@ if (grid) {
   function selectionChanged() {
     for (const box of boxes) box.closest("tr").setAttribute("aria-selected", String(box.checked));
     const n = selected().length;
+    if (!count) return;
     count.textContent = n === 0 ? "No rows selected" : `${n} ${n === 1 ? "row" : "rows"} selected`;
     for (const b of copyButtons) b.disabled = n === 0;
     if (all) { all.checked = n > 0 && n === boxes.length; all.indeterminate = n > 0 && n < boxes.length; }

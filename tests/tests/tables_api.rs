@@ -188,3 +188,55 @@ fn without_a_session_401_and_a_viewer_reads() {
     let answer = agent.get(&server.url("/api/tables")).header("Cookie", &forged).call().unwrap();
     assert_eq!(answer.status().as_u16(), 401);
 }
+
+#[test]
+fn a_cell_in_full_and_rows_to_copy() {
+    let (db, server, token) = setup("viewer");
+    db.connect(Caller::Superuser)
+        .batch_execute("UPDATE public.items SET name = repeat('long ', 1000) WHERE id = 3")
+        .unwrap();
+    // The page cuts the long value and gives its length; the cell route gives it whole.
+    let page = get(&server, "/api/tables/public/items/rows?page_size=3", &token);
+    assert_eq!(page["rows"][2]["truncated"]["name"], 5000, "{page}");
+    let key = enc(&json!({"id": 3}).to_string());
+    let cell = get(&server, &format!("/api/tables/public/items/cell?column=name&key={key}"), &token);
+    assert_eq!((cell["found"].clone(), cell["length"].clone()), (json!(true), json!(5000)), "{cell}");
+    assert_eq!(cell["value"].as_str().unwrap().len(), 5000);
+    // A key of other columns, an unknown column and a malformed key: 422 with the reason.
+    for query in [
+        format!("column=name&key={}", enc(&json!({"name": "x"}).to_string())),
+        format!("column=nope&key={key}"),
+        format!("column=name&key={}", enc("{\"id\": ")),
+    ] {
+        let (status, body) = server.get_json_with(&format!("/api/tables/public/items/cell?{query}"), &token);
+        assert_eq!(status, 422, "{query}: {body}");
+    }
+
+    // Copying: rows by key as JSON and as one INSERT, in key order; the viewer may.
+    let keys = enc(&json!([{"id": 2}, {"id": 1}, {"id": 99}]).to_string());
+    let copy = get(&server, &format!("/api/tables/public/items/copy?keys={keys}"), &token);
+    assert_eq!(copy["count"], 2, "{copy}");
+    assert_eq!(copy["rows"][0]["id"], 1, "key order: {copy}");
+    assert_eq!(copy["rows"][1]["qty"], Value::Null, "{copy}");
+    let statement = copy["statement"].as_str().unwrap();
+    assert!(statement.starts_with("INSERT INTO \"public\".\"items\""), "{statement}");
+    // Run where the rows were deleted, the statement puts them back as they were.
+    let mut su = db.connect(Caller::Superuser);
+    let before: String = su.query_one("SELECT string_agg(i::text, ';' ORDER BY id) FROM public.items i WHERE id IN (1, 2)", &[]).unwrap().get(0);
+    let mut tx = su.transaction().unwrap();
+    tx.batch_execute("DELETE FROM public.items WHERE id IN (1, 2)").unwrap();
+    tx.batch_execute(statement).unwrap();
+    let after: String = tx.query_one("SELECT string_agg(i::text, ';' ORDER BY id) FROM public.items i WHERE id IN (1, 2)", &[]).unwrap().get(0);
+    tx.rollback().unwrap();
+    assert_eq!(after, before);
+    // The copy is audited as explorer.copy.
+    let audited: i64 = db
+        .connect(Caller::Superuser)
+        .query_one("SELECT count(*) FROM dashboard_auth.audit_log WHERE action = 'explorer.copy'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+    // Without a session: 401.
+    let (status, _) = server.get_text(&format!("/api/tables/public/items/copy?keys={keys}"), None);
+    assert_eq!(status, 401);
+}

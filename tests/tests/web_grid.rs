@@ -48,6 +48,20 @@ fn focused_cell(browser: &Browser) -> Option<(i64, i64)> {
     at.as_array().map(|a| (a[0].as_i64().unwrap(), a[1].as_i64().unwrap()))
 }
 
+/// The system clipboard's text, once something is on it.
+fn clipboard(browser: &Browser, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = browser.js("return navigator.clipboard.readText()");
+        let text = text.as_str().unwrap_or_default();
+        if !text.is_empty() {
+            return text.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing copied ({what}): {}", browser.text("#grid-status"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn the_grid_filters_sorts_pages_and_copies() {
     let site = Site::start();
@@ -105,7 +119,16 @@ fn the_grid_filters_sorts_pages_and_copies() {
     // The keyboard: one Tab stop, arrows, Home/End, PageDown, Ctrl+Home.
     let stops = browser.js("return document.querySelectorAll('#grid [tabindex=\"0\"]').length");
     assert_eq!(stops, json!(1), "the grid is one Tab stop");
-    browser.click(&format!("{} td:nth-child(4)", row(1)));
+    // From the page's top, by Tab alone: the grid is one stop, at its first row's key.
+    browser.visit("/tables/shop/orders", "keyboard");
+    let mut tabs = 0;
+    while focused_cell(&browser).is_none() {
+        browser.keyboard(keys::TAB);
+        tabs += 1;
+        assert!(tabs < 40, "Tab never reached the grid");
+    }
+    assert_eq!(focused_cell(&browser), Some((1, 1)), "the grid's stop: the first row's key");
+    browser.keyboard(&format!("{}{}", keys::RIGHT, keys::RIGHT));
     assert_eq!(focused_cell(&browser), Some((1, 3)));
     browser.keyboard(keys::RIGHT);
     assert_eq!(focused_cell(&browser), Some((1, 4)));
@@ -123,6 +146,15 @@ fn the_grid_filters_sorts_pages_and_copies() {
     // Tab leaves the grid in one step.
     browser.keyboard(keys::TAB);
     assert_eq!(focused_cell(&browser), None, "Tab leaves the grid");
+    // Enter on a foreign-key cell follows it.
+    browser.chord(&[keys::SHIFT, keys::TAB]);
+    assert_eq!(focused_cell(&browser), Some((0, 0)), "Shift+Tab comes back to the cell it left");
+    browser.chord(&[keys::CONTROL, keys::HOME]);
+    browser.keyboard(&format!("{}{}{}", keys::DOWN, keys::RIGHT, keys::RIGHT));
+    assert_eq!(focused_cell(&browser), Some((1, 2)), "customer_id of the first row");
+    browser.keyboard_and_load(keys::ENTER);
+    assert_eq!(browser.path(), "/tables/shop/customers?fc=id&fo=eq&fv=2", "Enter followed the key");
+    browser.visit("/tables/shop/orders", "keyboard-back");
 
     // Selecting rows by keyboard and copying them in each format.
     browser.click(&format!("{} td.key", row(1)));
@@ -131,19 +163,12 @@ fn the_grid_filters_sorts_pages_and_copies() {
     browser.keyboard(keys::SPACE);
     assert_eq!(browser.attr(&row(2), "aria-selected").as_deref(), Some("true"));
     assert_eq!(browser.text("#selection-count"), "2 rows selected");
+    // Read back from the system clipboard, as a paste would get it.
+    browser.cdp("Browser.grantPermissions", json!({"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}));
     let copied = |browser: &Browser, format: &str| -> String {
-        browser.js("const b = document.getElementById('copy-buffer'); if (b) b.value = '';");
+        browser.js("return navigator.clipboard.writeText('')");
         browser.click(&format!("[data-copy={format}]"));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let text = browser.js("const b = document.getElementById('copy-buffer'); return b ? b.value : '';");
-            let text = text.as_str().unwrap_or_default().to_string();
-            if !text.is_empty() {
-                return text;
-            }
-            assert!(std::time::Instant::now() < deadline, "nothing copied as {format}: {}", browser.text("#grid-status"));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        clipboard(browser, &format!("rows as {format}"))
     };
     let tsv = copied(&browser, "tsv");
     assert!(tsv.starts_with("id\tcustomer_id\ttotal\tstatus\tnote"), "TSV header: {tsv}");
@@ -159,14 +184,9 @@ fn the_grid_filters_sorts_pages_and_copies() {
     browser.step("selected");
     // Ctrl+C copies the focused cell, in full even when cut.
     browser.click(&format!("{} td:nth-child(6)", row(3)));
-    browser.js("document.getElementById('copy-buffer').value = ''");
+    browser.js("return navigator.clipboard.writeText('')");
     browser.chord(&[keys::CONTROL, "c"]);
-    browser.wait_for("#copy-buffer");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while browser.js("return document.getElementById('copy-buffer').value.length") != json!(5000) {
-        assert!(std::time::Instant::now() < deadline, "the cut cell copied in full: {}", browser.text("#grid-status"));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    assert_eq!(clipboard(&browser, "the cut cell").len(), 5000, "the cut cell, copied in full");
 
     // Sorting: a header click sorts by it (aria-sort), again turns it; shift-click adds one.
     browser.click_and_load("#grid th[data-column=status] a.sort");
@@ -209,6 +229,16 @@ fn the_grid_filters_sorts_pages_and_copies() {
     assert!(browser.path().contains("fc=total&fo=gte&fv=150"), "{}", browser.path());
     assert_eq!(browser.texts("#grid tbody tr").len(), 21, "ids 100 to 120");
     browser.step("filtered");
+    // With a sort, reloaded from its address (a bookmark, a link sent to a colleague).
+    browser.click_and_load("#grid th[data-column=total] a.sort");
+    browser.click_and_load("#grid th[data-column=total] a.sort");
+    let address = browser.path();
+    assert!(address.contains("fc=total") && address.contains("sort=total%3Adesc"), "{address}");
+    let shown = browser.texts("#grid tbody th.row-head + td");
+    browser.visit(&address, "reloaded");
+    assert_eq!(browser.texts("#grid tbody th.row-head + td"), shown, "the same view from the address");
+    assert_eq!(shown.first().map(String::as_str), Some("120"), "highest total first");
+    assert_eq!(browser.attr("#fv-1", "value").as_deref(), Some("150"), "the filter form shows the filter");
     // A second condition, joined with or, through the address (as a bookmark would).
     browser.visit("/tables/shop/orders?fc=id&fo=eq&fv=1&fc=id&fo=in&fv=2,3&match=any&q=xx", "or-and-search");
     let ids = browser.texts("#grid tbody th.row-head + td");
@@ -252,4 +282,12 @@ fn the_grid_filters_sorts_pages_and_copies() {
     // A phone: the grid scrolls inside its frame, the key column stays.
     browser.set_viewport(390, 800);
     browser.visit("/tables/shop/orders", "narrow");
+
+    // A viewer browses, filters and copies (viewers may export).
+    create_admin(&site.db, "vic@example.com", "viewer");
+    let mut viewer = site.browser("web_grid/viewer");
+    sign_in(&mut viewer, "vic@example.com");
+    viewer.visit("/tables/shop/orders?fc=status&fo=eq&fv=paid", "viewer-grid");
+    assert_eq!(viewer.texts("#grid tbody tr").len(), 40, "every paid order");
+    assert!(viewer.exists("[data-copy=csv]"));
 }
