@@ -89,11 +89,11 @@ grid_get() {
         head -c 500 "$body" >&2; rm -f "$body"
         fail "GET $url answered $status" "see $LOG_DIR/bench-serve.log"
     fi
-    # Rows: a JSON page's row objects start "{" inside "rows": [...]; the HTML grid's rows
-    # are the <tr> of its body.
+    # Rows: a JSON page's rows are {"values": {...}, "truncated": {...}}; the HTML grid's
+    # rows are the <tr> of its body.
     local rows
     if grep -q '^content-type: application/json' <<<"${headers,,}"; then
-        rows=$(sed -n 's/.*"rows": *\[\(.*\)\].*/\1/p' "$body" | grep -o '{"' | wc -l)
+        rows=$(grep -o '"values": *{' "$body" | wc -l)
     else
         rows=$(sed -n '/<tbody/,/<\/tbody>/p' "$body" | grep -c '<tr' || true)
     fi

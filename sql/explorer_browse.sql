@@ -49,7 +49,9 @@ $$;
 
 -- What the builder needs to know about a relation, as JSON (see shape.rs): columns with
 -- their base types and comparison operators, the key, the btree indexes and the size.
-CREATE FUNCTION fluxbase_admin.relation_shape(rel oid) RETURNS jsonb
+-- Read from the catalogs on every call: callers use fluxbase_admin.relation_shape(oid),
+-- which keeps each backend's shapes until Postgres invalidates them (cache.rs).
+CREATE FUNCTION fluxbase_admin.read_relation_shape(rel oid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -213,6 +215,7 @@ DECLARE
     value       text;
     errors      jsonb := '[]';
     failed_constraint text;
+    all_fit     boolean;
 BEGIN
     IF pg_catalog.jsonb_array_length(plan -> 'checks') = 0 THEN
         RETURN errors;
@@ -220,7 +223,22 @@ BEGIN
     IF bound IS NOT NULL THEN
         PERFORM fluxbase_admin.enter_role(bound);
     END IF;
-    FOR value_check IN SELECT c FROM pg_catalog.jsonb_array_elements(plan -> 'checks') c LOOP
+    -- Every value in one statement, $1[1]::cast1, $1[2]::cast2, ...: one round of
+    -- planning and one subtransaction a request. Only when one does not fit, each alone
+    -- below, to name it. The casts are type names from the catalogs (relation_shape),
+    -- never request text; the values are bound. (A target list holds at most 1664
+    -- entries: many more values, as a copy of many keys may bring, go one by one.)
+    all_fit := false;
+    IF pg_catalog.jsonb_array_length(plan -> 'checks') <= 1000 THEN BEGIN
+        EXECUTE 'SELECT ' || (SELECT pg_catalog.string_agg(pg_catalog.format('$1[%s]::%s', x.n, x.c ->> 'cast'), ', ' ORDER BY x.n)
+                                FROM pg_catalog.jsonb_array_elements(plan -> 'checks') WITH ORDINALITY AS x(c, n))
+          USING ARRAY(SELECT plan -> 'params' ->> ((x.c ->> 'param')::integer - 1)
+                        FROM pg_catalog.jsonb_array_elements(plan -> 'checks') WITH ORDINALITY AS x(c, n) ORDER BY x.n);
+        all_fit := true;
+    EXCEPTION WHEN data_exception OR check_violation OR not_null_violation THEN
+        all_fit := false;
+    END; END IF;
+    FOR value_check IN SELECT c FROM pg_catalog.jsonb_array_elements(plan -> 'checks') c WHERE NOT all_fit LOOP
         value := plan -> 'params' ->> ((value_check ->> 'param')::integer - 1);
         BEGIN
             -- The cast is a type name from the catalogs (relation_shape), never request text.
@@ -252,9 +270,8 @@ CREATE FUNCTION fluxbase_admin.plan_for(
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    plan  jsonb := fluxbase_admin.build_browse(
-                       fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
-                       filter::text, sort::text, search, page_size, cursor);
+    plan  jsonb := fluxbase_admin.build_browse_for(fluxbase_admin.browsable_relation(schema_name, relation_name),
+                                                   filter::text, sort::text, search, page_size, cursor);
     first jsonb := fluxbase_admin.value_errors(plan, bound) -> 0;
 BEGIN
     IF first IS NOT NULL THEN
@@ -277,9 +294,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM dashboard_auth.check_session(session_token);
-    RETURN fluxbase_admin.build_browse(
-               fluxbase_admin.relation_shape(fluxbase_admin.browsable_relation(schema_name, relation_name)),
-               filter::text, sort::text, search, page_size, cursor);
+    RETURN fluxbase_admin.build_browse_for(fluxbase_admin.browsable_relation(schema_name, relation_name),
+                                           filter::text, sort::text, search, page_size, cursor);
 END
 $$;
 

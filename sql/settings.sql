@@ -17,7 +17,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(
         (SELECT s.value FROM dashboard_auth.settings s WHERE s.key = setting_key),
-        (SELECT d.default_value FROM dashboard_auth.setting_definitions() d WHERE d.key = setting_key),
+        dashboard_auth.setting_default(setting_key),
         dashboard_auth.parse_setting(setting_key, '')  -- raises: unknown setting
     )
 $$;

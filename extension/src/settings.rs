@@ -345,6 +345,14 @@ mod dashboard_auth {
         }))
     }
 
+    /// The default of one setting, in stored form; NULL for an unknown key. What
+    /// get_setting reads on every call where nothing is stored: one lookup, not the
+    /// whole table of setting_definitions.
+    #[pg_extern(immutable, strict, parallel_safe)]
+    fn setting_default(key: &str) -> Option<JsonB> {
+        super::definition(key).ok().map(|d| JsonB(super::parse(d.key, d.default).expect("defaults are valid")))
+    }
+
     /// The stored form of `value` for `key`; an invalid value is refused with the reason.
     #[pg_extern(stable, strict)]
     fn parse_setting(key: &str, value: &str) -> JsonB {
@@ -379,7 +387,7 @@ mod dashboard_auth {
 pgrx::extension_sql_file!(
     "../../sql/settings.sql",
     name = "settings",
-    requires = ["audit", setting_definitions, parse_setting, format_setting]
+    requires = ["audit", setting_definitions, setting_default, parse_setting, format_setting]
 );
 
 #[cfg(test)]

@@ -90,6 +90,8 @@ pub struct GridRow {
 pub struct FormCondition {
     pub condition: Condition,
     pub ops: Vec<(&'static str, &'static str)>,
+    /// Its column is among the grid's (else the form offers it on its own).
+    pub known: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -232,12 +234,31 @@ pub async fn page(
     let answer: Value = match answer {
         Ok(text) => serde_json::from_str(&text).map_err(|e| PageError::Internal(anyhow::anyhow!("browse: {e}")))?,
         Err(words) => {
-            // The form still shows every condition, so that the one at fault can be fixed.
+            // The form still shows every condition, so that the one at fault can be fixed,
+            // and every column (from the structure) for a new one.
             page.error = Some(words);
+            page.columns = described
+                .columns
+                .iter()
+                .map(|c| GridColumn {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    aria_sort: None,
+                    sorted: None,
+                    sort_href: None,
+                    key: c.key,
+                    kind: "text",
+                    filter_ops: OPERATOR_WORDS.iter().map(|(op, _)| op.to_string()).collect(),
+                })
+                .collect();
             page.conditions = query
                 .conditions
                 .iter()
-                .map(|c| FormCondition { condition: c.clone(), ops: OPERATOR_WORDS.to_vec() })
+                .map(|c| FormCondition {
+                    known: page.columns.iter().any(|column| column.name == c.column),
+                    condition: c.clone(),
+                    ops: OPERATOR_WORDS.to_vec(),
+                })
                 .collect();
             if query.cursor.is_some() {
                 page.first_href = Some(format!("{}?{}", page.href, query.to_query(None)));
@@ -294,7 +315,7 @@ fn fill(page: &mut RowsPage, described: &Described, answer: &Value) {
         .filter_map(|condition| {
             let column = columns.iter().find(|c| c.name == condition.column)?;
             let ops = OPERATOR_WORDS.iter().copied().filter(|(op, _)| column.filter_ops.iter().any(|o| o == op)).collect();
-            Some(FormCondition { condition: condition.clone(), ops })
+            Some(FormCondition { condition: condition.clone(), ops, known: true })
         })
         .collect();
 

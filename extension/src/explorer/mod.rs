@@ -4,6 +4,7 @@
 //! the catalogs, checks sessions, runs the statements and audits.
 
 mod builder;
+mod cache;
 mod cursor;
 mod edits;
 mod request;
@@ -39,6 +40,43 @@ mod fluxbase_admin {
     ) -> JsonB {
         let shape: super::shape::Shape =
             serde_json::from_value(shape.0).unwrap_or_else(|e| invalid(format!("malformed relation shape: {e}")));
+        browse_plan(&shape, filter, sort, search, page_size, cursor)
+    }
+
+    /// As build_browse, for relation `rel` by its oid, from the shape this backend keeps
+    /// (cache.rs) instead of one read from the catalogs and handed over as JSON: what
+    /// plan_for calls on every page.
+    #[pg_extern(stable)]
+    fn build_browse_for(
+        rel: pg_sys::Oid,
+        filter: Option<&str>,
+        sort: Option<&str>,
+        search: Option<&str>,
+        page_size: Option<i32>,
+        cursor: Option<&str>,
+    ) -> JsonB {
+        let cached = super::cache::shape(rel).unwrap_or_else(|| invalid(format!("no relation has oid {}", rel.to_u32())));
+        let shape = cached.shape.as_ref().unwrap_or_else(|e| invalid(e.clone()));
+        browse_plan(shape, filter, sort, search, page_size, cursor)
+    }
+
+    /// What relation `rel` looks like to the builder (see shape.rs), as JSON: read from
+    /// the catalogs by read_relation_shape once, then kept by this backend until a change
+    /// to the relation, its indexes, or the types, schemas and operators it names
+    /// invalidates it (cache.rs). NULL when no relation has that oid.
+    #[pg_extern(stable, strict)]
+    fn relation_shape(rel: pg_sys::Oid) -> Option<JsonB> {
+        super::cache::shape(rel).map(|cached| JsonB(cached.json.clone()))
+    }
+
+    fn browse_plan(
+        shape: &super::shape::Shape,
+        filter: Option<&str>,
+        sort: Option<&str>,
+        search: Option<&str>,
+        page_size: Option<i32>,
+        cursor: Option<&str>,
+    ) -> JsonB {
         let read = |what: &str, text: Option<&str>| -> serde_json::Value {
             text.map_or(serde_json::Value::Null, |t| {
                 serde_json::from_str(t).unwrap_or_else(|e| invalid(format!("the {what} cannot be read: {e}")))
@@ -51,7 +89,7 @@ mod fluxbase_admin {
             page_size: page_size.map_or(50, i64::from),
             cursor: cursor.filter(|c| !c.trim().is_empty()).map(str::to_string),
         };
-        JsonB(super::builder::build(&shape, &request).unwrap_or_else(|e| invalid(e)))
+        JsonB(super::builder::build(shape, &request).unwrap_or_else(|e| invalid(e)))
     }
 
     /// The statements and parameters of one edit (see edits.rs) on the relation `shape`
@@ -109,7 +147,7 @@ mod fluxbase_admin {
 pgrx::extension_sql_file!(
     "../../../sql/explorer_browse.sql",
     name = "explorer_browse",
-    requires = ["explorer_catalog", "impersonation", build_browse, next_page_cursor, prev_page_cursor, build_cell, build_copy]
+    requires = ["explorer_catalog", "impersonation", build_browse, build_browse_for, relation_shape, next_page_cursor, prev_page_cursor, build_cell, build_copy]
 );
 
 pgrx::extension_sql_file!(
