@@ -9,15 +9,25 @@
 //!   starts by claiming a ticket, and the extension switches role. Its connections never
 //!   carry a session token, use unnamed statements only (app code could `DEALLOCATE` and
 //!   re-`PREPARE` a named one), and are reset with `DISCARD ALL` before reuse.
+//!
+//! Round trips (issue 21). tokio-postgres pipelines requests: futures polled together
+//! write their messages to the connection in the order they are first polled, before any
+//! answer comes back. `call` sends a dashboard statement's whole transaction (BEGIN, the
+//! role and timeout, the request's context, the statement, COMMIT) in one round trip,
+//! with the statement prepared once per connection; the data plane's hand-off does the
+//! same with unnamed statements (explorer.rs).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures_util::future::{join, join3};
+use futures_util::FutureExt;
 use postgres_native_tls::MakeTlsConnector;
-use tokio_postgres::types::Type;
-use tokio_postgres::{AsyncMessage, Client};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Client, Row};
 
 use crate::config::{DatabaseSettings, TlsVerify};
 
@@ -61,8 +71,19 @@ impl RequestContext {
     }
 }
 
+/// The request's context, bound (never spliced: the user agent is the client's own), set
+/// on the transaction only.
+const SET_CONTEXT: &str = "SELECT pg_catalog.set_config('fluxbase.client_ip', $1, true),
+                pg_catalog.set_config('fluxbase.user_agent', $2, true),
+                pg_catalog.set_config('fluxbase.public_url', $3, true)";
+
+fn context_values(context: &RequestContext) -> (String, &str) {
+    (context.client_ip.map(|ip| ip.to_string()).unwrap_or_default(), context.user_agent.as_deref().unwrap_or(""))
+}
+
 /// Opens a transaction working as `role`, with `statement_timeout` and the request's
-/// context set on it.
+/// context set on it: BEGIN, then the settings in one round trip (pipelined). For a
+/// transaction of one statement, `call` does it all in one.
 pub async fn begin<'a>(
     client: &'a mut deadpool_postgres::ClientWrapper,
     role: DbRole,
@@ -70,25 +91,179 @@ pub async fn begin<'a>(
     timeout: Duration,
 ) -> Result<deadpool_postgres::Transaction<'a>> {
     let tx = client.transaction().await.map_err(pg_error)?;
-    tx.batch_execute(&format!(
-        "{}; SET LOCAL statement_timeout = {}",
-        role.set_local(),
-        timeout.as_millis()
-    ))
-    .await
-    .map_err(pg_error)?;
-    // Bound parameters, never text spliced into SQL: the user agent is the client's own.
-    let client_ip = context.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let user_agent = context.user_agent.as_deref().unwrap_or("");
-    tx.query_typed(
-        "SELECT pg_catalog.set_config('fluxbase.client_ip', $1, true),
-                pg_catalog.set_config('fluxbase.user_agent', $2, true),
-                pg_catalog.set_config('fluxbase.public_url', $3, true)",
-        &[(&client_ip, Type::TEXT), (&user_agent, Type::TEXT), (&context.public_url, Type::TEXT)],
+    let settings = format!("{}; SET LOCAL statement_timeout = {}", role.set_local(), timeout.as_millis());
+    let (client_ip, user_agent) = context_values(context);
+    let (set, noted) = join(
+        tx.batch_execute(&settings),
+        tx.query_typed(SET_CONTEXT, &[(&client_ip, Type::TEXT), (&user_agent, Type::TEXT), (&context.public_url, Type::TEXT)]),
     )
-    .await
-    .map_err(pg_error)?;
+    .await;
+    set.map_err(pg_error)?;
+    noted.map_err(pg_error)?;
     Ok(tx)
+}
+
+/// What went wrong in a `call`: the transaction could not be set up (no database, a lost
+/// connection, the role switch refused), or the statement (or its commit) failed.
+#[derive(Debug)]
+pub enum CallError {
+    Unavailable(anyhow::Error),
+    Db(tokio_postgres::Error),
+}
+
+/// One statement in its own dashboard transaction, as `fluxbase_dashboard`, with the
+/// request's context and `timeout`, committed; all its rows.
+///
+/// One round trip: BEGIN with `SET LOCAL ROLE` and `SET LOCAL statement_timeout` (one
+/// simple query), the context's `set_config`s, the statement and COMMIT are written
+/// together. A failure aborts the transaction, so what follows it does nothing and
+/// the pipelined COMMIT ends as a rollback.
+///
+/// The statement is prepared once per connection (deadpool's statement cache), which is
+/// safe here and only here: on the dashboard login no app code runs (the dashboard
+/// plane's functions never execute an app object, architecture.md "Two planes"), so
+/// nothing can `DEALLOCATE` or re-`PREPARE` a statement under us, and every setting the
+/// binary makes is transaction-local (`SET LOCAL`, `set_config(..., true)`), so the pool
+/// needs no reset between uses (`pool`). The cache holds one entry per call site: the
+/// text of a statement is fixed in the binary, never built from a request. On a cache
+/// miss the Parse goes after the role switch, in the transaction (parse analysis checks
+/// `USAGE` on the schemas, which only `fluxbase_dashboard` has): one more round trip.
+pub async fn call(
+    pool: &Pool,
+    config: &tokio_postgres::Config,
+    context: &RequestContext,
+    timeout: Duration,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, CallError> {
+    let client = checkout(pool, config).await.map_err(CallError::Unavailable)?;
+    match call_on(&client, context, timeout, sql, params).await {
+        // An extension update changed what a cached statement returns: Postgres refuses
+        // the old statement (and rolled the transaction back). Forget every connection's
+        // statements and run it once more.
+        Err(CallError::Db(e)) if stale_statement(&e) => {
+            pool.manager().statement_caches.clear();
+            call_on(&client, context, timeout, sql, params).await
+        }
+        answer => answer,
+    }
+}
+
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+        && e.as_db_error().is_some_and(|db| db.message().contains("cached plan must not change result type"))
+}
+
+async fn call_on(
+    client: &ClientWrapper,
+    context: &RequestContext,
+    timeout: Duration,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, CallError> {
+    let open = format!("BEGIN; {}; SET LOCAL statement_timeout = {}", DbRole::Dashboard.set_local(), timeout.as_millis());
+    let (client_ip, user_agent) = context_values(context);
+    let mut open_transaction = RollbackUnlessDone { client, done: false };
+    // `join3` polls in order, so the messages go in this order. The statement's future
+    // sends Bind/Execute and then COMMIT on its first poll when the statement is cached;
+    // on a miss, after its Parse is answered.
+    let (opened, noted, called) = join3(
+        client.batch_execute(&open),
+        client.query_typed(SET_CONTEXT, &[(&client_ip, Type::TEXT), (&user_agent, Type::TEXT), (&context.public_url, Type::TEXT)]),
+        async {
+            let statement = client.prepare_cached(sql).await?;
+            Ok::<_, tokio_postgres::Error>(join(client.query(&statement, params), client.batch_execute("COMMIT")).await)
+        },
+    )
+    .await;
+    let called = match called {
+        Ok(answer) => {
+            open_transaction.done = true;
+            answer
+        }
+        // The Parse failed, so COMMIT was never sent: end the transaction here.
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            open_transaction.done = true;
+            (Err(e), Ok(()))
+        }
+    };
+    opened.map_err(|e| CallError::Unavailable(pg_error(e)))?;
+    noted.map_err(|e| CallError::Unavailable(pg_error(e)))?;
+    let rows = called.0.map_err(CallError::Db)?;
+    called.1.map_err(CallError::Db)?;
+    Ok(rows)
+}
+
+/// A transaction whose COMMIT may not have been sent: a request dropped mid-way (its
+/// client went away) sends ROLLBACK, as tokio-postgres's `Transaction` does, so that the
+/// connection goes back to the pool outside a transaction (the pool does not reset it).
+struct RollbackUnlessDone<'a> {
+    client: &'a ClientWrapper,
+    done: bool,
+}
+
+impl Drop for RollbackUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The first poll writes the message; its answer is discarded.
+            let _ = self.client.batch_execute("ROLLBACK").now_or_never();
+        }
+    }
+}
+
+/// A connection of the data login. It goes back to the pool only once `reset` (or the
+/// `DISCARD ALL` at the end of a pipeline, then `mark_reset`) has run after its last use,
+/// so either is the last thing done with it:
+/// app code may have left settings, prepared statements, temporary tables that shadow
+/// names, listeners or advisory locks in the session. Dropped otherwise (an error
+/// mid-way, a lost connection, a request that went away), it is closed, never reused.
+pub struct DataConnection {
+    object: Option<Object>,
+    reset: bool,
+}
+
+impl DataConnection {
+    pub async fn checkout(pool: &Pool, config: &tokio_postgres::Config) -> Result<Self> {
+        Ok(DataConnection { object: Some(checkout(pool, config).await?), reset: false })
+    }
+
+    /// `DISCARD ALL` ran after the last use (the caller saw it succeed).
+    pub fn mark_reset(&mut self) {
+        self.reset = true;
+    }
+
+    /// Runs `DISCARD ALL`, so that the connection may be reused.
+    pub async fn reset(&mut self) -> Result<(), tokio_postgres::Error> {
+        self.reset = false;
+        self.batch_execute("DISCARD ALL").await?;
+        self.reset = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for DataConnection {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        self.object.as_ref().expect("a data connection in use")
+    }
+}
+
+impl std::ops::DerefMut for DataConnection {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.object.as_mut().expect("a data connection in use")
+    }
+}
+
+impl Drop for DataConnection {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            if !self.reset {
+                // Out of the pool; dropping the client closes the connection.
+                drop(Object::take(object));
+            }
+        }
+    }
 }
 
 pub fn tls_connector(verify: TlsVerify) -> Result<MakeTlsConnector> {
@@ -107,18 +282,24 @@ pub fn tls_connector(verify: TlsVerify) -> Result<MakeTlsConnector> {
     Ok(MakeTlsConnector::new(connector))
 }
 
-/// A pool of connections as the login role in DATABASE_URL. Recycling runs a full
-/// reset (`SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ...`) before reuse, so even a
-/// session-level setting that slipped through cannot reach the next request.
+/// A pool of connections as the login role in DATABASE_URL (the dashboard login).
+/// Recycling only checks that the connection is open (deadpool's fast recycling): no app
+/// code runs on this login, and every setting the binary makes on it is
+/// transaction-local (`begin`, `call`: `SET LOCAL`, `set_config(..., true)`), so a
+/// transaction that ended leaves nothing behind, and a full reset
+/// (`SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ...`) on every checkout was a round
+/// trip for nothing. It keeps the prepared statements of `call` too.
 pub fn pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
-    build_pool(settings, max_size, RecyclingMethod::Clean)
+    build_pool(settings, max_size, RecyclingMethod::Fast)
 }
 
-/// A pool of the data login's connections: `DISCARD ALL` before each reuse drops
+/// A pool of the data login's connections. Only `DataConnection` takes them, and it lets
+/// one back in only after `DISCARD ALL` (pipelined with the work, on return), which drops
 /// everything app code may have left in the session (settings, prepared statements,
-/// temporary tables, listeners, advisory locks).
+/// temporary tables, listeners, advisory locks); one that was not reset is closed. So
+/// recycling only checks that the connection is open.
 pub fn data_pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
-    build_pool(settings, max_size, RecyclingMethod::Custom("DISCARD ALL".into()))
+    build_pool(settings, max_size, RecyclingMethod::Fast)
 }
 
 fn build_pool(settings: &DatabaseSettings, max_size: usize, recycling_method: RecyclingMethod) -> Result<Pool> {
