@@ -601,11 +601,28 @@ BEGIN
               USING ERRCODE = 'insufficient_privilege',
                     HINT = 'Claim it in a session of the data login (FLUXBASE_ADMIN_DATA_DATABASE_URL).';
     END IF;
-    SELECT * INTO problem FROM fluxbase_admin.list_login_problems(session_user::text, 'data') p
-     WHERE NOT p.missing LIMIT 1;
-    IF problem.role IS NOT NULL THEN
-        RAISE EXCEPTION 'the data login %: % %', session_user, problem.role, problem.problem
-              USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', problem.fix);
+    -- list_login_problems says which and how to fix it, but walks every membership (most
+    -- of a claim's time). First a quick check that finds at least what it refuses: the
+    -- login's own attributes and settings, and every role it is a member of, directly or
+    -- not (pg_has_role MEMBER: Postgres's cached membership list, kept right by its own
+    -- invalidation, and no INHERIT needed), that is a superuser, has CREATEROLE or
+    -- REPLICATION, is predefined, or is the dashboard's. Only when it finds something is
+    -- the list asked.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles me
+                WHERE me.rolname = session_user
+                  AND (me.rolsuper OR me.rolcreaterole OR me.rolreplication OR me.rolinherit OR me.rolconfig IS NOT NULL
+                       OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles g
+                                   WHERE g.oid <> me.oid
+                                     AND (g.rolsuper OR g.rolcreaterole OR g.rolreplication OR g.rolname LIKE 'pg\_%'
+                                          OR g.rolname IN ('fluxbase_dashboard', 'fluxbase_operator'))
+                                     AND pg_catalog.pg_has_role(me.oid, g.oid, 'MEMBER'))))
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles me WHERE me.rolname = session_user) THEN
+        SELECT * INTO problem FROM fluxbase_admin.list_login_problems(session_user::text, 'data') p
+         WHERE NOT p.missing LIMIT 1;
+        IF problem.role IS NOT NULL THEN
+            RAISE EXCEPTION 'the data login %: % %', session_user, problem.role, problem.problem
+                  USING ERRCODE = 'insufficient_privilege', HINT = pg_catalog.format('An operator runs: %s', problem.fix);
+        END IF;
     END IF;
     UPDATE dashboard_auth.tickets t SET claimed_at = pg_catalog.clock_timestamp(), claimed_by_pid = pg_catalog.pg_backend_pid()
      WHERE t.ticket_hash = dashboard_auth.token_hash(claim_ticket.ticket) AND t.claimed_at IS NULL

@@ -114,9 +114,9 @@ pub enum CallError {
 /// One statement in its own dashboard transaction, as `fluxbase_dashboard`, with the
 /// request's context and `timeout`, committed; all its rows.
 ///
-/// One round trip: BEGIN with `SET LOCAL ROLE` and `SET LOCAL statement_timeout` (one
-/// simple query), the context's `set_config`s, the statement and COMMIT are written
-/// together. A failure aborts the transaction, so what follows it does nothing and
+/// One round trip after the pool's liveness check: BEGIN with `SET LOCAL ROLE` and
+/// `SET LOCAL statement_timeout` (one simple query), the context's `set_config`s, the
+/// statement and COMMIT are written together. A failure aborts the transaction, so what follows it does nothing and
 /// the pipelined COMMIT ends as a rollback.
 ///
 /// The statement is prepared once per connection (deadpool's statement cache), which is
@@ -283,23 +283,25 @@ pub fn tls_connector(verify: TlsVerify) -> Result<MakeTlsConnector> {
 }
 
 /// A pool of connections as the login role in DATABASE_URL (the dashboard login).
-/// Recycling only checks that the connection is open (deadpool's fast recycling): no app
-/// code runs on this login, and every setting the binary makes on it is
-/// transaction-local (`begin`, `call`: `SET LOCAL`, `set_config(..., true)`), so a
-/// transaction that ended leaves nothing behind, and a full reset
-/// (`SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ...`) on every checkout was a round
-/// trip for nothing. It keeps the prepared statements of `call` too.
+/// Recycling only checks that the connection is alive (deadpool's verified recycling: an
+/// empty query), no reset: no app code runs on this login, and every setting the binary
+/// makes on it is transaction-local (`begin`, `call`: `SET LOCAL`, `set_config(..., true)`),
+/// so a transaction that ended leaves nothing behind, and a full reset
+/// (`SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ...`) on every checkout was work for
+/// nothing. It keeps the prepared statements of `call` too. The empty query stays: a
+/// connection whose backend was ended (a restart, `pg_terminate_backend`) is replaced
+/// at checkout instead of failing the request that takes it.
 pub fn pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
-    build_pool(settings, max_size, RecyclingMethod::Fast)
+    build_pool(settings, max_size, RecyclingMethod::Verified)
 }
 
 /// A pool of the data login's connections. Only `DataConnection` takes them, and it lets
 /// one back in only after `DISCARD ALL` (pipelined with the work, on return), which drops
 /// everything app code may have left in the session (settings, prepared statements,
 /// temporary tables, listeners, advisory locks); one that was not reset is closed. So
-/// recycling only checks that the connection is open.
+/// recycling only checks that the connection is alive (an empty query, as `pool`).
 pub fn data_pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool> {
-    build_pool(settings, max_size, RecyclingMethod::Fast)
+    build_pool(settings, max_size, RecyclingMethod::Verified)
 }
 
 fn build_pool(settings: &DatabaseSettings, max_size: usize, recycling_method: RecyclingMethod) -> Result<Pool> {

@@ -3,11 +3,11 @@
 //! audits), then its claim and one executor on the data login, in one transaction.
 //! Requests are JSON bound as one value; executors are a fixed list of statements.
 
-use deadpool_postgres::Object;
+use futures_util::future::join5;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::api::ApiError;
-use crate::db::{self, DbRole, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
+use crate::db::{self, CallError, DataConnection, RequestContext, DEFAULT_STATEMENT_TIMEOUT};
 use crate::state::AppState;
 use crate::web::errors::PageError;
 
@@ -21,6 +21,15 @@ pub enum HandOffError {
 impl From<tokio_postgres::Error> for HandOffError {
     fn from(e: tokio_postgres::Error) -> Self {
         HandOffError::Db(e)
+    }
+}
+
+impl From<CallError> for HandOffError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Db(e) => HandOffError::Db(e),
+            CallError::Unavailable(e) => HandOffError::Unavailable(e),
+        }
     }
 }
 
@@ -60,20 +69,19 @@ impl Executor {
     }
 }
 
-/// One statement on the dashboard login that returns text (JSON), committed.
+/// One statement on the dashboard login that returns text (JSON), committed: one round
+/// trip (`db::call`).
 pub async fn on_dashboard(
     state: &AppState,
     context: &RequestContext,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<String, HandOffError> {
-    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(HandOffError::Unavailable)?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, context, DEFAULT_STATEMENT_TIMEOUT)
-        .await
-        .map_err(HandOffError::Unavailable)?;
-    let text: String = tx.query_one(sql, params).await?.get(0);
-    tx.commit().await?;
-    Ok(text)
+    let rows = db::call(state.pool(), state.database_config(), context, DEFAULT_STATEMENT_TIMEOUT, sql, params).await?;
+    match rows.first() {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(HandOffError::Unavailable(anyhow::anyhow!("{sql} returned no row"))),
+    }
 }
 
 /// A ticket for `operation` with `request` (a JSON object), on the dashboard login.
@@ -89,27 +97,41 @@ pub async fn issue_ticket(
 }
 
 /// Claims `ticket` and runs `executor` on the data login; its JSON answer as text.
+///
+/// One round trip after the pool's liveness check, pipelined:
+/// `BEGIN; SET LOCAL statement_timeout`, the claim, the
+/// executor, `COMMIT`, then `DISCARD ALL`, the connection's reset before it goes back to
+/// the pool. Only unnamed statements (`query_typed`, `batch_execute`) on the data login,
+/// where app code runs and could tamper with a prepared one. The transaction is explicit,
+/// so a failed claim aborts it: the executor after it is refused (`25P02`) without
+/// running, and COMMIT ends as a rollback; the claim's error is the one reported.
+/// `DISCARD ALL` is a message of its own after the transaction, so it runs whatever
+/// happened in it; a connection whose reset was not seen to succeed (a lost connection,
+/// a request that went away) is closed instead of reused.
 pub async fn claim_and_run(state: &AppState, ticket: &str, executor: Executor) -> Result<String, HandOffError> {
-    let mut data = db::checkout(state.data_pool(), state.data_database_config()).await.map_err(HandOffError::Unavailable)?;
-    let answer = run_claimed(&mut data, ticket, executor).await;
-    // A connection that failed mid-way is not reused; the pool runs DISCARD ALL before
-    // the next use of the others.
-    if matches!(&answer, Err(e) if e.as_db_error().is_none()) {
-        let _ = Object::take(data);
+    let mut data =
+        DataConnection::checkout(state.data_pool(), state.data_database_config()).await.map_err(HandOffError::Unavailable)?;
+    let open = format!("BEGIN; SET LOCAL statement_timeout = {}", DEFAULT_STATEMENT_TIMEOUT.as_millis());
+    // `join5` polls in order: the messages are written in this order on the first poll.
+    let (opened, claimed, ran, committed, reset) = join5(
+        data.batch_execute(&open),
+        data.query_typed("SELECT fluxbase_admin.claim_ticket($1)::text", &[(&ticket, Type::TEXT)]),
+        data.query_typed(executor.statement(), &[]),
+        data.batch_execute("COMMIT"),
+        data.batch_execute("DISCARD ALL"),
+    )
+    .await;
+    if reset.is_ok() {
+        data.mark_reset();
     }
-    Ok(answer?)
-}
-
-/// Only unnamed statements (`query_typed`, `batch_execute`) on the data login, where app
-/// code runs and could tamper with a prepared one.
-async fn run_claimed(data: &mut Object, ticket: &str, executor: Executor) -> Result<String, tokio_postgres::Error> {
-    let tx = data.transaction().await?;
-    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", DEFAULT_STATEMENT_TIMEOUT.as_millis())).await?;
-    tx.query_typed("SELECT fluxbase_admin.claim_ticket($1)::text", &[(&ticket, Type::TEXT)]).await?;
-    let rows = tx.query_typed(executor.statement(), &[]).await?;
-    let text: String = rows[0].get(0);
-    tx.commit().await?;
-    Ok(text)
+    opened?;
+    claimed?;
+    let rows = ran?;
+    committed?;
+    match rows.first() {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(HandOffError::Unavailable(anyhow::anyhow!("{} returned no row", executor.statement()))),
+    }
 }
 
 /// A ticket and its claim: the whole hand-off.

@@ -130,8 +130,10 @@ async fn preflight(pool: &Pool, data_pool: &Pool, settings: &ServeSettings) -> R
         );
     }
     let data_config = &settings.data_database.config;
-    let data_client = db::checkout(data_pool, data_config).await?;
-    let data_role: String = data_client.query_one("SELECT session_user::text", &[]).await.map_err(db::pg_error)?.get(0);
+    let mut data_client = db::DataConnection::checkout(data_pool, data_config).await?;
+    let data_role: String =
+        data_client.query_typed("SELECT session_user::text", &[]).await.map_err(db::pg_error)?[0].get(0);
+    data_client.reset().await.map_err(db::pg_error)?;
     drop(data_client);
 
     // One membership check for both logins (fluxbase_admin.list_login_problems): a login that

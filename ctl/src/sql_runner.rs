@@ -95,14 +95,15 @@ async fn run_to_the_end(
     let ticket: String = begun.get("ticket");
 
     // 2. The statement, on the data login.
-    let mut data = db::checkout(state.data_pool(), state.data_database_config()).await.map_err(ApiError::internal)?;
+    let mut data =
+        db::DataConnection::checkout(state.data_pool(), state.data_database_config()).await.map_err(ApiError::internal)?;
     let pid: i32 = data.query_typed("SELECT pg_catalog.pg_backend_pid()", &[]).await?[0].get(0);
     notices::clear(pid);
     let outcome = execute(&mut data, &ticket, &request.statement, read_only, timeout_ms).await;
-    // The pool runs DISCARD ALL before the connection's next use; one that failed
-    // mid-way is not reused.
-    if outcome.as_ref().err().is_some_and(|f| f["code"] == "unavailable") {
-        let _ = deadpool_postgres::Object::take(data);
+    // DISCARD ALL before the connection goes back to the pool; one that failed mid-way,
+    // or whose reset fails, is closed instead (db::DataConnection).
+    if !outcome.as_ref().err().is_some_and(|f| f["code"] == "unavailable") {
+        let _ = data.reset().await;
     }
     let notices = notices::take(pid);
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::client::TrustedProxies;
 use crate::config::ServeSettings;
@@ -34,6 +35,8 @@ struct Inner {
     keys: Keys,
     csp_reports: CspReports,
     test_pages: bool,
+    /// Permits for the sign-in work that hashes or verifies a password (`login_permit`).
+    logins: Semaphore,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 keys,
                 csp_reports: CspReports::default(),
                 test_pages,
+                logins: Semaphore::new(login_permits()),
             }),
         }
     }
@@ -131,8 +135,29 @@ impl AppState {
         self.inner.test_pages
     }
 
+    /// A permit to run one call that hashes or verifies a password (sign-in, the second
+    /// factor, redeeming a link, setup): hold it for the call, and let it go before the
+    /// response is built. Such a call is argon2 in a Postgres backend, tens of
+    /// milliseconds of a core and memory of its own, and holds a dashboard connection all
+    /// that time. Unbounded, a burst of sign-ins (or someone guessing passwords) would take
+    /// every core and every pooled connection, and browsing would starve. Bounded, the
+    /// extra logins wait here, in order, holding neither a connection nor a core, and
+    /// other requests go on.
+    pub async fn login_permit(&self) -> SemaphorePermit<'_> {
+        self.inner.logins.acquire().await.expect("the login semaphore is never closed")
+    }
+
     /// The context of this copy's own work, which no client asked for.
     pub fn background_context(&self) -> RequestContext {
         RequestContext::background(self.public_url())
     }
+}
+
+/// How many password hashes may run at once: half the cores (at least one), so that the
+/// other half is left to browsing even while logins keep arriving. Postgres and this
+/// binary share the machine in the usual setup, so the cores seen here are the ones the
+/// hashes use.
+fn login_permits() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cores / 2).max(1)
 }

@@ -2,7 +2,7 @@
 //! extension (sql/explorer_catalog.sql, sql/explorer_browse.sql); this module only
 //! carries a request to it and its answer back, as it is.
 //!
-//! - `GET /api/tables`: `fluxbase_admin.list_tables`, as `{"tables": [...]}`;
+//! - `GET /api/tables?search=&page_size=&cursor=`: a page of `fluxbase_admin.list_tables`;
 //! - `GET /api/tables/{schema}/{table}`: `fluxbase_admin.describe_table`;
 //! - `GET /api/tables/{schema}/{table}/rows?filter=&sort=&search=&cursor=&page_size=&total=`:
 //!   one page of `fluxbase_admin.browse`, a ticket from the dashboard login claimed on
@@ -16,10 +16,9 @@
 //! they are reads, so no CSRF token.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::Json;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::api::{self, ApiError};
 use crate::client::ClientContext;
@@ -32,8 +31,18 @@ fn session(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     api::session_token(headers).or_else(|missing| crate::web::session::session_token(state, headers).ok_or(missing))
 }
 
-fn as_json(text: &str) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::from_str::<Value>(text).map_err(|e| ApiError::internal(e.into()))?))
+/// The extension's JSON text, sent as it is: it is Postgres's own `jsonb` output, so it is
+/// neither parsed nor written again here.
+pub struct JsonText(String);
+
+impl IntoResponse for JsonText {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+fn as_json(text: String) -> Result<JsonText, ApiError> {
+    Ok(JsonText(text))
 }
 
 async fn on_dashboard(
@@ -45,22 +54,31 @@ async fn on_dashboard(
     Ok(explorer::on_dashboard(state, context, sql, params).await?)
 }
 
-/// `GET /api/tables`: schemas, tables and views, with what the explorer cannot read.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    search: Option<String>,
+    page_size: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/tables?search=&page_size=&cursor=`: a page of schemas, tables and views,
+/// with what the explorer cannot read, as `list_tables` gives it.
 pub async fn list(
     State(state): State<AppState>,
     ClientContext(context): ClientContext,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+    Query(query): Query<ListQuery>,
+) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
+    let (search, page_size, cursor) = (given(query.search), given(query.page_size), given(query.cursor));
     let text = on_dashboard(
         &state,
         &context,
-        "SELECT pg_catalog.jsonb_build_object('tables', coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t) - 'ordinality' ORDER BY t.ordinality), '[]'))::text
-           FROM ROWS FROM (fluxbase_admin.list_tables($1)) WITH ORDINALITY AS t",
-        &[&token],
+        "SELECT fluxbase_admin.list_tables($1, $2, coalesce($3::text::integer, 500), $4)::text",
+        &[&token, &search, &page_size, &cursor],
     )
     .await?;
-    as_json(&text)
+    as_json(text)
 }
 
 /// `GET /api/tables/{schema}/{table}`: the structure, as `describe_table` gives it.
@@ -69,10 +87,10 @@ pub async fn structure(
     ClientContext(context): ClientContext,
     headers: HeaderMap,
     Path((schema, table)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
     let text = on_dashboard(&state, &context, "SELECT fluxbase_admin.describe_table($1, $2, $3)::text", &[&token, &schema, &table]).await?;
-    as_json(&text)
+    as_json(text)
 }
 
 /// The query of a browse, each field as it was typed: the extension reads and checks
@@ -99,7 +117,7 @@ pub async fn rows(
     headers: HeaderMap,
     Path((schema, table)): Path<(String, String)>,
     Query(query): Query<RowsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
     let (filter, sort, search) = (given(query.filter), given(query.sort), given(query.search));
     let (cursor, page_size, total) = (given(query.cursor), given(query.page_size), given(query.total));
@@ -121,7 +139,7 @@ pub async fn rows(
 
     // 2. The page, on the data login: the claim and the read in one transaction.
     let page = explorer::claim_and_run(&state, &ticket, Executor::Browse).await?;
-    as_json(&page)
+    as_json(page)
 }
 
 #[derive(Deserialize)]
@@ -139,7 +157,7 @@ pub async fn cell(
     headers: HeaderMap,
     Path((schema, table)): Path<(String, String)>,
     Query(query): Query<CellQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
     let ticket = on_dashboard(
         &state,
@@ -149,7 +167,7 @@ pub async fn cell(
         &[&token, &schema, &table, &query.column, &query.key],
     )
     .await?;
-    as_json(&explorer::claim_and_run(&state, &ticket, Executor::ReadCell).await?)
+    as_json(explorer::claim_and_run(&state, &ticket, Executor::ReadCell).await?)
 }
 
 #[derive(Deserialize)]
@@ -166,7 +184,7 @@ pub async fn copy(
     headers: HeaderMap,
     Path((schema, table)): Path<(String, String)>,
     Query(query): Query<CopyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
     let ticket = on_dashboard(
         &state,
@@ -176,5 +194,5 @@ pub async fn copy(
         &[&token, &schema, &table, &query.keys],
     )
     .await?;
-    as_json(&explorer::claim_and_run(&state, &ticket, Executor::CopyRows).await?)
+    as_json(explorer::claim_and_run(&state, &ticket, Executor::CopyRows).await?)
 }

@@ -396,7 +396,7 @@ fn cases() -> Vec<Case> {
             let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
             w.q(&s.token, &format!("fluxbase_admin.terminate_backend($1, {pid})"))
         }),
-        case("fluxbase_admin.list_tables(text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_tables($1)")),
+        case("fluxbase_admin.list_tables(text,text,integer,text)", "", None, |w, s| w.q(&s.token, "fluxbase_admin.list_tables($1)")),
         case("fluxbase_admin.describe_table(text,text,text)", "", None, |w, s| {
             w.q(&s.token, "fluxbase_admin.describe_table($1, 'public', 't')")
         }),

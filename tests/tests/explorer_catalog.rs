@@ -40,7 +40,7 @@ fn the_catalog_lists_the_applications_relations_only() {
     let db = TestDb::new();
     db.connect(Caller::Superuser).batch_execute(FIXTURE).unwrap();
     let (mut web, token) = viewer(&db);
-    let rows = as_dashboard(&mut web, "SELECT schema, name, kind, rls_enabled, rls_forced, has_primary_key FROM fluxbase_admin.list_tables($1)", &[&token]).unwrap();
+    let rows = as_dashboard(&mut web, "SELECT schema, name, kind, rls_enabled, rls_forced, has_primary_key FROM jsonb_to_recordset(fluxbase_admin.list_tables($1) -> 'rows') AS t(schema text, name text, kind text, rls_enabled boolean, rls_forced boolean, has_primary_key boolean, explorer_limits text)", &[&token]).unwrap();
     let listed: Vec<(String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     assert_eq!(
         listed,
@@ -59,7 +59,7 @@ fn the_catalog_lists_the_applications_relations_only() {
     // explorer_limits: NULL while the explorer's role may read and write a relation, the
     // reason once an owner took a privilege away.
     let limits = |web: &mut Client| -> Vec<(String, Option<String>)> {
-        as_dashboard(web, "SELECT name, explorer_limits FROM fluxbase_admin.list_tables($1)", &[&token])
+        as_dashboard(web, "SELECT name, explorer_limits FROM jsonb_to_recordset(fluxbase_admin.list_tables($1) -> 'rows') AS t(schema text, name text, kind text, rls_enabled boolean, rls_forced boolean, has_primary_key boolean, explorer_limits text)", &[&token])
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1)))

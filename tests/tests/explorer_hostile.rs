@@ -1576,7 +1576,7 @@ impl Explorer {
         let token = if broken { self.broken_token() } else { self.token.clone() };
         let desc = format!("catalog(token={})", short(&token));
         let result = self.timed("catalog", &desc, false, |web| {
-            as_dashboard(web, "SELECT coalesce(jsonb_agg(jsonb_build_array(schema, name, kind)), '[]')::text FROM fluxbase_admin.list_tables($1)", &[&token])
+            as_dashboard(web, "SELECT coalesce(jsonb_agg(jsonb_build_array(schema, name, kind)), '[]')::text FROM jsonb_to_recordset(fluxbase_admin.list_tables($1) -> 'rows') AS t(schema text, name text, kind text, rls_enabled boolean, rls_forced boolean, has_primary_key boolean, explorer_limits text)", &[&token])
                 .map(|rows| rows[0].get::<_, String>(0))
         });
         if broken {

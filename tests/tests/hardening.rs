@@ -455,7 +455,7 @@ fn after_use_session_later_statements_cannot_read_the_token() {
     assert!(!activity.contains(&secret), "{activity}");
 
     // The dashboard's functions take NULL.
-    let tables: i64 = simple_one(&mut c, "SELECT count(*) FROM fluxbase_admin.list_tables(NULL)").unwrap().parse().unwrap();
+    let tables: i64 = simple_one(&mut c, "SELECT fluxbase_admin.list_tables(NULL) ->> 'total'").unwrap().parse().unwrap();
     assert!(tables >= 1, "catalog(NULL) lists public.t");
     let ticket = simple_one(&mut c, "SELECT fluxbase_admin.issue_ticket(NULL, 'browse', '{\"schema\":\"public\",\"table\":\"t\"}')").unwrap();
     assert!(ticket.starts_with("fbk_"), "{ticket}");

@@ -53,13 +53,24 @@ fn get(server: &Server, path: &str, token: &str) -> Value {
 fn the_list_and_a_structure() {
     let (_db, server, token) = setup("admin");
     let list = get(&server, "/api/tables", &token);
-    let tables = list["tables"].as_array().unwrap_or_else(|| panic!("{list}"));
+    let tables = list["rows"].as_array().unwrap_or_else(|| panic!("{list}"));
+    assert_eq!((list["total"].clone(), list["next_cursor"].clone()), (json!(2), Value::Null), "{list}");
     let items = tables.iter().find(|t| t["schema"] == "public" && t["name"] == "items").unwrap_or_else(|| panic!("{list}"));
     assert_eq!(items["kind"], "table", "{items}");
     assert_eq!(items["has_primary_key"], true, "{items}");
     assert_eq!(items["description"], "things for sale", "{items}");
     assert!(items.get("ordinality").is_none(), "{items}");
     assert!(tables.iter().any(|t| t["schema"] == "odd \"schema\"" && t["name"] == "it's a / \"table\""), "{list}");
+    // Paged and searched: "schema.name" in any case, one a page, in schema and name order.
+    let first = get(&server, "/api/tables?page_size=1", &token);
+    assert_eq!(first["rows"][0]["schema"], "odd \"schema\"", "{first}");
+    let cursor = first["next_cursor"].as_str().unwrap_or_else(|| panic!("{first}"));
+    let second = get(&server, &format!("/api/tables?page_size=1&cursor={}", enc(cursor)), &token);
+    assert_eq!((second["rows"][0]["name"].clone(), second["next_cursor"].clone()), (json!("items"), Value::Null), "{second}");
+    let searched = get(&server, "/api/tables?search=PUBLIC.IT", &token);
+    assert_eq!((searched["total"].clone(), searched["rows"][0]["name"].clone()), (json!(1), json!("items")), "{searched}");
+    let (status, body) = server.get_json_with("/api/tables?page_size=0", &token);
+    assert_eq!(status, 422, "{body}");
 
     let structure = get(&server, "/api/tables/public/items", &token);
     assert_eq!((structure["schema"].clone(), structure["name"].clone()), (json!("public"), json!("items")), "{structure}");

@@ -627,7 +627,7 @@ fn a_table_created_after_install_is_browsable_and_editable() {
     assert_eq!(page["total"]["count"], 2, "{page}");
     assert_eq!(page["rows"][0]["values"]["body"], "edited", "{page}");
     // And the catalog shows no limit on it.
-    let limits: Option<String> = as_dashboard(&mut planes.web, "SELECT explorer_limits FROM fluxbase_admin.list_tables($1) WHERE name = 'late'", &[&ann])
+    let limits: Option<String> = as_dashboard(&mut planes.web, "SELECT explorer_limits FROM jsonb_to_recordset(fluxbase_admin.list_tables($1) -> 'rows') AS t(schema text, name text, kind text, rls_enabled boolean, rls_forced boolean, has_primary_key boolean, explorer_limits text) WHERE name = 'late'", &[&ann])
         .unwrap()[0]
         .get(0);
     assert_eq!(limits, None);
@@ -642,7 +642,7 @@ fn a_table_whose_owner_revoked_select_is_marked_in_the_catalog() {
                         CREATE TABLE public.readonly (id integer PRIMARY KEY);
                         REVOKE INSERT, DELETE ON public.readonly FROM fluxbase_explorer;")
         .unwrap();
-    let rows = as_dashboard(&mut planes.web, "SELECT name, explorer_limits FROM fluxbase_admin.list_tables($1) WHERE schema = 'public'", &[&ann]).unwrap();
+    let rows = as_dashboard(&mut planes.web, "SELECT name, explorer_limits FROM jsonb_to_recordset(fluxbase_admin.list_tables($1) -> 'rows') AS t(schema text, name text, kind text, rls_enabled boolean, rls_forced boolean, has_primary_key boolean, explorer_limits text) WHERE schema = 'public'", &[&ann]).unwrap();
     let limits: BTreeMap<String, Option<String>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(limits["hidden"].as_deref(), Some("unreadable: its owner revoked SELECT from fluxbase_explorer"), "{limits:?}");
     assert_eq!(limits["readonly"].as_deref(), Some("read-only: its owner revoked INSERT, DELETE from fluxbase_explorer"), "{limits:?}");

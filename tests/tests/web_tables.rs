@@ -148,4 +148,19 @@ fn tables_list_filter_and_structure() {
     // Narrow screens: the list still reads.
     browser.set_viewport(390, 800);
     browser.visit("/tables", "list-narrow");
+    browser.set_viewport(fluxbase_tests::browser::WIDTH, fluxbase_tests::browser::HEIGHT);
+
+    // Past 500 relations the list comes in pages, in name order, the filter kept.
+    site.db
+        .connect(Caller::Superuser)
+        .batch_execute("CREATE SCHEMA many; DO $$ BEGIN FOR i IN 1..520 LOOP EXECUTE format('CREATE TABLE many.t_%s (id int)', lpad(i::text, 3, '0')); END LOOP; END $$;")
+        .unwrap();
+    browser.visit("/tables?q=many.", "list-paged");
+    assert_eq!(browser.texts("table.tables-list a.relation").len(), 500);
+    assert!(browser.text("#list-count").contains("500 on this page of 520 matching"), "{}", browser.text("#list-count"));
+    browser.click_and_load("#list-next");
+    let rest = browser.texts("table.tables-list a.relation");
+    assert_eq!((rest.len(), rest.first().map(String::as_str)), (20, Some("t_501")), "the next page, after t_500");
+    assert!(browser.path().contains("q=many."), "the filter stays: {}", browser.path());
+    assert!(browser.exists("#list-first") && !browser.exists("#list-next"));
 }

@@ -33,7 +33,7 @@ use axum::Router;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::db::{self, DbRole, RequestContext};
+use crate::db::{self, RequestContext};
 use crate::state::AppState;
 use crate::web::assets;
 use crate::web::errors::PageError;
@@ -164,20 +164,19 @@ pub fn valid_for(state: &AppState) -> Option<String> {
     state.session_timeout().map(|d: Duration| format!("{} seconds", d.as_secs()))
 }
 
-/// One statement in its own dashboard transaction: the pages' calls are one function each.
+/// One statement in its own dashboard transaction (one round trip, `db::call`): the
+/// pages' calls are one function each.
 pub async fn call_opt(
     state: &AppState,
     context: &RequestContext,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>, PageError> {
-    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(PageError::unavailable)?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, context, db::DEFAULT_STATEMENT_TIMEOUT)
-        .await
-        .map_err(PageError::unavailable)?;
-    let row = tx.query_opt(sql, params).await?;
-    tx.commit().await?;
-    Ok(row)
+    let mut rows = db::call(state.pool(), state.database_config(), context, db::DEFAULT_STATEMENT_TIMEOUT, sql, params).await?;
+    if rows.len() > 1 {
+        return Err(PageError::unavailable(anyhow::anyhow!("{sql} returned more than one row")));
+    }
+    Ok(rows.pop())
 }
 
 pub async fn call_one(

@@ -94,6 +94,8 @@ async fn page(state: AppState, context: RequestContext, headers: HeaderMap, kind
 
 async fn submit(state: AppState, request: SameOriginForm<LinkForm>, kind: Kind) -> Result<Response, PageError> {
     let SameOriginForm { form, context, headers } = request;
+    // Password hashing: one of a bounded number at a time (AppState::login_permit).
+    let permit = state.login_permit().await;
     let row = call_one(
         &state,
         &context,
@@ -101,6 +103,7 @@ async fn submit(state: AppState, request: SameOriginForm<LinkForm>, kind: Kind) 
         &[&form.token, &form.password, &valid_for(&state)],
     )
     .await?;
+    drop(permit);
     let result = LoginResult::from(row);
     if let Some(response) = after_sign_in(&state, &result, None, None) {
         return Ok(response);

@@ -69,6 +69,8 @@ pub async fn submit(State(state): State<AppState>, request: SameOriginForm<CodeF
     let Some((challenge, email)) = challenge(&state, &headers) else {
         return Ok(start_again(&state, next.as_deref()));
     };
+    // Password hashing: one of a bounded number at a time (AppState::login_permit).
+    let permit = state.login_permit().await;
     let row = call_one(
         &state,
         &context,
@@ -76,6 +78,7 @@ pub async fn submit(State(state): State<AppState>, request: SameOriginForm<CodeF
         &[&challenge, &form.code],
     )
     .await?;
+    drop(permit);
     let result = LoginResult::from(row);
     if let Some(response) = after_sign_in(&state, &result, next.as_deref(), None) {
         return Ok(response);

@@ -83,6 +83,8 @@ pub struct SetupForm {
 
 pub async fn submit(State(state): State<AppState>, request: SameOriginForm<SetupForm>) -> Result<Response, PageError> {
     let SameOriginForm { form, context, headers } = request;
+    // Password hashing: one of a bounded number at a time (AppState::login_permit).
+    let permit = state.login_permit().await;
     let row = call_one(
         &state,
         &context,
@@ -90,6 +92,7 @@ pub async fn submit(State(state): State<AppState>, request: SameOriginForm<Setup
         &[&form.token, &form.email, &form.name, &form.password, &valid_for(&state)],
     )
     .await?;
+    drop(permit);
     let result = LoginResult::from(row);
     if let Some(response) = after_sign_in(&state, &result, None, Some(&form.email)) {
         return Ok(response);

@@ -68,6 +68,8 @@ pub struct SignInForm {
 pub async fn submit(State(state): State<AppState>, request: SameOriginForm<SignInForm>) -> Result<Response, PageError> {
     let SameOriginForm { form, context, headers } = request;
     let next = safe_next(form.next.as_deref());
+    // Password hashing: one of a bounded number at a time (AppState::login_permit).
+    let permit = state.login_permit().await;
     let row = call_one(
         &state,
         &context,
@@ -75,6 +77,7 @@ pub async fn submit(State(state): State<AppState>, request: SameOriginForm<SignI
         &[&form.email, &form.password, &valid_for(&state)],
     )
     .await?;
+    drop(permit);
     let result = LoginResult::from(row);
     if let Some(response) = after_sign_in(&state, &result, next.as_deref(), Some(&form.email)) {
         return Ok(response);

@@ -10,31 +10,25 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::db::{self, DbRole, RequestContext};
+use crate::db::{self, CallError, RequestContext};
 use crate::pages::Frame;
 use crate::state::AppState;
 use crate::web::errors::PageError;
 use crate::web::session::SignedIn;
 
-/// One statement in its own dashboard transaction, all its rows; `42P01` (no such
-/// browsable relation) is the 404 page.
+/// One statement in its own dashboard transaction (one round trip, `db::call`), all its
+/// rows; `42P01` (no such browsable relation) is the 404 page.
 pub async fn call_rows(
     state: &AppState,
     context: &RequestContext,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, PageError> {
-    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(PageError::unavailable)?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, context, db::DEFAULT_STATEMENT_TIMEOUT)
-        .await
-        .map_err(PageError::unavailable)?;
-    let rows = match tx.query(sql, params).await {
-        Ok(rows) => rows,
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Err(PageError::NotFound),
-        Err(e) => return Err(e.into()),
-    };
-    tx.commit().await?;
-    Ok(rows)
+    match db::call(state.pool(), state.database_config(), context, db::DEFAULT_STATEMENT_TIMEOUT, sql, params).await {
+        Ok(rows) => Ok(rows),
+        Err(CallError::Db(e)) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Err(PageError::NotFound),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A path segment, percent-encoded (everything but unreserved characters).
@@ -131,13 +125,43 @@ pub struct TablesPage {
     q: String,
     schemas: Vec<Schema>,
     shown: usize,
+    /// Relations matching the filter, on every page, in words.
+    total: String,
+    first_href: Option<String>,
+    next_href: Option<String>,
     error: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct TablesQuery {
     q: Option<String>,
+    cursor: Option<String>,
 }
+
+/// One relation of a `list_tables` page.
+#[derive(Deserialize)]
+struct Listed {
+    schema: String,
+    name: String,
+    kind: String,
+    estimated_rows: Option<i64>,
+    total_bytes: Option<i64>,
+    rls_enabled: bool,
+    rls_forced: bool,
+    description: Option<String>,
+    explorer_limits: Option<String>,
+    policies: i64,
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    rows: Vec<Listed>,
+    next_cursor: Option<String>,
+    total: i64,
+}
+
+/// Relations a page of the list shows.
+const PAGE_SIZE: i32 = 500;
 
 pub async fn page(
     who: SignedIn,
@@ -146,19 +170,24 @@ pub async fn page(
 ) -> Result<TablesPage, PageError> {
     let q = query.q.map(|q| q.trim().to_string()).unwrap_or_default();
     let filter: Option<&str> = (!q.is_empty()).then_some(q.as_str());
+    let cursor = query.cursor.filter(|c| !c.is_empty());
     let title = if q.is_empty() { "Tables".to_string() } else { format!("Tables matching “{q}”") };
     let mut page = TablesPage {
         frame: Frame::signed_in(&who, &title, "tables"),
         script_url: crate::web::assets::url("tables.js"),
-        q: q.clone(), schemas: Vec::new(), shown: 0, error: None };
+        q: q.clone(),
+        schemas: Vec::new(),
+        shown: 0,
+        total: String::new(),
+        first_href: cursor.is_some().then(|| list_href(&q, None)),
+        next_href: None,
+        error: None,
+    };
     let rows = call_rows(
         &state,
         &who.context,
-        "SELECT schema, name, kind, estimated_rows, total_bytes, rls_enabled, rls_forced, description, explorer_limits, policies
-           FROM fluxbase_admin.list_tables($1)
-          WHERE $2::text IS NULL
-             OR pg_catalog.strpos(pg_catalog.lower(schema || '.' || name), pg_catalog.lower($2::text)) > 0",
-        &[&who.token(), &filter],
+        "SELECT fluxbase_admin.list_tables($1, $2, $3, $4)::text",
+        &[&who.token(), &filter, &PAGE_SIZE, &cursor],
     )
     .await;
     let rows = match rows {
@@ -176,27 +205,42 @@ pub async fn page(
         }
         Err(e) => return Err(e),
     };
-    for row in rows {
-        let schema: String = row.get("schema");
-        let name: String = row.get("name");
+    let text: String = rows.first().map(|row| row.get(0)).unwrap_or_default();
+    let listed: ListPage = serde_json::from_str(&text).map_err(|e| PageError::Internal(anyhow::anyhow!("list_tables: {e}")))?;
+    page.total = human_count(listed.total);
+    page.next_href = listed.next_cursor.as_deref().map(|c| list_href(&q, Some(c)));
+    for row in listed.rows {
         let relation = Relation {
-            href: crate::pages::table_rows::rows_href(&schema, &name),
-            kind: kind_words(row.get("kind")),
-            rows: row.get::<_, Option<i64>>("estimated_rows").map(human_count),
-            size: human_bytes(row.get("total_bytes")),
-            rls: rls_words(row.get("rls_enabled"), row.get("rls_forced")),
-            policies: row.get("policies"),
-            description: row.get("description"),
-            limits: row.get("explorer_limits"),
-            name,
+            href: crate::pages::table_rows::rows_href(&row.schema, &row.name),
+            kind: kind_words(&row.kind),
+            rows: row.estimated_rows.map(human_count),
+            size: human_bytes(row.total_bytes),
+            rls: rls_words(row.rls_enabled, row.rls_forced),
+            policies: row.policies,
+            description: row.description,
+            limits: row.explorer_limits,
+            name: row.name,
         };
         page.shown += 1;
         match page.schemas.last_mut() {
-            Some(last) if last.name == schema => last.relations.push(relation),
-            _ => page.schemas.push(Schema { name: schema, relations: vec![relation] }),
+            Some(last) if last.name == row.schema => last.relations.push(relation),
+            _ => page.schemas.push(Schema { name: row.schema, relations: vec![relation] }),
         }
     }
     Ok(page)
+}
+
+/// The list's address: the name filter and the page.
+fn list_href(q: &str, cursor: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if !q.is_empty() {
+        query.append_pair("q", q);
+    }
+    if let Some(cursor) = cursor {
+        query.append_pair("cursor", cursor);
+    }
+    let query = query.finish();
+    if query.is_empty() { "/tables".to_string() } else { format!("/tables?{query}") }
 }
 
 #[cfg(test)]

@@ -53,6 +53,17 @@ impl From<tokio_postgres::Error> for PageError {
     }
 }
 
+/// A dashboard `db::call`: its setup failing is the database being unavailable, as in
+/// `db::begin`; the statement's own error maps as above.
+impl From<crate::db::CallError> for PageError {
+    fn from(e: crate::db::CallError) -> Self {
+        match e {
+            crate::db::CallError::Unavailable(e) => PageError::Unavailable(e),
+            crate::db::CallError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<anyhow::Error> for PageError {
     fn from(e: anyhow::Error) -> Self {
         PageError::Internal(e)

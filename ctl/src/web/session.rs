@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::client::ClientContext;
-use crate::db::{self, DbRole, RequestContext};
+use crate::db::{self, RequestContext};
 use crate::state::AppState;
 use crate::web::errors::PageError;
 
@@ -285,16 +285,14 @@ fn session_from_parts(parts: &Parts, state: &AppState, csrf_field: Option<&str>)
 /// sign in, with the reason `get_session_health` gives.
 async fn load(parts: &mut Parts, state: &AppState, token: String) -> Result<SignedIn, PageError> {
     let ClientContext(context) = ClientContext::from_request_parts(parts, state).await.unwrap_or_else(|e| match e {});
-    let mut client = db::checkout(state.pool(), state.database_config()).await.map_err(PageError::unavailable)?;
-    let tx = db::begin(&mut client, DbRole::Dashboard, &context, db::DEFAULT_STATEMENT_TIMEOUT)
-        .await
-        .map_err(PageError::unavailable)?;
-    let answer = tx
-        .query_one("SELECT email, name, role, capabilities FROM dashboard_auth.get_session($1)", &[&token])
-        .await;
+    // One round trip each (`db::call`).
+    async fn call(state: &AppState, context: &RequestContext, sql: &str, token: &str) -> Result<Vec<tokio_postgres::Row>, db::CallError> {
+        db::call(state.pool(), state.database_config(), context, db::DEFAULT_STATEMENT_TIMEOUT, sql, &[&token]).await
+    }
+    let answer = call(state, &context, "SELECT email, name, role, capabilities FROM dashboard_auth.get_session($1)", &token).await;
     match answer {
-        Ok(row) => {
-            tx.commit().await?;
+        Ok(rows) => {
+            let row = rows.first().ok_or_else(|| PageError::unavailable(anyhow::anyhow!("get_session returned no row")))?;
             Ok(SignedIn {
                 csrf: state.keys().csrf_token(&token),
                 token,
@@ -306,16 +304,9 @@ async fn load(parts: &mut Parts, state: &AppState, token: String) -> Result<Sign
                 theme: theme(&parts.headers),
             })
         }
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
-            drop(tx);
-            let tx = db::begin(&mut client, DbRole::Dashboard, &context, db::DEFAULT_STATEMENT_TIMEOUT)
-                .await
-                .map_err(PageError::unavailable)?;
-            let health = tx
-                .query_opt("SELECT reason, revoked_reason FROM dashboard_auth.get_session_health($1)", &[&token])
-                .await?;
-            tx.commit().await?;
-            let reason = match health.as_ref().map(|row| (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1))) {
+        Err(db::CallError::Db(e)) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
+            let health = call(state, &context, "SELECT reason, revoked_reason FROM dashboard_auth.get_session_health($1)", &token).await?;
+            let reason = match health.first().map(|row| (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1))) {
                 Some((Some(reason), Some(revoked))) if reason == "revoked" && revoked == "logout" => "signed_out".to_string(),
                 Some((Some(reason), _)) if reason != "valid" => reason,
                 _ => "unknown".to_string(),
