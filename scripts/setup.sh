@@ -9,6 +9,7 @@ APT_PACKAGES=(
     libssl-dev pkg-config                                      # TLS to Postgres
     sudo openssl ca-certificates                               # pgrx test --runas; test certificates
     curl                                                       # make bench: the grid's pages over HTTP
+    wrk                                                        # make bench: the pages under load
     chromium chromium-driver                                   # end-to-end tests in a real browser
     fonts-dejavu-core                                          # the font of the browser tests' screenshots
 )

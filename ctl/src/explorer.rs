@@ -100,12 +100,12 @@ pub async fn issue_ticket(
 ///
 /// One round trip after the pool's liveness check, pipelined:
 /// `BEGIN; SET LOCAL statement_timeout`, the claim, the
-/// executor, `COMMIT`, then `DISCARD ALL`, the connection's reset before it goes back to
+/// executor, `COMMIT`, then `db::RESET_DATA_SESSION`, the connection's reset before it goes back to
 /// the pool. Only unnamed statements (`query_typed`, `batch_execute`) on the data login,
 /// where app code runs and could tamper with a prepared one. The transaction is explicit,
 /// so a failed claim aborts it: the executor after it is refused (`25P02`) without
 /// running, and COMMIT ends as a rollback; the claim's error is the one reported.
-/// `DISCARD ALL` is a message of its own after the transaction, so it runs whatever
+/// The reset is a message of its own after the transaction, so it runs whatever
 /// happened in it; a connection whose reset was not seen to succeed (a lost connection,
 /// a request that went away) is closed instead of reused.
 pub async fn claim_and_run(state: &AppState, ticket: &str, executor: Executor) -> Result<String, HandOffError> {
@@ -118,7 +118,7 @@ pub async fn claim_and_run(state: &AppState, ticket: &str, executor: Executor) -
         data.query_typed("SELECT fluxbase_admin.claim_ticket($1)::text", &[(&ticket, Type::TEXT)]),
         data.query_typed(executor.statement(), &[]),
         data.batch_execute("COMMIT"),
-        data.batch_execute("DISCARD ALL"),
+        data.batch_execute(db::RESET_DATA_SESSION),
     )
     .await;
     if reset.is_ok() {

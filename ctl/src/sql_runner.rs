@@ -100,7 +100,7 @@ async fn run_to_the_end(
     let pid: i32 = data.query_typed("SELECT pg_catalog.pg_backend_pid()", &[]).await?[0].get(0);
     notices::clear(pid);
     let outcome = execute(&mut data, &ticket, &request.statement, read_only, timeout_ms).await;
-    // DISCARD ALL before the connection goes back to the pool; one that failed mid-way,
+    // The reset before the connection goes back to the pool; one that failed mid-way,
     // or whose reset fails, is closed instead (db::DataConnection).
     if !outcome.as_ref().err().is_some_and(|f| f["code"] == "unavailable") {
         let _ = data.reset().await;

@@ -188,8 +188,20 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Result<RowsPage, PageError> {
     let query = GridQuery::parse(raw.as_deref());
-    let described = call_rows(&state, &who.context, "SELECT fluxbase_admin.describe_table($1, $2, $3)::text", &[&who.token(), &schema, &table])
-        .await?
+    // The structure and the page at once, on a connection of each pool: neither waits
+    // for the other (a name that is not a browsable table fails both alike).
+    let request = query.request(&schema, &table);
+    let token = who.token();
+    let describe_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&token, &schema, &table];
+    let describing = call_rows(&state, &who.context, "SELECT fluxbase_admin.describe_table($1, $2, $3)::text", &describe_params);
+    let browsing = async {
+        match &request {
+            Ok(request) => Some(explorer::hand_off(&state, &who.context, who.token(), "browse", request, Executor::Browse).await),
+            Err(_) => None,
+        }
+    };
+    let (described, browsed) = tokio::join!(describing, browsing);
+    let described = described?
         .into_iter()
         .next()
         .and_then(|row| row.get::<_, Option<String>>(0))
@@ -224,9 +236,10 @@ pub async fn page(
         next_href: None,
     };
 
-    let answer = match query.request(&described.schema, &described.name) {
-        Err(words) => Err(words),
-        Ok(request) => match explorer::hand_off(&state, &who.context, who.token(), "browse", &request, Executor::Browse).await {
+    let answer = match (request, browsed) {
+        (Err(words), _) => Err(words),
+        (Ok(_), None) => unreachable!("a request is browsed"),
+        (Ok(_), Some(browsed)) => match browsed {
             Ok(text) => Ok(text),
             Err(e) => Err(error_words(e)?),
         },

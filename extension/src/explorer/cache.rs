@@ -122,14 +122,24 @@ pub fn shape(rel: pg_sys::Oid) -> Option<Rc<Cached>> {
         return Some(hit);
     }
     let generation = GENERATION.get();
-    let (json, depends_on) = Spi::get_two_with_args::<JsonB, Vec<Option<i64>>>(
+    let read = Spi::get_two_with_args::<JsonB, Vec<Option<i64>>>(
         "SELECT fluxbase_admin.read_relation_shape($1),
                 ARRAY(SELECT i.indexrelid::pg_catalog.int8 FROM pg_catalog.pg_index i WHERE i.indrelid = $1
                       UNION ALL
                       SELECT t.relid::pg_catalog.int8 FROM pg_catalog.pg_partition_tree($1) t WHERE t.relid <> $1)",
         &[rel.into()],
-    )
-    .unwrap_or_else(|e| pgrx::error!("cannot read the shape of relation {}: {e}", rel.to_u32()));
+    );
+    let (json, depends_on) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("cannot read the shape of relation {}: {e}", rel.to_u32())
+            );
+            unreachable!("ereport! at ERROR does not return")
+        }
+    };
     let json = json?.0;
     let shape = serde_json::from_value::<Shape>(json.clone()).map_err(|e| format!("malformed relation shape: {e}"));
     let mut depends_on: Vec<pg_sys::Oid> =
