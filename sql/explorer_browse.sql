@@ -433,7 +433,8 @@ BEGIN
     IF req ? 'followed' THEN
         page := page || pg_catalog.jsonb_build_object('followed', req -> 'followed');
     END IF;
-    RETURN page;
+    -- The foreign keys both ways, so that a page's cells and rows can link (catalogs only).
+    RETURN page || fluxbase_admin.relation_links((plan ->> 'oid')::oid);
 END
 $$;
 COMMENT ON FUNCTION fluxbase_admin.browse() IS 'Data plane: one page of the claimed browse ticket, filtered, sorted and searched, with a keyset cursor to the next';

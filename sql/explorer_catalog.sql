@@ -73,6 +73,38 @@ AS $$
       JOIN pg_catalog.pg_attribute a ON a.attrelid = rel AND a.attnum = k.attnum
 $$;
 
+-- A relation's foreign keys both ways, as describe_table and browse() give them:
+-- {"foreign_keys": [{name, columns, references {schema, table, columns}}],
+--  "referenced_by": [{name, schema, table, columns, referenced_columns}]}. Catalogs only:
+-- the data login runs it in browse(), as the pages' links need it with every page.
+CREATE FUNCTION fluxbase_admin.relation_links(rel oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'foreign_keys', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', f.conname,
+                       'columns', fluxbase_admin.column_names(f.conrelid, f.conkey),
+                       'references', pg_catalog.jsonb_build_object(
+                           'schema', rn.nspname, 'table', rc.relname,
+                           'columns', fluxbase_admin.column_names(f.confrelid, f.confkey)))
+                   ORDER BY f.conname)
+              FROM pg_catalog.pg_constraint f
+              JOIN pg_catalog.pg_class rc ON rc.oid = f.confrelid
+              JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+             WHERE f.conrelid = rel AND f.contype = 'f'), '[]'::jsonb),
+        'referenced_by', coalesce((
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', f.conname, 'schema', sn.nspname, 'table', sc.relname,
+                       'columns', fluxbase_admin.column_names(f.conrelid, f.conkey),
+                       'referenced_columns', fluxbase_admin.column_names(f.confrelid, f.confkey))
+                   ORDER BY sn.nspname, sc.relname, f.conname)
+              FROM pg_catalog.pg_constraint f
+              JOIN pg_catalog.pg_class sc ON sc.oid = f.conrelid
+              JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
+             WHERE f.confrelid = rel AND f.contype = 'f'), '[]'::jsonb))
+$$;
+
 -- A page of the browsable relations, in schema and name order, for the explorer's list
 -- (viewers may call it): {"rows": [...], "next_cursor", "total"}. `search` keeps the
 -- relations whose "schema.name" holds it, in any case. The filter and the page are cut
@@ -180,28 +212,6 @@ BEGIN
         'primary_key', (
             SELECT fluxbase_admin.column_names(p.conrelid, p.conkey)
               FROM pg_catalog.pg_constraint p WHERE p.conrelid = rel AND p.contype = 'p'),
-        'foreign_keys', coalesce((
-            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                       'name', f.conname,
-                       'columns', fluxbase_admin.column_names(f.conrelid, f.conkey),
-                       'references', pg_catalog.jsonb_build_object(
-                           'schema', rn.nspname, 'table', rc.relname,
-                           'columns', fluxbase_admin.column_names(f.confrelid, f.confkey)))
-                   ORDER BY f.conname)
-              FROM pg_catalog.pg_constraint f
-              JOIN pg_catalog.pg_class rc ON rc.oid = f.confrelid
-              JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
-             WHERE f.conrelid = rel AND f.contype = 'f'), '[]'::jsonb),
-        'referenced_by', coalesce((
-            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                       'name', f.conname, 'schema', sn.nspname, 'table', sc.relname,
-                       'columns', fluxbase_admin.column_names(f.conrelid, f.conkey),
-                       'referenced_columns', fluxbase_admin.column_names(f.confrelid, f.confkey))
-                   ORDER BY sn.nspname, sc.relname, f.conname)
-              FROM pg_catalog.pg_constraint f
-              JOIN pg_catalog.pg_class sc ON sc.oid = f.conrelid
-              JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
-             WHERE f.confrelid = rel AND f.contype = 'f'), '[]'::jsonb),
         'indexes', coalesce((
             SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                        'name', ic.relname, 'unique', i.indisunique, 'primary', i.indisprimary,
@@ -231,6 +241,7 @@ BEGIN
                            pg_catalog.jsonb_agg(x.privilege_type ORDER BY x.privilege_type) AS privileges
                       FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) x
                      GROUP BY x.grantee) g), '[]'::jsonb))
+          || fluxbase_admin.relation_links(rel)
       INTO described
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = rel;

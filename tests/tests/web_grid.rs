@@ -272,6 +272,11 @@ fn the_grid_filters_sorts_pages_and_copies() {
     assert!(browser.text("#paging-note").to_lowercase().contains("offset"), "{}", browser.text("#paging-note"));
     assert!(!browser.exists("#grid input.select-row"));
 
+    // An unknown table is the 404 page.
+    let problems = browser.visit_collecting_problems("/tables/shop/nope", "unknown-table");
+    assert!(browser.exists("#error"), "unknown table: the error page");
+    assert!(problems.iter().all(|p| p.contains("404")), "only the 404 itself: {problems:?}");
+
     // Empty states.
     site.db.connect(Caller::Superuser).batch_execute("CREATE TABLE shop.empty (id int PRIMARY KEY)").unwrap();
     browser.visit("/tables/shop/empty", "empty-table");

@@ -1,7 +1,7 @@
-//! `GET /tables/{schema}/{table}`: a table's rows, the grid. Two calls of the API:
-//! `describe_table` (the foreign keys both ways, for links) and a browse (a ticket and its
-//! claim, as the JSON route makes it). The view lives in the address (`grid_query`).
-//! Everything the grid knows of a column (its type, whether it sorts, the filter
+//! `GET /tables/{schema}/{table}`: a table's rows, the grid. One call of the API: a browse
+//! (a ticket and its claim, as the JSON route makes it), whose answer has the foreign
+//! keys both ways for the links; `describe_table` only when the request was refused. The
+//! view lives in the address (`grid_query`). Everything the grid knows of a column (its type, whether it sorts, the filter
 //! operators it takes) comes from the browse answer; `grid.js` adds the keyboard, copying,
 //! "show all", the JSON panel and the time-zone toggle.
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::explorer::{self, Executor, HandOffError};
 use crate::pages::grid_query::{Condition, GridQuery};
-use crate::pages::table_structure::Described;
+use crate::pages::table_structure::{Described, ForeignKey, ReferencedBy};
 use crate::pages::tables::{call_rows, human_count, segment, structure_href};
 use crate::pages::Frame;
 use crate::state::AppState;
@@ -169,12 +169,11 @@ fn cell(column: &GridColumn, value: Option<&Value>, full_length: Option<i64>) ->
 
 fn error_words(e: HandOffError) -> Result<String, PageError> {
     match e {
-        // A request that does not fit the table, a value that does not fit its column,
-        // a cursor of another sort: the extension's own words, shown above the form.
         HandOffError::Db(db) => match db.as_db_error() {
-            Some(d) if d.code().code().starts_with("22") || d.code().code().starts_with("42") && d.code().code() != "42P01" => {
-                Ok(d.message().to_string())
-            }
+            Some(d) if d.code().code() == "42P01" => Err(PageError::NotFound),
+            // A request that does not fit the table, a value that does not fit its column,
+            // a cursor of another sort: the extension's own words, shown above the form.
+            Some(d) if d.code().code().starts_with("22") || d.code().code().starts_with("42") => Ok(d.message().to_string()),
             _ => Err(HandOffError::Db(db).into()),
         },
         other => Err(other.into()),
@@ -188,37 +187,16 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Result<RowsPage, PageError> {
     let query = GridQuery::parse(raw.as_deref());
-    // The structure and the page at once, on a connection of each pool: neither waits
-    // for the other (a name that is not a browsable table fails both alike).
-    let request = query.request(&schema, &table);
-    let token = who.token();
-    let describe_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&token, &schema, &table];
-    let describing = call_rows(&state, &who.context, "SELECT fluxbase_admin.describe_table($1, $2, $3)::text", &describe_params);
-    let browsing = async {
-        match &request {
-            Ok(request) => Some(explorer::hand_off(&state, &who.context, who.token(), "browse", request, Executor::Browse).await),
-            Err(_) => None,
-        }
-    };
-    let (described, browsed) = tokio::join!(describing, browsing);
-    let described = described?
-        .into_iter()
-        .next()
-        .and_then(|row| row.get::<_, Option<String>>(0))
-        .ok_or(PageError::NotFound)?;
-    let described: Described =
-        serde_json::from_str(&described).map_err(|e| PageError::Internal(anyhow::anyhow!("describe_table: {e}")))?;
-
-    let href = rows_href(&described.schema, &described.name);
+    let href = rows_href(&schema, &table);
     let mut page = RowsPage {
-        frame: Frame::signed_in(&who, &format!("{}.{}", described.schema, described.name), "tables"),
+        frame: Frame::signed_in(&who, &format!("{schema}.{table}"), "tables"),
         script_url: crate::web::assets::url("grid.js"),
-        schema: described.schema.clone(),
-        table: described.name.clone(),
-        structure_href: structure_href(&described.schema, &described.name),
+        structure_href: structure_href(&schema, &table),
         clear_href: format!("{href}?{}", query.unfiltered().to_query(None)),
         api_base: format!("/api{href}"),
         href,
+        schema,
+        table,
         query: query.clone(),
         conditions: Vec::new(),
         columns: Vec::new(),
@@ -236,57 +214,75 @@ pub async fn page(
         next_href: None,
     };
 
-    let answer = match (request, browsed) {
-        (Err(words), _) => Err(words),
-        (Ok(_), None) => unreachable!("a request is browsed"),
-        (Ok(_), Some(browsed)) => match browsed {
+    // One call of the API: the page (with its foreign keys both ways), a ticket and its
+    // claim. An unknown table is the ticket's 42P01, the 404 page.
+    let answer = match query.request(&page.schema, &page.table) {
+        Err(words) => Err(words),
+        Ok(request) => match explorer::hand_off(&state, &who.context, who.token(), "browse", &request, Executor::Browse).await {
             Ok(text) => Ok(text),
             Err(e) => Err(error_words(e)?),
         },
     };
-    let answer: Value = match answer {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| PageError::Internal(anyhow::anyhow!("browse: {e}")))?,
-        Err(words) => {
-            // The form still shows every condition, so that the one at fault can be fixed,
-            // and every column (from the structure) for a new one.
-            page.error = Some(words);
-            page.columns = described
-                .columns
-                .iter()
-                .map(|c| GridColumn {
-                    name: c.name.clone(),
-                    type_name: c.type_name.clone(),
-                    aria_sort: None,
-                    sorted: None,
-                    sort_href: None,
-                    key: c.key,
-                    kind: "text",
-                    filter_ops: OPERATOR_WORDS.iter().map(|(op, _)| op.to_string()).collect(),
-                })
-                .collect();
-            page.conditions = query
-                .conditions
-                .iter()
-                .map(|c| FormCondition {
-                    known: page.columns.iter().any(|column| column.name == c.column),
-                    condition: c.clone(),
-                    ops: OPERATOR_WORDS.to_vec(),
-                })
-                .collect();
-            if query.cursor.is_some() {
-                page.first_href = Some(format!("{}?{}", page.href, query.to_query(None)));
-            }
-            return Ok(page);
+    match answer {
+        Ok(text) => {
+            let answer: Value = serde_json::from_str(&text).map_err(|e| PageError::Internal(anyhow::anyhow!("browse: {e}")))?;
+            fill(&mut page, &answer);
         }
-    };
-    fill(&mut page, &described, &answer);
+        Err(words) => refused(&mut page, &state, &who, words).await?,
+    }
     Ok(page)
+}
+
+/// A request the table refused: the extension's words above the form, which still shows
+/// every condition, so that the one at fault can be fixed, and every column (from the
+/// structure, a second call only on this path) for a new one.
+async fn refused(page: &mut RowsPage, state: &AppState, who: &SignedIn, words: String) -> Result<(), PageError> {
+    let described = call_rows(state, &who.context, "SELECT fluxbase_admin.describe_table($1, $2, $3)::text", &[&who.token(), &page.schema, &page.table])
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .ok_or(PageError::NotFound)?;
+    let described: Described =
+        serde_json::from_str(&described).map_err(|e| PageError::Internal(anyhow::anyhow!("describe_table: {e}")))?;
+    page.error = Some(words);
+    page.columns = described
+        .columns
+        .iter()
+        .map(|c| GridColumn {
+            name: c.name.clone(),
+            type_name: c.type_name.clone(),
+            aria_sort: None,
+            sorted: None,
+            sort_href: None,
+            key: described.primary_key.as_ref().is_some_and(|key| key.contains(&c.name)),
+            kind: "text",
+            filter_ops: OPERATOR_WORDS.iter().map(|(op, _)| op.to_string()).collect(),
+        })
+        .collect();
+    page.conditions = page
+        .query
+        .conditions
+        .iter()
+        .map(|c| FormCondition {
+            known: page.columns.iter().any(|column| column.name == c.column),
+            condition: c.clone(),
+            ops: OPERATOR_WORDS.to_vec(),
+        })
+        .collect();
+    if page.query.cursor.is_some() {
+        page.first_href = Some(format!("{}?{}", page.href, page.query.to_query(None)));
+    }
+    Ok(())
 }
 
 /// Draws the browse answer: the columns (key columns first), the rows and their links,
 /// the total, the paging links and the notices.
-fn fill(page: &mut RowsPage, described: &Described, answer: &Value) {
+fn fill(page: &mut RowsPage, answer: &Value) {
     let query = &page.query;
+    let links = |field: &str| answer.get(field).cloned().unwrap_or(Value::Array(Vec::new()));
+    let foreign_keys: Vec<ForeignKey> = serde_json::from_value(links("foreign_keys")).unwrap_or_default();
+    let referenced_by: Vec<ReferencedBy> = serde_json::from_value(links("referenced_by")).unwrap_or_default();
     let key: Vec<String> = answer["paging"]["key"]
         .as_array()
         .map(|k| k.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
@@ -347,7 +343,7 @@ fn fill(page: &mut RowsPage, described: &Described, answer: &Value) {
             .iter()
             .map(|c| cell(c, values.get(&c.name), row["truncated"][&c.name].as_i64()))
             .collect();
-        for fk in &described.foreign_keys {
+        for fk in &foreign_keys {
             let pairs: Vec<(&str, &Value)> =
                 fk.references.columns.iter().zip(&fk.columns).map(|(to, from)| (to.as_str(), &values[from])).collect();
             if pairs.iter().any(|(_, v)| v.is_null()) {
@@ -357,8 +353,7 @@ fn fill(page: &mut RowsPage, described: &Described, answer: &Value) {
                 cells[i].link = Some(filter_href(&fk.references.schema, &fk.references.table, &pairs));
             }
         }
-        let referenced_by = described
-            .referenced_by
+        let referenced_by = referenced_by
             .iter()
             .filter_map(|r| {
                 let pairs: Vec<(&str, &Value)> =

@@ -57,7 +57,10 @@ mod fluxbase_admin {
     ) -> JsonB {
         let cached = super::cache::shape(rel).unwrap_or_else(|| invalid(format!("no relation has oid {}", rel.to_u32())));
         let shape = cached.shape.as_ref().unwrap_or_else(|e| invalid(e.clone()));
-        browse_plan(shape, filter, sort, search, page_size, cursor)
+        let mut plan = browse_plan(shape, filter, sort, search, page_size, cursor);
+        // The relation itself, for what browse() reads beside the page (relation_links).
+        plan.0["oid"] = serde_json::json!(rel.to_u32());
+        plan
     }
 
     /// What relation `rel` looks like to the builder (see shape.rs), as JSON: read from
