@@ -102,7 +102,12 @@ AS $$
               FROM pg_catalog.pg_constraint f
               JOIN pg_catalog.pg_class sc ON sc.oid = f.conrelid
               JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
-             WHERE f.confrelid = rel AND f.contype = 'f'), '[]'::jsonb))
+             -- pg_constraint has no index on confrelid; a foreign key depends on the
+             -- columns it references, and pg_depend is indexed by what is depended on.
+             WHERE f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
+                              WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = rel
+                                AND d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass)
+               AND f.confrelid = rel AND f.contype = 'f'), '[]'::jsonb))
 $$;
 
 -- A page of the browsable relations, in schema and name order, for the explorer's list
