@@ -75,9 +75,11 @@ $$;
 
 -- A relation's foreign keys both ways, as describe_table and browse() give them:
 -- {"foreign_keys": [{name, columns, references {schema, table, columns}}],
---  "referenced_by": [{name, schema, table, columns, referenced_columns}]}. Catalogs only:
--- the data login runs it in browse(), as the pages' links need it with every page.
-CREATE FUNCTION fluxbase_admin.relation_links(rel oid) RETURNS jsonb
+--  "referenced_by": [{name, schema, table, columns, referenced_columns}]}. Catalogs only.
+-- Read through fluxbase_admin.relation_links(oid), which keeps it with the relation's
+-- shape in each backend (extension/src/explorer/cache.rs): the pages' links need it with
+-- every page.
+CREATE FUNCTION fluxbase_admin.read_relation_links(rel oid) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.jsonb_build_object(

@@ -255,3 +255,37 @@ fn a_revoked_privilege_is_checked_on_a_cached_shape() {
     ddl(&mut su, "GRANT SELECT ON public.secrets TO fluxbase_explorer");
     assert_eq!(ids(&r.page(secrets)), [1]);
 }
+
+#[test]
+fn foreign_keys_both_ways_are_read_again_when_either_side_changes() {
+    let db = TestDb::new();
+    let mut su = db.connect(Caller::Superuser);
+    ddl(&mut su, "CREATE TABLE public.customers (id int PRIMARY KEY);
+                  CREATE TABLE public.orders (id int PRIMARY KEY, customer_id int);
+                  INSERT INTO public.customers VALUES (1);");
+    let mut r = reader(&db);
+    let customers = json!({"schema": "public", "table": "customers"});
+    let orders = json!({"schema": "public", "table": "orders"});
+    assert_eq!(r.page(customers.clone())["referenced_by"], json!([]));
+    assert_eq!(r.page(orders.clone())["foreign_keys"], json!([]));
+
+    // A new foreign key on orders: both pages see it (the referenced table gets triggers).
+    ddl(&mut su, "ALTER TABLE public.orders ADD CONSTRAINT orders_customer FOREIGN KEY (customer_id) REFERENCES public.customers (id)");
+    let page = r.page(customers.clone());
+    assert_eq!(page["referenced_by"][0]["table"], "orders", "{page}");
+    assert_eq!(r.page(orders.clone())["foreign_keys"][0]["references"]["table"], "customers");
+
+    // The referencing side renamed, table and column: the referenced side's links follow.
+    ddl(&mut su, "ALTER TABLE public.orders RENAME COLUMN customer_id TO buyer_id; ALTER TABLE public.orders RENAME TO purchases");
+    let page = r.page(customers.clone());
+    assert_eq!((page["referenced_by"][0]["table"].clone(), page["referenced_by"][0]["columns"].clone()), (json!("purchases"), json!(["buyer_id"])), "{page}");
+    // The referenced side renamed: the referencing side's links follow.
+    ddl(&mut su, "ALTER TABLE public.customers RENAME TO buyers");
+    let page = r.page(json!({"schema": "public", "table": "purchases"}));
+    assert_eq!(page["foreign_keys"][0]["references"]["table"], "buyers", "{page}");
+
+    // Dropped: gone from both.
+    ddl(&mut su, "ALTER TABLE public.purchases DROP CONSTRAINT orders_customer");
+    assert_eq!(r.page(json!({"schema": "public", "table": "buyers"}))["referenced_by"], json!([]));
+    assert_eq!(r.page(json!({"schema": "public", "table": "purchases"}))["foreign_keys"], json!([]));
+}

@@ -42,8 +42,11 @@ pub struct Cached {
     pub json: serde_json::Value,
     /// As the builder reads it, or why it cannot.
     pub shape: Result<Shape, String>,
-    /// The relation, its indexes and its partitions: a relcache invalidation of any of
-    /// them drops the entry.
+    /// Its foreign keys both ways, as `read_relation_links` returned them.
+    pub links: serde_json::Value,
+    /// The relation, its indexes, its partitions, and the relations its foreign keys
+    /// join it to, both ways: a relcache invalidation of any of them drops the entry. (A
+    /// new foreign key that references it adds triggers to it, which invalidates it.)
     depends_on: Vec<pg_sys::Oid>,
 }
 
@@ -122,14 +125,22 @@ pub fn shape(rel: pg_sys::Oid) -> Option<Rc<Cached>> {
         return Some(hit);
     }
     let generation = GENERATION.get();
-    let read = Spi::get_two_with_args::<JsonB, Vec<Option<i64>>>(
-        "SELECT fluxbase_admin.read_relation_shape($1),
+    let read = Spi::get_three_with_args::<JsonB, JsonB, Vec<Option<i64>>>(
+        "SELECT fluxbase_admin.read_relation_shape($1), fluxbase_admin.read_relation_links($1),
                 ARRAY(SELECT i.indexrelid::pg_catalog.int8 FROM pg_catalog.pg_index i WHERE i.indrelid = $1
                       UNION ALL
-                      SELECT t.relid::pg_catalog.int8 FROM pg_catalog.pg_partition_tree($1) t WHERE t.relid <> $1)",
+                      SELECT t.relid::pg_catalog.int8 FROM pg_catalog.pg_partition_tree($1) t WHERE t.relid <> $1
+                      UNION ALL
+                      SELECT f.confrelid::pg_catalog.int8 FROM pg_catalog.pg_constraint f WHERE f.conrelid = $1 AND f.contype = 'f'
+                      UNION ALL
+                      SELECT f.conrelid::pg_catalog.int8 FROM pg_catalog.pg_constraint f
+                       WHERE f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
+                                        WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = $1
+                                          AND d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass)
+                         AND f.confrelid = $1 AND f.contype = 'f')",
         &[rel.into()],
     );
-    let (json, depends_on) = match read {
+    let (json, links, depends_on) = match read {
         Ok(read) => read,
         Err(e) => {
             pgrx::ereport!(
@@ -145,7 +156,8 @@ pub fn shape(rel: pg_sys::Oid) -> Option<Rc<Cached>> {
     let mut depends_on: Vec<pg_sys::Oid> =
         depends_on.unwrap_or_default().into_iter().flatten().map(|oid| pg_sys::Oid::from(oid as u32)).collect();
     depends_on.push(rel);
-    let cached = Rc::new(Cached { json, shape, depends_on });
+    let links = links.map(|links| links.0).unwrap_or(serde_json::Value::Null);
+    let cached = Rc::new(Cached { json, shape, links, depends_on });
     if GENERATION.get() == generation && cached.shape.is_ok() {
         SHAPES.with_borrow_mut(|shapes| {
             if shapes.len() >= MAX_ENTRIES {

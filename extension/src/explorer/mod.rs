@@ -72,6 +72,14 @@ mod fluxbase_admin {
         super::cache::shape(rel).map(|cached| JsonB(cached.json.clone()))
     }
 
+    /// Relation `rel`'s foreign keys both ways (read_relation_links), kept with its shape
+    /// until a change to it or to a relation they join it to. NULL when no relation has
+    /// that oid.
+    #[pg_extern(stable, strict)]
+    fn relation_links(rel: pg_sys::Oid) -> Option<JsonB> {
+        super::cache::shape(rel).map(|cached| JsonB(cached.links.clone()))
+    }
+
     fn browse_plan(
         shape: &super::shape::Shape,
         filter: Option<&str>,
@@ -150,7 +158,7 @@ mod fluxbase_admin {
 pgrx::extension_sql_file!(
     "../../../sql/explorer_browse.sql",
     name = "explorer_browse",
-    requires = ["explorer_catalog", "impersonation", build_browse, build_browse_for, relation_shape, next_page_cursor, prev_page_cursor, build_cell, build_copy]
+    requires = ["explorer_catalog", "impersonation", build_browse, build_browse_for, relation_shape, relation_links, next_page_cursor, prev_page_cursor, build_cell, build_copy]
 );
 
 pgrx::extension_sql_file!(
