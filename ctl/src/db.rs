@@ -116,8 +116,8 @@ pub enum CallError {
 ///
 /// One round trip after the pool's liveness check: BEGIN with `SET LOCAL ROLE` and
 /// `SET LOCAL statement_timeout` (one simple query), the context's `set_config`s, the
-/// statement and COMMIT are written together. A failure aborts the transaction, so what follows it does nothing and
-/// the pipelined COMMIT ends as a rollback.
+/// statement and COMMIT are written together. A failure aborts the transaction, so what
+/// follows it does nothing and the pipelined COMMIT ends as a rollback.
 ///
 /// The statement is prepared once per connection (deadpool's statement cache), which is
 /// safe here and only here: on the dashboard login no app code runs (the dashboard
