@@ -269,17 +269,11 @@ CREATE FUNCTION fluxbase_admin.plan_for(
 ) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    plan  jsonb := fluxbase_admin.build_browse_for(fluxbase_admin.browsable_relation(schema_name, relation_name),
-                                                   filter::text, sort::text, search, page_size, cursor);
-    first jsonb := fluxbase_admin.value_errors(plan, bound) -> 0;
 BEGIN
-    IF first IS NOT NULL THEN
-        RAISE EXCEPTION 'column % (%): %', pg_catalog.quote_ident(first ->> 'field'), first ->> 'type', first ->> 'message'
-              USING ERRCODE = first ->> 'sqlstate',
-                    DETAIL = pg_catalog.format('The value given was %s.', pg_catalog.quote_literal(pg_catalog.left(first ->> 'value', 200)));
-    END IF;
-    RETURN plan;
+    RETURN fluxbase_admin.checked_plan(
+        fluxbase_admin.build_browse_for(fluxbase_admin.browsable_relation(schema_name, relation_name),
+                                        filter::text, sort::text, search, page_size, cursor),
+        bound);
 END
 $$;
 
