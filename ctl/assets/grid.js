@@ -320,14 +320,16 @@ if (grid) {
 
   const typeOf = (cell) => rows[0].cells[cell.cellIndex].querySelector(".col-type").textContent;
   const pretty = (value) => (typeof value === "string" ? value : JSON.stringify(value, null, 2));
+  // "row 7" after the type, for a row with a key.
+  const rowWords = (cell) => (cell.parentElement.dataset.label ? ` · row ${cell.parentElement.dataset.label}` : "");
 
   grid.addEventListener("click", async (event) => {
     const json = event.target.closest("button.open-json");
-    const all = event.target.closest("button.show-all");
+    const showAll = event.target.closest("button.show-all");
     const cell = event.target.closest("td");
     if (json) {
-      openPanel(cell, columnOf(cell), `${typeOf(cell)} · row ${cell.parentElement.querySelector("input.select-row")?.getAttribute("aria-label")?.replace("Select row ", "") ?? ""}`, JSON.stringify(JSON.parse(json.dataset.json), null, 2));
-    } else if (all) {
+      openPanel(cell, columnOf(cell), `${typeOf(cell)}${rowWords(cell)}`, JSON.stringify(JSON.parse(json.dataset.json), null, 2));
+    } else if (showAll) {
       say(`Loading ${columnOf(cell)} in full…`);
       try {
         const answer = await fullValue(cell);
@@ -335,7 +337,7 @@ if (grid) {
         let value = answer.value;
         if (kind === "json" && typeof value === "string") { try { value = JSON.parse(value); } catch { /* shown as text */ } }
         const length = answer.length === null ? "" : ` · ${answer.length.toLocaleString("en-US")} characters`;
-        openPanel(cell, columnOf(cell), `${answer.type}${length}`, pretty(value));
+        openPanel(cell, columnOf(cell), `${answer.type}${rowWords(cell)}${length}`, pretty(value));
         say(`${columnOf(cell)} shown in full.`);
       } catch (e) {
         say(`Could not load the value: ${e.message}`);

@@ -122,9 +122,8 @@ pub async fn rows(
     let (filter, sort, search) = (given(query.filter), given(query.sort), given(query.search));
     let (cursor, page_size, total) = (given(query.cursor), given(query.page_size), given(query.total));
 
-    // 1. The ticket, on the dashboard login: the request is put together by Postgres from
-    // bound values, only the fields given.
-    let ticket = on_dashboard(
+    // The request is put together by Postgres from bound values, only the fields given.
+    issue_and_run(
         &state,
         &context,
         "SELECT fluxbase_admin.issue_ticket($1, 'browse',
@@ -134,12 +133,23 @@ pub async fn rows(
                 || CASE WHEN $4::text IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('filter', $4::text::jsonb) END
                 || CASE WHEN $5::text IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('sort', $5::text::jsonb) END)",
         &[&token, &schema, &table, &filter, &sort, &search, &cursor, &page_size, &total],
+        Executor::Browse,
     )
-    .await?;
+    .await
+}
 
-    // 2. The page, on the data login: the claim and the read in one transaction.
-    let page = explorer::claim_and_run(&state, &ticket, Executor::Browse).await?;
-    as_json(page)
+/// A ticket issued by `issue` on the dashboard login (its request put together by
+/// Postgres from bound values), then claimed on the data login to run `executor`: the
+/// executor's JSON as it is.
+async fn issue_and_run(
+    state: &AppState,
+    context: &RequestContext,
+    issue: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    executor: Executor,
+) -> Result<JsonText, ApiError> {
+    let ticket = on_dashboard(state, context, issue, params).await?;
+    as_json(explorer::claim_and_run(state, &ticket, executor).await?)
 }
 
 #[derive(Deserialize)]
@@ -159,15 +169,15 @@ pub async fn cell(
     Query(query): Query<CellQuery>,
 ) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
-    let ticket = on_dashboard(
+    issue_and_run(
         &state,
         &context,
         "SELECT fluxbase_admin.issue_ticket($1, 'cell', pg_catalog.jsonb_build_object(
                 'schema', $2::text, 'table', $3::text, 'column', $4::text, 'key', $5::text::jsonb))",
         &[&token, &schema, &table, &query.column, &query.key],
+        Executor::ReadCell,
     )
-    .await?;
-    as_json(explorer::claim_and_run(&state, &ticket, Executor::ReadCell).await?)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -186,13 +196,13 @@ pub async fn copy(
     Query(query): Query<CopyQuery>,
 ) -> Result<JsonText, ApiError> {
     let token = session(&state, &headers)?;
-    let ticket = on_dashboard(
+    issue_and_run(
         &state,
         &context,
         "SELECT fluxbase_admin.issue_ticket($1, 'copy', pg_catalog.jsonb_build_object(
                 'schema', $2::text, 'table', $3::text, 'keys', $4::text::jsonb))",
         &[&token, &schema, &table, &query.keys],
+        Executor::CopyRows,
     )
-    .await?;
-    as_json(explorer::claim_and_run(&state, &ticket, Executor::CopyRows).await?)
+    .await
 }

@@ -102,6 +102,7 @@ fn the_grid_filters_sorts_pages_and_copies() {
     // JSON opens formatted in the side panel.
     browser.click(&format!("{} button.open-json", row(4)));
     browser.wait_for("#cell-panel:not([hidden])");
+    assert_eq!(browser.text("#cell-panel-meta"), "jsonb · row 4", "the panel names the type and the row");
     let formatted = browser.text("#cell-panel-value");
     assert!(formatted.contains("\n") && formatted.contains("\"plan\": {"), "formatted: {formatted}");
     browser.step("json-panel");
